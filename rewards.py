@@ -607,3 +607,49 @@ def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt
                           judge_tokens=judge_tokens, cache={})
     fns = [builders[n](ctx) for n, _ in pairs]
     return Rewards([n for n, _ in pairs], [w for _, w in pairs], fns, ctx)
+
+
+# ----------------------------------------------------------------------------- benchmark
+def benchmark(names, device="cpu", tiny=True, batch=8, size=256, repeats=3, dtype=None, judge_tokens=256):
+    """images/s of each reward alone (model load excluded, one warm-up call), and the fast
+    judge vs the paper's generate-and-parse judge on the same images."""
+    import time
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    prompts = [f"a photo of class {i // 4}" for i in range(batch)]   # groups share a prompt
+    rows = []
+    for name in names:
+        modes = ["fast", "generate"] if name in QWEN_PARTS else ["fast"]
+        for mode in modes:
+            scorer = build_rewards(f"{name}:1", device=device, tiny=tiny, dtype=dtype,
+                                   judge_mode=mode, judge_tokens=judge_tokens)
+            n = 1 if mode == "generate" else repeats          # generation is slow: one timed call
+            scorer(x, prompts)                                # warm-up
+            t = time.perf_counter()
+            for _ in range(n):
+                _, parts = scorer(x, prompts)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            ips = batch * n / (time.perf_counter() - t)
+            label = name + (f" ({mode})" if name in QWEN_PARTS else "")
+            rows.append((label, ips, parts[name].mean().item()))
+            print(f"{label:24s} {ips:10.1f} images/s   mean reward {rows[-1][2]:+.3f}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="reward benchmark (images/s); tiny random models unless --real")
+    ap.add_argument("--bench", action="store_true", help="run the benchmark")
+    ap.add_argument("--rewards", default=",".join(OFFLINE_REWARDS + ["clip", "hps", "maniqa", "qwen_fake"]))
+    ap.add_argument("--real", action="store_true", help="real weights and sizes (caches / flags as usual)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--judge-tokens", type=int, default=256)
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    print(f"device {args.device}, {'real' if args.real else 'tiny random'} models, batch {args.batch}, "
+          f"{args.size} px, {torch.get_num_threads()} threads")
+    benchmark(args.rewards.split(","), args.device, tiny=not args.real, batch=args.batch, size=args.size,
+              dtype=torch.bfloat16 if args.bf16 else None, judge_tokens=args.judge_tokens)
