@@ -500,7 +500,7 @@ class Judge:
     def _inputs(self, x, prompts, prefix):
         texts = [judge_text(self.question.format(p) if "{}" in self.question else self.question, prefix)
                  for p in prompts]
-        inputs = self.processor(text=texts, images=list(x), do_rescale=False, padding=True, return_tensors="pt")
+        inputs = self.processor(text=texts, images=list(x.cpu()), do_rescale=False, padding=True, return_tensors="pt")
         inputs = inputs.to(self.ctx.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.ctx.dtype)
         return inputs
