@@ -17,16 +17,18 @@ import torch.nn.functional as F
 from model import GPT, generate, gpt_config
 
 
-def timed(fn, device, repeat):
-    best = float("inf")
+def timed(fns, device, repeat):
+    """Best-of-`repeat` seconds for each function, run interleaved so machine noise hits all alike."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+        for i, fn in enumerate(fns):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[i] = min(best[i], time.perf_counter() - t)
     return best
 
 
@@ -67,10 +69,10 @@ def main():
         batch = 2 * n if args.cfg_scale != 1.0 else n
         g = torch.Generator(dev).manual_seed(0)
         generate(model, cond[:1], args.cfg_scale, generator=g)  # warm-up
-        t_gen = timed(lambda: generate(model, cond, args.cfg_scale, generator=g), dev, args.repeat)
         step = floor_step(model, batch)
         with torch.no_grad():
-            t_floor = timed(lambda: [step() for _ in range(N)], dev, args.repeat)
+            t_gen, t_floor = timed([lambda: generate(model, cond, args.cfg_scale, generator=g),
+                                    lambda: [step() for _ in range(N)]], dev, args.repeat)
         print(f"images {n:3d} (decode batch {batch:3d}): sampler {t_gen:7.2f} s = {1e3 * t_gen / N:7.2f} ms/step, "
               f"{n * N / t_gen:8.1f} tokens/s | floor {1e3 * t_floor / N:7.2f} ms/step | ratio {t_gen / t_floor:.2f}x")
 
