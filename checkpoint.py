@@ -1,0 +1,142 @@
+"""Checkpoint I/O shared by the models and the trainer.
+
+- `resolve(name_or_path, flag)`: a local file, or a released LlamaGen name (`c2i_B_256`,
+  `vq_ds16_c2i`, `t2i_XL_stage1_256`, ...) fetched once through `huggingface_hub` into its cache.
+  Offline with nothing cached it raises `MissingCheckpoint`: one line naming the file, where to
+  get it and the flag to pass instead.
+- `load_state_dict(path)`: `torch.load(..., weights_only=True)` for every layout the released
+  files use: `{"model": sd}` (DDP runs, plus optimizer/steps/args), `{"ema": sd}`, `{"module": sd}`,
+  `{"state_dict": sd}`, a bare state dict (FSDP runs), stray `freqs_cis`, `module.`/`_orig_mod.`
+  prefixes. The released DDP files keep an argparse `Namespace` under `args`, which
+  `weights_only=True` refuses; we allow-list exactly that class.
+- `check_keys(module, sd)`: strict loading with an error that names what is missing/unexpected.
+- `save_atomic(obj, path)`: write to a temporary file, fsync, then `os.replace`, so a run killed
+  mid-save never leaves a truncated checkpoint behind.
+"""
+import argparse
+import os
+import re
+import socket
+from urllib.parse import urlparse
+
+import torch
+
+# released name -> Hugging Face repo holding `<name>.pt`
+RELEASES = {
+    **{f"c2i_{s}_{r}": "FoundationVision/LlamaGen" for s, r in
+       [("B", 256), ("B", 384), ("L", 256), ("L", 384), ("XL", 384), ("XXL", 384), ("3B", 384)]},
+    "vq_ds16_c2i": "FoundationVision/LlamaGen",
+    "vq_ds8_c2i": "FoundationVision/LlamaGen",
+    "vq_ds16_t2i": "peizesun/llamagen_t2i",
+    "t2i_XL_stage1_256": "peizesun/llamagen_t2i",
+    "t2i_XL_stage2_512": "peizesun/llamagen_t2i",
+}
+
+
+class MissingCheckpoint(FileNotFoundError):
+    """A checkpoint that is neither on disk nor downloadable. Its message is one line."""
+
+
+class BadCheckpoint(ValueError):
+    """A checkpoint whose contents do not fit the model (keys, shapes, resolution)."""
+
+
+def resolve(name_or_path, flag="--gpt-ckpt"):
+    """Return a local path for a file path or a released model name (downloaded once, cached)."""
+    name_or_path = str(name_or_path)
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    name = os.path.basename(name_or_path)[:-3] if name_or_path.endswith(".pt") else name_or_path
+    if name not in RELEASES:
+        raise MissingCheckpoint(f"checkpoint {name_or_path!r} not found; pass an existing file with "
+                                f"{flag} PATH or a released name ({', '.join(sorted(RELEASES))})")
+    repo, fname = RELEASES[name], f"{name}.pt"
+    from huggingface_hub import hf_hub_download
+    try:
+        return hf_hub_download(repo, fname, local_files_only=True)  # cached: no network at all
+    except Exception:
+        pass
+    why = "hub unreachable"
+    if hub_reachable():  # probe first: the hub client retries for ~30 s when there is no network
+        try:
+            return hf_hub_download(repo, fname)
+        except Exception as e:
+            why = type(e).__name__
+    raise MissingCheckpoint(f"cannot get {fname} from huggingface.co/{repo} ({why}); download it and pass "
+                            f"{flag} /path/to/{fname}, or put it in the Hugging Face cache (HF_HOME)")
+
+
+def hub_reachable(timeout=3.0):
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_checkpoint(path):
+    """torch.load with weights_only=True, allowing the argparse Namespace the released files keep."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MissingCheckpoint(f"checkpoint file {path} does not exist") from None
+    except Exception as e:
+        raise BadCheckpoint(f"cannot read checkpoint {path}: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def extract_state_dict(ckpt):
+    """Pull the weights out of any released layout and normalise the key names."""
+    if not isinstance(ckpt, dict):
+        raise BadCheckpoint(f"checkpoint holds a {type(ckpt).__name__}, expected a dict of tensors")
+    for key in ("model", "ema", "module", "state_dict"):  # `model` first: it is what LlamaGen samples
+        if key in ckpt and isinstance(ckpt[key], dict):
+            ckpt = ckpt[key]
+            break
+    sd = {}
+    for k, v in ckpt.items():
+        if not torch.is_tensor(v):
+            continue
+        k = re.sub(r"^(module\.|_orig_mod\.)+", "", k)
+        if k == "freqs_cis" or k.endswith(".kv_cache.k_cache") or k.endswith(".kv_cache.v_cache"):
+            continue  # buffers recomputed at build time; some released files carry them
+        sd[k] = v
+    if not sd:
+        raise BadCheckpoint("checkpoint contains no tensors")
+    return sd
+
+
+def load_state_dict(path):
+    return extract_state_dict(load_checkpoint(path))
+
+
+def check_keys(module, sd, what="checkpoint"):
+    """Raise BadCheckpoint naming missing / unexpected keys and shape mismatches (first few)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            problems.append(f"{label} {len(items)}: {', '.join(items[:3])}{more}")
+    if problems:
+        raise BadCheckpoint(f"{what} does not fit the model: " + "; ".join(problems))
+
+
+def save_atomic(obj, path):
+    """torch.save to `path` so that `path` is always either the old or the complete new file."""
+    path = str(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,450 @@
+"""LlamaGen's autoregressive image generator (GPT), its CFG sampler with a static KV cache, and loading.
+
+The model (Sun et al. 2024, "Autoregressive Model Beats Diffusion", LlamaGen) is a Llama decoder over
+VQ image tokens, raster order, prefixed by condition tokens:
+
+    h_0 = [cond tokens (T), tok_emb(x_1 .. x_{N-1})]          T = 1 (class) or 120 (T5 caption)
+    h_l = h + Attn(RMSNorm(h)) ; h_{l+1} = h_l + SwiGLU(RMSNorm(h_l))
+    p(x_i | c, x_<i) = softmax(W_out RMSNorm(h_L)[T - 1 + i])
+
+with 2D RoPE (row index on the first half of each head, column on the second half) and the LlamaGen
+quirk that the condition positions get cos = sin = 0: their queries and keys are exactly zero, so the
+condition reaches the image only through the attention values. The released weights rely on it.
+
+Classifier-free guidance (CFG) runs the condition and the null condition in one batch and samples from
+
+    l_guided = l_uncond + s (l_cond - l_uncond)        then temperature, top-k, top-p, multinomial.
+
+`generate` keeps a static KV cache and attends only over the filled prefix (the official code copies
+and attends over the whole cache behind a mask); `cfg_logits` gives the same guided logits by teacher
+forcing, which GRPO uses to score sampled sequences. Parameter and buffer names equal the official
+ones, so released checkpoints load unchanged (`load_gpt`).
+
+    python -c "from model import *; m = GPT(gpt_config('GPT-tiny')); print(generate(m, torch.tensor([1, 2])))"
+"""
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from checkpoint import BadCheckpoint, check_keys, extract_state_dict, hub_reachable, load_checkpoint, resolve
+
+
+@dataclass
+class GPTConfig:  # field names as LlamaGen's ModelArgs
+    dim: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: Optional[int] = None
+    multiple_of: int = 256
+    ffn_dim_multiplier: Optional[float] = None
+    rope_base: float = 10000
+    norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    token_dropout_p: float = 0.1
+    attn_dropout_p: float = 0.0
+    resid_dropout_p: float = 0.1
+    ffn_dropout_p: float = 0.1
+    num_classes: int = 1000
+    caption_dim: int = 2048
+    class_dropout_prob: float = 0.1  # > 0 adds the null-class row used by CFG
+    model_type: str = "c2i"
+    vocab_size: int = 16384
+    cls_token_num: int = 1
+    block_size: int = 256  # image tokens: (image_size / 16) ** 2
+
+    def __post_init__(self):
+        self.n_kv_head = self.n_kv_head or self.n_head
+        if self.model_type not in ("c2i", "t2i"):
+            raise ValueError(f"model_type must be 'c2i' or 't2i', got {self.model_type!r}")
+        if math.isqrt(self.block_size) ** 2 != self.block_size:
+            raise ValueError(f"block_size {self.block_size} is not a square token grid")
+
+
+GPT_PRESETS = {
+    "GPT-B": dict(n_layer=12, n_head=12, dim=768),      # 111M
+    "GPT-L": dict(n_layer=24, n_head=16, dim=1024),     # 343M
+    "GPT-XL": dict(n_layer=36, n_head=20, dim=1280),    # 775M
+    "GPT-XXL": dict(n_layer=48, n_head=24, dim=1536),   # 1.4B
+    "GPT-3B": dict(n_layer=24, n_head=32, dim=3200),    # 3.1B
+    "GPT-tiny": dict(n_layer=2, n_head=4, dim=64, multiple_of=32, vocab_size=64, num_classes=10,
+                     caption_dim=32, block_size=16),  # CPU tests and the tiny training preset
+}
+
+
+def gpt_config(preset, **overrides):
+    if preset not in GPT_PRESETS:
+        raise ValueError(f"unknown GPT preset {preset!r}; choose from {', '.join(GPT_PRESETS)}")
+    if overrides.get("model_type") == "t2i":
+        overrides.setdefault("cls_token_num", 120)
+    return GPTConfig(**{**GPT_PRESETS[preset], **overrides})
+
+
+def find_multiple(n, k):
+    return n if n % k == 0 else n + k - n % k
+
+
+def rope_2d(grid, head_dim, base, n_cond):
+    """cos, sin tables (n_cond + grid*grid, head_dim // 2): row index on the first head_dim/4
+    frequencies, column index on the last; n_cond leading zero rows for the condition tokens."""
+    half = head_dim // 2
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (head_dim/4,)
+    f = torch.outer(torch.arange(grid).float(), freqs)  # (grid, head_dim/4)
+    ang = torch.cat([f[:, None].expand(-1, grid, -1), f[None].expand(grid, -1, -1)], -1).flatten(0, 1)
+    zeros = torch.zeros(n_cond, half)  # the quirk: cos = sin = 0 for condition positions
+    return torch.cat([zeros, ang.cos()]), torch.cat([zeros, ang.sin()])
+
+
+def apply_rope(x, cos, sin):
+    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, L, H, D) by angles (L, D/2), in fp32."""
+    xs = x.float().unflatten(-1, (-1, 2))  # (B, L, H, D/2, 2)
+    x0, x1 = xs[..., 0], xs[..., 1]
+    cos, sin = cos[:, None], sin[:, None]  # (L, 1, D/2)
+    return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(3).type_as(x)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):  # normalise in fp32 (as LlamaGen), scale in the input dtype
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = c.n_head, c.n_kv_head, c.dim // c.n_head
+        self.split = [c.dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim]
+        self.wqkv = nn.Linear(c.dim, sum(self.split), bias=False)  # fused [q | k | v]
+        self.wo = nn.Linear(c.dim, c.dim, bias=False)
+        self.attn_p, self.resid_p = c.attn_dropout_p, c.resid_dropout_p
+
+    def forward(self, x, cos, sin, mask=None, cache=None, start=0):
+        B, L, _ = x.shape
+        q, k, v = self.wqkv(x).split(self.split, dim=-1)
+        q = apply_rope(q.view(B, L, self.n_head, self.head_dim), cos, sin).transpose(1, 2)
+        k = apply_rope(k.view(B, L, self.n_kv_head, self.head_dim), cos, sin).transpose(1, 2)
+        v = v.view(B, L, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+        if cache is not None:  # static cache: write this step, attend over the filled prefix only
+            kc, vc = cache
+            kc[:, :, start:start + L], vc[:, :, start:start + L] = k, v
+            k, v = kc[:, :, :start + L], vc[:, :, :start + L]
+        if self.n_kv_head != self.n_head:
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and L > 1,
+                                           dropout_p=self.attn_p if self.training else 0.0)
+        return F.dropout(self.wo(y.transpose(1, 2).reshape(B, L, -1)), self.resid_p, self.training)
+
+
+class FeedForward(nn.Module):  # SwiGLU: w2(silu(w1 x) * w3 x)
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        hidden = int(2 * 4 * c.dim / 3)
+        if c.ffn_dim_multiplier is not None:
+            hidden = int(c.ffn_dim_multiplier * hidden)
+        hidden = find_multiple(hidden, c.multiple_of)
+        self.w1 = nn.Linear(c.dim, hidden, bias=False)
+        self.w3 = nn.Linear(c.dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, c.dim, bias=False)
+        self.p = c.ffn_dropout_p
+
+    def forward(self, x):
+        return F.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)), self.p, self.training)
+
+
+class Block(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.attention, self.feed_forward = Attention(c), FeedForward(c)
+        self.attention_norm, self.ffn_norm = RMSNorm(c.dim, c.norm_eps), RMSNorm(c.dim, c.norm_eps)
+
+    def forward(self, x, cos, sin, mask=None, cache=None, start=0):
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, start)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class ClassEmbedder(nn.Module):  # C2I: one token per class; row num_classes is the CFG null class
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.embedding_table = nn.Embedding(c.num_classes + int(c.class_dropout_prob > 0), c.dim)
+
+    def forward(self, labels):  # (B,) -> (B, 1, D)
+        return self.embedding_table(labels).unsqueeze(1)
+
+
+class CaptionMLP(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(c.caption_dim, c.dim, bias=False)
+        self.fc2 = nn.Linear(c.dim, c.dim, bias=False)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class CaptionEmbedder(nn.Module):  # T2I: T5 features (B, 120, caption_dim) -> (B, 120, D)
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.cap_proj = CaptionMLP(c)
+        # the CFG null caption; a buffer in the released checkpoints
+        self.register_buffer("uncond_embedding", torch.randn(c.cls_token_num, c.caption_dim) / c.caption_dim ** 0.5)
+
+    def forward(self, caps):
+        return self.cap_proj(caps)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        c = self.config = config
+        self.cls_embedding = ClassEmbedder(c) if c.model_type == "c2i" else CaptionEmbedder(c)
+        self.tok_embeddings = nn.Embedding(c.vocab_size, c.dim)
+        self.layers = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+        self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
+        cos, sin = rope_2d(math.isqrt(c.block_size), c.dim // c.n_head, c.rope_base, c.cls_token_num)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+
+    def _init(self, m):  # random weights for tests; released weights overwrite them
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=self.config.initializer_range)
+
+    def null_cond(self, cond):
+        """The CFG null condition for a batch: the null class, or the stored null caption."""
+        if self.config.model_type == "c2i":
+            return torch.full_like(cond, self.config.num_classes)
+        return self.cls_embedding.uncond_embedding.to(cond.dtype).expand_as(cond)
+
+    def embed_cond(self, cond):  # (B,) ids or (B, T, C) feats -> (B, T, D)
+        c = self.config
+        if c.model_type == "c2i":
+            if cond.dtype not in (torch.int32, torch.int64) or cond.dim() != 1:
+                raise ValueError(f"c2i expects class ids of shape (B,), got {cond.dtype} {tuple(cond.shape)}")
+            if len(cond) and (cond.min() < 0 or cond.max() > c.num_classes):
+                raise ValueError(f"class id out of range [0, {c.num_classes}): {cond.tolist()}")
+        elif cond.dim() != 3 or cond.shape[1:] != (c.cls_token_num, c.caption_dim):
+            raise ValueError(f"t2i expects caption features (B, {c.cls_token_num}, {c.caption_dim}), got {tuple(cond.shape)}")
+        else:
+            cond = cond.to(self.tok_embeddings.weight.dtype)
+        return self.cls_embedding(cond)
+
+    def text_mask(self, cond_mask, B, L):
+        """Boolean key mask (B, 1, 1, L): padded caption columns off. None for c2i."""
+        if cond_mask is None:
+            return None
+        T = self.config.cls_token_num
+        return torch.cat([cond_mask.bool(), cond_mask.new_ones(B, L - T, dtype=torch.bool)], 1)[:, None, None]
+
+    def forward(self, cond, tokens, cond_mask=None):
+        """Teacher forcing: (B,) or (B, T, C) cond, tokens (B, N) -> logits (B, N, V), fp32;
+        logits[:, i] predicts tokens[:, i] from the condition and tokens[:, :i]."""
+        T = self.config.cls_token_num
+        h = torch.cat([self.embed_cond(cond), self.tok_embeddings(tokens[:, :-1])], 1)  # (B, T+N-1, D)
+        h = F.dropout(h, self.config.token_dropout_p, self.training)
+        B, L, _ = h.shape
+        mask = self.text_mask(cond_mask, B, L)
+        if mask is not None:  # causal AND real text columns, OR the diagonal (every position sees itself)
+            eye = torch.eye(L, dtype=torch.bool, device=h.device)
+            mask = (mask & torch.ones(L, L, dtype=torch.bool, device=h.device).tril()) | eye
+        cos, sin = self.rope_cos[:L], self.rope_sin[:L]
+        for layer in self.layers:
+            h = layer(h, cos, sin, mask)
+        return self.output(self.norm(h[:, T - 1:])).float()
+
+
+def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1):
+    """Teacher-forced guided logits (B, N, V): what `generate` samples from, before temperature etc."""
+    if cfg_scale == 1.0:
+        return model(cond, tokens, cond_mask)
+    B = len(tokens)
+    mask2 = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
+    both = model(torch.cat([cond, model.null_cond(cond)]), torch.cat([tokens, tokens]), mask2)
+    lc, lu = both[:B], both[B:]
+    guided = lu + (lc - lu) * cfg_scale
+    if cfg_interval > -1:  # the official sampler stops guiding after token cfg_interval + 1
+        keep = torch.arange(tokens.shape[1], device=tokens.device) <= cfg_interval + 1
+        guided = torch.where(keep[None, :, None], guided, lc)
+    return guided
+
+
+def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
+    """Log-probs (..., V) of the sampling distribution: temperature, then top-k, then top-p (nucleus),
+    as LlamaGen's `sample`; tokens outside the kept set get -inf."""
+    logits = logits.float() / max(temperature, 1e-5)
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        srt, idx = torch.sort(logits, descending=True, dim=-1)
+        drop = srt.softmax(-1).cumsum(-1) > top_p
+        drop[..., 1:] = drop[..., :-1].clone()  # keep the token that crosses top_p
+        drop[..., 0] = False
+        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    return logits.log_softmax(-1)
+
+
+@torch.no_grad()
+def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1,
+             cond_mask=None, generator=None, return_logprobs=False):
+    """Sample (B, N) image tokens with a static KV cache; CFG runs [cond; null] as one batch.
+    With return_logprobs, also the (B, N) log-prob of each token under the distribution it was drawn from."""
+    c, B, N, T = model.config, len(cond), model.config.block_size, model.config.cls_token_num
+    if c.model_type == "c2i" and len(cond) and (cond.min() < 0 or cond.max() >= c.num_classes):
+        raise ValueError(f"class id out of range [0, {c.num_classes}): {cond.tolist()}")
+    guided = cfg_scale != 1.0
+    if guided:
+        cond = torch.cat([cond, model.null_cond(cond)])
+        cond_mask = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
+    B2, dev, dt = len(cond), model.tok_embeddings.weight.device, model.tok_embeddings.weight.dtype
+    hd = c.dim // c.n_head
+    cache = [(torch.zeros(B2, c.n_kv_head, T + N, hd, device=dev, dtype=dt),
+              torch.zeros(B2, c.n_kv_head, T + N, hd, device=dev, dtype=dt)) for _ in range(c.n_layer)]
+    kmask = model.text_mask(cond_mask, B2, T + N)  # (B2, 1, 1, T+N) or None
+    tokens = torch.empty(B, N, dtype=torch.long, device=dev)
+    logprobs = torch.empty(B, N, dtype=torch.float32, device=dev)
+
+    h, start = model.embed_cond(cond), 0  # prefill the condition
+    for i in range(N):
+        L = h.shape[1]
+        mask = None
+        if kmask is not None:
+            mask = kmask[..., :start + L]
+            if L > 1:  # prefill: causal over the caption, padded columns off, diagonal on
+                eye = torch.eye(L, dtype=torch.bool, device=dev)
+                mask = (mask & torch.ones(L, L, dtype=torch.bool, device=dev).tril()) | eye
+        cos, sin = model.rope_cos[start:start + L], model.rope_sin[start:start + L]
+        for layer, kv in zip(model.layers, cache):
+            h = layer(h, cos, sin, mask, kv, start)
+        logits = model.output(model.norm(h[:, -1])).float()  # (B2, V)
+        if guided:
+            lc, lu = logits[:B], logits[B:]
+            logits = lu + (lc - lu) * cfg_scale
+            if cfg_interval > -1 and i > cfg_interval + 1:
+                # guidance is over for good: drop the null half of the batch and its cache
+                logits, guided = lc, False
+                cache = [(k[:B], v[:B]) for k, v in cache]
+                kmask = None if kmask is None else kmask[:B]
+        logp = process_logits(logits, temperature, top_k, top_p)
+        nxt = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
+        tokens[:, i:i + 1], logprobs[:, i:i + 1] = nxt, logp.gather(1, nxt)
+        start += L
+        h = model.tok_embeddings(torch.cat([nxt, nxt]) if guided else nxt)  # (B2, 1, D)
+    return (tokens, logprobs) if return_logprobs else tokens
+
+
+# ----------------------------------------------------------------------------- loading
+
+HEADS_BY_DIM = {p["dim"]: p["n_head"] for p in GPT_PRESETS.values()}
+
+
+def config_from_state_dict(sd, image_size, downsample=16):
+    """Infer the architecture from the weights; the resolution (not in the weights) from image_size."""
+    dim = sd["tok_embeddings.weight"].shape[1]
+    if dim not in HEADS_BY_DIM:
+        raise BadCheckpoint(f"cannot infer n_head for dim {dim}: not a LlamaGen preset; save the config with the weights")
+    cfg = dict(dim=dim, n_head=HEADS_BY_DIM[dim], vocab_size=sd["tok_embeddings.weight"].shape[0],
+               n_layer=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers.")),
+               block_size=(image_size // downsample) ** 2)
+    if "cls_embedding.cap_proj.fc1.weight" in sd:
+        cfg.update(model_type="t2i", caption_dim=sd["cls_embedding.cap_proj.fc1.weight"].shape[1],
+                   cls_token_num=sd["cls_embedding.uncond_embedding"].shape[0])
+    else:
+        cfg.update(num_classes=sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
+    return GPTConfig(**cfg)
+
+
+def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"):
+    """Build a GPT from a released file/name or a checkpoint of ours (which stores its config).
+    The resolution (not in the weights) comes from `config`, the stored config, or a `_256`/`_384`/`_512`
+    file name; `image_size` is checked against it (a 384px model on a 256 grid is an error, not garbage)."""
+    path = resolve(ckpt, flag)
+    raw = load_checkpoint(path)
+    sd = extract_state_dict(raw)
+    if config is None and isinstance(raw, dict) and isinstance(raw.get("config"), dict):
+        names = {f.name for f in fields(GPTConfig)}
+        config = GPTConfig(**{k: v for k, v in raw["config"].items() if k in names})
+    m = re.search(r"_(\d{3,4})(?:\.pt)?$", os.path.basename(str(ckpt)))
+    trained = math.isqrt(config.block_size) * 16 if config else int(m.group(1)) if m else None
+    if image_size is not None and trained is not None and image_size != trained:
+        raise BadCheckpoint(f"{os.path.basename(str(ckpt))} was trained at {trained}px "
+                            f"({trained // 16}x{trained // 16} tokens) but --image-size is {image_size}")
+    if config is None:
+        if trained is None and image_size is None:
+            raise BadCheckpoint(f"cannot tell the resolution of {path}; pass --image-size (256, 384 or 512)")
+        config = config_from_state_dict(sd, trained or image_size)
+    with torch.device("meta"):
+        model = GPT(config)
+    check_keys(model, sd, what=os.path.basename(path))
+    model.load_state_dict(sd, strict=True, assign=True)  # take the loaded tensors, no second copy
+    cos, sin = rope_2d(math.isqrt(config.block_size), config.dim // config.n_head, config.rope_base, config.cls_token_num)
+    model.rope_cos, model.rope_sin = cos, sin  # buffers not in the file: recompute off the meta device
+    return model.to(device).eval()
+
+
+def gpt_checkpoint(model):
+    """What we save: the weights plus the config, so `load_gpt` needs no flags."""
+    return {"model": model.state_dict(), "config": asdict(model.config)}
+
+
+# ----------------------------------------------------------------------------- T2I text condition
+
+class TextEncoder:
+    """FLAN-T5-XL encoder features as LlamaGen's T2I models expect them: 120 tokens, LEFT-padded,
+    padded rows zeroed, with the mask (1 = real token). `__call__(prompts) -> (feats (B, 120, C), mask (B, 120))`."""
+
+    def __init__(self, model, tokenizer, max_length=120):
+        self.model, self.tokenizer, self.max_length = model.eval().requires_grad_(False), tokenizer, max_length
+
+    @classmethod
+    def from_pretrained(cls, name_or_path="google/flan-t5-xl", device="cpu", dtype=torch.float32):
+        from transformers import AutoTokenizer, T5EncoderModel
+        local = os.path.isdir(name_or_path) or not hub_reachable()  # offline: the cache or nothing, at once
+        try:
+            tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
+            model = T5EncoderModel.from_pretrained(name_or_path, dtype=dtype, local_files_only=local)
+        except OSError as e:
+            raise BadCheckpoint(f"cannot load the T5 text encoder {name_or_path!r} ({type(e).__name__}); "
+                                f"download google/flan-t5-xl and pass --t5-path DIR") from None
+        return cls(model.to(device), tok)
+
+    @classmethod
+    def tiny(cls, caption_dim=32, seed=0):
+        """A random 2-layer T5 and a byte-level tokenizer: the offline stand-in for tests."""
+        from tokenizers import Tokenizer, models, pre_tokenizers, processors
+        from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+        vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+        vocab.update({ch: i + 3 for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())})
+        tk = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+        tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+        torch.manual_seed(seed)
+        cfg = T5Config(vocab_size=len(vocab), d_model=caption_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+        return cls(T5EncoderModel(cfg), tok)
+
+    @torch.no_grad()
+    def __call__(self, prompts):
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("TextEncoder expects a list of strings")
+        dev = next(self.model.parameters()).device
+        t = self.tokenizer(list(prompts), max_length=self.max_length, padding="max_length", truncation=True,
+                           return_tensors="pt").to(dev)
+        feats = self.model(input_ids=t.input_ids, attention_mask=t.attention_mask).last_hidden_state.float()
+        mask = t.attention_mask.bool()  # (B, 120), right-padded by the tokenizer
+        n = mask.sum(1, keepdim=True)  # real tokens per prompt
+        # move padding to the front, as LlamaGen's samplers do: row j takes source (j - pad) mod 120
+        src = (torch.arange(self.max_length, device=dev)[None] - (self.max_length - n)) % self.max_length
+        feats = feats.gather(1, src[..., None].expand_as(feats))
+        mask = mask.gather(1, src)
+        return feats * mask[..., None], mask.float()
