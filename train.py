@@ -50,8 +50,8 @@ TINY_PROMPTS = ["a red fox in the snow", "a bowl of blueberries", "a lemon on a 
 # Presets: one plain dict each; any flag given on the command line wins over its preset.
 PRESETS = {
     "tiny": dict(gpt_model="GPT-tiny", gpt_ckpt="", vq_model="palette", vq_ckpt="", image_size=16,
-                 rewards="color:1", prompts_per_rank=4, group_size=8, steps=40, lr=3e-3, beta=0.01,
-                 cfg_scale=2.0, save_every=10, image_every=10),
+                 rewards="color:1", prompts_per_rank=4, group_size=8, steps=100, lr=3e-3, beta=0.01,
+                 cfg_scale=2.0, save_every=25, image_every=25, cpu_threads=1),
     "paper-c2i-b256": dict(task="c2i", gpt_ckpt="checkpoints/c2i_B_256.pt", vq_ckpt="checkpoints/vq_ds16_c2i.pt",
                            image_size=256, rewards=PAPER_REWARDS, prompts_per_rank=1, group_size=8,
                            steps=400, beta=0.1, cfg_scale=2.0),
@@ -112,6 +112,7 @@ def get_args(argv=None):
     a("--save-every", type=int, default=50), a("--image-every", type=int, default=50)
     a("--tensorboard", action="store_true", help="also write TensorBoard curves and images to OUT/tb")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = torch's default; tiny models run best on 1)")
     # a preset's values become the defaults, so explicit flags still override them
     first, _ = p.parse_known_args(argv)
     preset = first.preset or DEFAULT_PRESET[first.task]
@@ -248,6 +249,8 @@ def save_grid(images, ncol, path, writer=None, step=0):
 def main(argv=None):
     args = get_args(argv)
     check_files(args)
+    if args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)
     rank, world, device = setup_distributed(args.device)
     scorer = build_rewards(args.rewards, device=device, clip_ckpt=args.clip_ckpt, hps_ckpt=args.hps_ckpt,
                            maniqa_ckpt=args.maniqa_ckpt, qwen_path=args.qwen_path, judge_mode=args.judge_mode,
@@ -379,6 +382,7 @@ def main(argv=None):
                  logp_gap_sampler_max=(old - logp_sampler).abs().max().item(), grad_norm=grad_norm)
         m = all_reduce(m, world)
         m = {"step": step, "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std().item(),
+             "reward_group_std": rewards_all.view(-1, G).std(1).mean().item() if G > 1 else 0.0,
              **m, "zero_std_frac": zero_std_frac, "lr": opt.param_groups[0]["lr"],
              "t_rollout": t1 - t0, "t_reward": t2 - t1, "t_logp": t3 - t2, "t_update": t4 - t3, "t_step": t4 - t0,
              "images_per_s": world * B / (t4 - t0)}
