@@ -1,0 +1,79 @@
+"""Sampling benchmark: our KV-cache sampler against the floor of its own weight matmuls.
+
+The floor is what no implementation of the same model can beat on this machine: the bare matmuls of
+one decode step (every Linear of every layer plus the output head) at the decode batch size
+(2 x images with CFG), times the number of tokens, measured in the same run. The ratio sampler/floor
+shows what attention, RoPE, sampling and Python overhead cost on top.
+
+    python bench.py                                  # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
+    python bench.py --model GPT-L --images 8 --device cuda --dtype bf16
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from model import GPT, generate, gpt_config
+
+
+def timed(fn, device, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def floor_step(model, batch):
+    """The weight matmuls of one decode step: x (batch, dim) through every Linear, in order."""
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.shape[1] == model.config.dim]
+    hidden = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.shape[1] != model.config.dim]
+    x = torch.randn(batch, model.config.dim, device=model.output.weight.device, dtype=model.output.weight.dtype)
+    xh = torch.randn(batch, hidden[0].shape[1], device=x.device, dtype=x.dtype)
+
+    def step():
+        for w in weights:
+            F.linear(x, w)
+        for w in hidden:  # w2 takes the FFN hidden state
+            F.linear(xh, w)
+    return step
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="GPT-B", help="GPT preset (random weights)")
+    p.add_argument("--images", default="4,16", help="comma-separated numbers of images per batch")
+    p.add_argument("--cfg-scale", type=float, default=2.0)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--repeat", type=int, default=3, help="best of N runs")
+    args = p.parse_args()
+    dev = torch.device(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    torch.manual_seed(0)
+    model = GPT(gpt_config(args.model, block_size=(args.image_size // 16) ** 2)).to(dev, dtype).eval()
+    N = model.config.block_size
+    print(f"{args.model} {args.dtype} on {dev} ({torch.get_num_threads()} threads), {N} tokens/image, "
+          f"cfg {args.cfg_scale}")
+    for n in [int(x) for x in args.images.split(",")]:
+        cond = torch.randint(0, 1000, (n,), device=dev)
+        batch = 2 * n if args.cfg_scale != 1.0 else n
+        g = torch.Generator(dev).manual_seed(0)
+        generate(model, cond[:1], args.cfg_scale, generator=g)  # warm-up
+        t_gen = timed(lambda: generate(model, cond, args.cfg_scale, generator=g), dev, args.repeat)
+        step = floor_step(model, batch)
+        with torch.no_grad():
+            t_floor = timed(lambda: [step() for _ in range(N)], dev, args.repeat)
+        print(f"images {n:3d} (decode batch {batch:3d}): sampler {t_gen:7.2f} s = {1e3 * t_gen / N:7.2f} ms/step, "
+              f"{n * N / t_gen:8.1f} tokens/s | floor {1e3 * t_floor / N:7.2f} ms/step | ratio {t_gen / t_floor:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

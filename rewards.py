@@ -1,0 +1,655 @@
+"""rewards.py: the reward ensemble of AR-GRPO.
+
+Every reward maps a batch of images (B, 3, H, W), float in [0, 1], and their prompts (a list of
+B strings) to one number per image, a tensor (B,). `build_rewards` parses a spec such as
+"clip:1,hps:1,maniqa:1,qwen:1" and returns a scorer:
+
+    scorer = build_rewards("color:1,jpeg:0.5", device="cpu")
+    total, parts = scorer(images, prompts)      # total = sum_k w_k * parts[k], all (B,) float32
+
+Weight-free rewards (OFFLINE_REWARDS: no network, no checkpoint, cheap enough for every step):
+    color        1 - |mean_rgb(x) - c(prompt)|_2 / sqrt(3)  in [0, 1]; c(prompt) is a fixed RGB
+                 colour hashed from the prompt (md5), so it is a *conditional* reward a tiny model
+                 can learn: each class / caption has its own target colour.
+    brightness   mean luma 0.299 R + 0.587 G + 0.114 B  in [0, 1].
+    colorfulness Hasler & Suesstrunk (2003) on [0, 1] pixels: rg = R - G, yb = (R + G)/2 - B,
+                 sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2).
+    jpeg         compressibility: -(JPEG bytes at quality 95) / (H * W), minus bytes per pixel.
+
+The paper's rewards (Kwai-Klear/AR-GRPO, img_gen_grpo_rewards.py), with its scalings:
+    clip      5 * cos(f_img, f_txt), OpenAI CLIP ViT-B/32 (open_clip "ViT-B-32-quickgelu").
+    hps       5 * <f_img, f_txt> of HPSv2.1 (open_clip ViT-H-14 + HPS_v2.1_compressed.pt); the
+              features are L2-normalised, no logit scale, so this is also a cosine.
+    clip_q, hps_q  the step map Q applied to the RAW cosine s (not to 5 s, and not multiplied
+              by 5 afterwards; this is what the paper's code does):
+              Q(s) = -1 if s < 0; 0.5 if s < 0.3; 1 if s < 0.6; 1.5 otherwise. The paper's code
+              raises IndexError for s >= 1; here s >= 1 -> 1.5.
+    maniqa    2 * mean over 20 random 224x224 crops of MANIQA (KonIQ-10k weights); pixels are
+              normalised to [-1, 1] (mean = std = 0.5) as in the official MANIQA / pyiqa.
+    qwen_score  Qwen2.5-VL-3B-Instruct judge, the paper's long prompt (describe the image, five
+              0-1 sub-scores, JSON answer with a total "score" in [0, 5]); reward = score / 4.
+    qwen_fake   "Is the image an AI-generated image? If yes, give 0 score, otherwise 1", / 4.
+    qwen_weird  "Is there any strange feature in the image? If yes, 0, otherwise 1", / 4.
+    qwen        shorthand for the three judge rewards above, each with the given weight.
+    A malformed judge answer is a counted failure and scores 0 (as in the paper after its
+    retries). Judge modes: "generate" = batched greedy generation + JSON parsing (the paper's
+    behaviour, batched); "fast" = ONE forward pass per image and question with the answer
+    prefix '```json\n{\n    "score": ' forced, reading the next-token distribution over the
+    score digits: E[score] = sum_d d p(d) / sum_d p(d) (d in 0..5 for qwen_score, 0..1 else).
+
+Weights: a local path flag, else the standard library cache (huggingface_hub for CLIP, HPS and
+Qwen; pyiqa's cache for MANIQA); a missing file raises RewardWeightsMissing, one line naming
+the file, where it was looked for and the flag to pass. tiny=True builds every paper reward
+from a tiny config with random weights (offline; what the tests use).
+
+Run:  python rewards.py --bench            (images/s of each reward, tiny configs, CPU)
+"""
+import hashlib
+import json
+import math
+import os
+import re
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+
+class RewardWeightsMissing(RuntimeError):
+    """A reward's weights are not on this machine; str() is one line saying what and how."""
+
+
+# ----------------------------------------------------------------------------- pure maps
+def quantise(s):
+    """The paper's step map on a raw similarity s (any shape): <0 -> -1, [0,.3) -> .5,
+    [.3,.6) -> 1, >= .6 -> 1.5 (the paper's code crashes for s >= 1; we keep 1.5)."""
+    s = torch.as_tensor(s, dtype=torch.float32)
+    edges = torch.tensor([0.0, 0.3, 0.6], device=s.device)
+    values = torch.tensor([-1.0, 0.5, 1.0, 1.5], device=s.device)
+    # bucketize(right=True) gives the number of edges <= s: 0 for s<0, ..., 3 for s>=0.6
+    return values[torch.bucketize(s, edges, right=True)]
+
+
+_SCORE_RE = re.compile(r'"?score"?\s*[:=]\s*"?\s*(-?\d+(?:\.\d+)?)')
+
+
+def parse_judge_answer(text, max_score):
+    """The judge's "score" from its answer, or None when the answer is malformed.
+    Accepts a ```json block or bare JSON; falls back to a regex for JSON with the trailing
+    comma the paper's own example teaches ('"score": 0,}'). Never eval()s. A score outside
+    [0, max_score] or not finite counts as malformed."""
+    if not isinstance(text, str):
+        return None
+    block = re.search(r"```json\s*(.*?)(```|$)", text, re.S)
+    body = block.group(1) if block else text
+    value = None
+    try:
+        obj = json.loads(body.strip())
+        if isinstance(obj, dict) and "score" in obj:
+            value = float(obj["score"])
+    except (ValueError, TypeError):
+        pass
+    if value is None:
+        m = _SCORE_RE.search(body)
+        value = float(m.group(1)) if m else None
+    if value is None or not math.isfinite(value) or not 0 <= value <= max_score:
+        return None
+    return value
+
+
+def prompt_color(prompt):
+    """A fixed RGB target in [0, 1]^3 for a prompt (md5, so identical across processes,
+    unlike Python's salted hash())."""
+    digest = hashlib.md5(prompt.encode("utf-8")).digest()
+    return torch.tensor([digest[0], digest[1], digest[2]], dtype=torch.float32) / 255.0
+
+
+# ----------------------------------------------------------------------------- weight-free
+def reward_color(x, prompts):
+    target = torch.stack([prompt_color(p) for p in prompts]).to(x.device)  # (B, 3)
+    mean = x.mean(dim=(2, 3))                                               # (B, 3)
+    return 1.0 - (mean - target).norm(dim=1) / math.sqrt(3.0)
+
+
+def reward_brightness(x, prompts):
+    luma = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+    return (x * luma).sum(1).mean(dim=(1, 2))
+
+
+def reward_colorfulness(x, prompts):
+    r, g, b = x.unbind(1)                          # each (B, H, W)
+    rg, yb = r - g, 0.5 * (r + g) - b
+    std = (rg.flatten(1).var(1, unbiased=False) + yb.flatten(1).var(1, unbiased=False)).sqrt()
+    mean = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
+    return std + 0.3 * mean
+
+
+def reward_jpeg(x, prompts):
+    import io
+    from PIL import Image
+    u8 = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+    sizes = []
+    for img in u8:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=95)
+        sizes.append(buf.tell())                                             # bytes
+    h, w = x.shape[-2:]
+    return -torch.tensor(sizes, dtype=torch.float32, device=x.device) / (h * w)
+
+
+OFFLINE = {"color": reward_color, "brightness": reward_brightness,
+           "colorfulness": reward_colorfulness, "jpeg": reward_jpeg}
+OFFLINE_REWARDS = list(OFFLINE)
+
+
+# ----------------------------------------------------------------------------- finding weights
+def _reachable(host, port=443, timeout=3.0):
+    """Is the hub reachable at all? (a dead network fails here in ms, where huggingface_hub
+    would retry for ~25 s)."""
+    import socket
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_file(repo, filenames, what, flag, path=None):
+    """A local path (the flag) if given, else the huggingface_hub cache, else a download if
+    huggingface.co answers; otherwise RewardWeightsMissing (one line)."""
+    from huggingface_hub import constants, hf_hub_download
+    if path:
+        if os.path.isfile(path):
+            return path
+        raise RewardWeightsMissing(f"{what}: weights file {path} (from {flag}) does not exist")
+    for online in (False, True):
+        if online and not _reachable("huggingface.co"):
+            break
+        for fn in filenames:
+            try:
+                return hf_hub_download(repo, fn, local_files_only=not online)
+            except Exception:
+                pass
+    raise RewardWeightsMissing(
+        f"{what}: weights {repo}/{filenames[0]} not found in the huggingface_hub cache "
+        f"({constants.HF_HUB_CACHE}) and huggingface.co is unreachable; download it and pass "
+        f"{flag} PATH (or set HF_HOME to a cache that has it)")
+
+
+def _frozen(model, ctx):
+    """Every reward model: eval mode (no dropout), no grads, on the device in ctx.dtype."""
+    model.eval().requires_grad_(False)
+    return model.to(ctx.device, ctx.dtype)
+
+
+# ----------------------------------------------------------------------------- CLIP and HPS
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # OpenAI CLIP normalisation (also HPSv2)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_preprocess(x, size):
+    """open_clip's eval transform on a batch of tensors: bicubic resize of the short side to
+    `size` (antialiased, like PIL), center crop size x size, CLIP mean/std. (B,3,H,W)->(B,3,S,S)"""
+    h, w = x.shape[-2:]
+    nh, nw = max(size, int(h * size / min(h, w))), max(size, int(w * size / min(h, w)))  # as torchvision
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[..., top:top + size, left:left + size]
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _tiny_clip(quick_gelu):
+    """A tiny open_clip CLIP with random weights (tests): 32 px images, 2 layers each."""
+    from open_clip.model import CLIP
+    return CLIP(embed_dim=32, quick_gelu=quick_gelu,
+                vision_cfg=dict(layers=2, width=64, head_width=32, patch_size=8, image_size=32),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
+
+
+def load_clip(ctx, kind):
+    """kind 'clip' -> OpenAI ViT-B/32; 'hps' -> open_clip ViT-H-14 with the HPSv2.1 weights.
+    Shared by the plain and the quantised reward through ctx.cache."""
+    if kind in ctx.cache:
+        return ctx.cache[kind]
+    import open_clip
+    arch = "ViT-B-32-quickgelu" if kind == "clip" else "ViT-H-14"   # OpenAI CLIP uses QuickGELU
+    if ctx.tiny:
+        with torch.random.fork_rng():
+            torch.manual_seed(ctx.seed)
+            model = _tiny_clip(quick_gelu=kind == "clip")
+    elif kind == "clip":
+        path = _hub_file("timm/vit_base_patch32_clip_224.openai",
+                         ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
+                         "CLIP ViT-B/32 (openai)", "--clip-ckpt", ctx.clip_ckpt)
+        model = open_clip.create_model(arch, pretrained=None)
+        open_clip.load_checkpoint(model, path)
+    else:
+        path = _hub_file("xswu/HPSv2", ["HPS_v2.1_compressed.pt"], "HPSv2.1", "--hps-ckpt", ctx.hps_ckpt)
+        model = open_clip.create_model(arch, pretrained=None)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
+        # open_clip 3.x models may own buffers the 2023 HPS checkpoint predates; anything else is an error
+        missing = [k for k in missing if k not in ("logit_bias", "attn_mask")]
+        if missing or unexpected:
+            raise RuntimeError(f"HPS checkpoint {path} does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    image_size = model.visual.image_size
+    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+    ctx.cache[kind] = (_frozen(model, ctx), open_clip.get_tokenizer("ViT-B-32"), image_size)
+    return ctx.cache[kind]
+
+
+def clip_cosine(ctx, kind, x, prompts):
+    """cos(f_img, f_txt) per image, (B,). Text features of repeated prompts (a GRPO group
+    shares one prompt) are computed once; clip and clip_q share one evaluation per batch."""
+    memo = ctx.cache.get(("cos", kind))
+    if memo is not None and memo[0] is x and memo[1] == prompts:
+        return memo[2]
+    model, tokenizer, size = load_clip(ctx, kind)
+    img = model.encode_image(clip_preprocess(x, size).to(ctx.dtype), normalize=True).float()  # (B, D)
+    uniq = sorted(set(prompts))
+    txt = model.encode_text(tokenizer(uniq).to(ctx.device), normalize=True).float()           # (U, D)
+    txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]              # (B, D)
+    cos = (img * txt).sum(-1)
+    ctx.cache[("cos", kind)] = (x, list(prompts), cos)
+    return cos
+
+
+def build_clip(ctx, kind, quantised):
+    load_clip(ctx, kind)            # load now: a missing checkpoint fails at build time
+    if quantised:
+        return lambda x, prompts: quantise(clip_cosine(ctx, kind, x, prompts))
+    return lambda x, prompts: 5.0 * clip_cosine(ctx, kind, x, prompts)
+
+
+# ----------------------------------------------------------------------------- MANIQA
+MANIQA_CROPS, MANIQA_CROP = 20, 224
+
+
+def load_maniqa(ctx):
+    """pyiqa's MANIQA network (KonIQ-10k weights). pyiqa builds timm 'vit_base_patch8_224' with
+    pretrained=True inside; we swap timm.create_model for the duration of the constructor so
+    that no ImageNet backbone is downloaded (the MANIQA checkpoint overwrites it anyway), or,
+    tiny, so that the backbone is a 10-block 16-wide ViT with 32 px patches."""
+    import timm
+    from pyiqa.archs.maniqa_arch import MANIQA
+    from timm.models.vision_transformer import VisionTransformer
+    real_create = timm.create_model
+
+    def create(name, pretrained=False, **kw):
+        if ctx.tiny:   # MANIQA reads blocks 6..9, so 10 blocks; 224/32 = 7 tokens a side
+            return VisionTransformer(img_size=224, patch_size=32, embed_dim=16, depth=10, num_heads=2, mlp_ratio=2)
+        return real_create(name, pretrained=False, **kw)
+
+    if ctx.tiny:
+        cfg = dict(embed_dim=16, dim_mlp=16, patch_size=32, window_size=7, num_heads=[2, 2])
+    else:   # the paper's (and pyiqa's 'maniqa' = KonIQ) configuration
+        cfg = dict(embed_dim=768, dim_mlp=768, patch_size=8, window_size=4, num_heads=[4, 4])
+        path = ctx.maniqa_ckpt or os.path.join(torch.hub.get_dir(), "pyiqa", "ckpt_koniq10k.pt")
+        if not os.path.isfile(path) and not ctx.maniqa_ckpt and _reachable("huggingface.co"):
+            from pyiqa.archs.arch_util import get_url_from_name
+            from pyiqa.utils.download_util import load_file_from_url
+            path = load_file_from_url(get_url_from_name("ckpt_koniq10k.pt"))
+        if not os.path.isfile(path):
+            raise RewardWeightsMissing(
+                f"MANIQA: weights file ckpt_koniq10k.pt not found at {path} (pyiqa cache) and "
+                f"huggingface.co is unreachable; download it and pass --maniqa-ckpt PATH")
+    timm.create_model = create
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(ctx.seed)
+            net = MANIQA(depths=[2, 2], img_size=224, num_tab=2, scale=0.8, pretrained=False, **cfg)
+    finally:
+        timm.create_model = real_create
+    if ctx.tiny:   # random init leaves the ReLU score head dead (all 0); lift it so scores vary
+        with torch.no_grad():
+            net.fc_score[3].bias.fill_(1.0)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("params", state)
+        net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+    return _frozen(net, ctx)
+
+
+def maniqa_crops(x, n, size, gen):
+    """n random size x size crops per image, positions from `gen`: (B,3,H,W) -> (B*n,3,S,S).
+    Images smaller than a crop are first upsampled (the paper's code would crash on them)."""
+    h, w = x.shape[-2:]
+    if min(h, w) < size:
+        x = F.interpolate(x, scale_factor=size / min(h, w), mode="bicubic", antialias=True).clamp(0, 1)
+        h, w = x.shape[-2:]
+    tops = torch.randint(0, h - size + 1, (x.shape[0], n), generator=gen).tolist()
+    lefts = torch.randint(0, w - size + 1, (x.shape[0], n), generator=gen).tolist()
+    return torch.stack([x[b, :, t:t + size, l:l + size]
+                        for b in range(x.shape[0]) for t, l in zip(tops[b], lefts[b])])
+
+
+def maniqa_forward(net, crops):
+    """MANIQA on ready-made 224 crops (pyiqa's forward would re-crop them, after a 225/224
+    upsample). ViT blocks 6-9 -> token attention -> Swin -> per-patch score * weight. (N,)"""
+    from einops import rearrange
+    x = (crops - 0.5) / 0.5                   # MANIQA's normalisation: [0,1] -> [-1,1]
+    net.vit(x)
+    feats = net.extract_feature(net.save_output)            # (N, P, 4 D) from 4 ViT blocks
+    net.save_output.outputs.clear()
+    s = net.input_size                                       # P = s * s patches
+    x = rearrange(feats, "n (h w) c -> n c (h w)", h=s)
+    for tab in net.tablock1:
+        x = tab(x)
+    x = net.swintransformer1(net.conv1(rearrange(x, "n c (h w) -> n c h w", h=s)))
+    x = rearrange(x, "n c h w -> n c (h w)")
+    for tab in net.tablock2:
+        x = tab(x)
+    x = net.swintransformer2(net.conv2(rearrange(x, "n c (h w) -> n c h w", h=s)))
+    x = rearrange(x, "n c h w -> n (h w) c")
+    score, weight = net.fc_score(x).flatten(1), net.fc_weight(x).flatten(1)  # (N, P) each
+    return (weight * score).sum(1) / (weight.sum(1) + 1e-8)
+
+
+def build_maniqa(ctx):
+    net = ctx.cache["maniqa"] = load_maniqa(ctx)
+    gen = torch.Generator().manual_seed(ctx.seed)   # crop positions: reproducible per run
+
+    def reward(x, prompts):
+        crops = maniqa_crops(x, MANIQA_CROPS, MANIQA_CROP, gen)                 # (B*20, 3, 224, 224)
+        scores = torch.cat([maniqa_forward(net, c.to(ctx.dtype)).float() for c in crops.split(64)])
+        return 2.0 * scores.view(x.shape[0], MANIQA_CROPS).mean(1)
+    return reward
+
+
+# ----------------------------------------------------------------------------- the Qwen judge
+# The three questions, verbatim from the paper's code (typos kept: the reward is defined by
+# these words). Like the paper, the text comes first and the image after it.
+QWEN_SCORE_PROMPT = """
+You are given a text prompt used to generate image: "{}"
+Below is one generated image: <image>
+1. Describe the image thoroughly (objects, colors, layout,
+etc.), do not be affected by the prompt.
+2. Score the generation quality from following aspects:
+- Is the object in the generated image satisfying the category according to the prompt? (0-1 score)
+- Is the generated image completed without missing parts? (0-1 score)
+- Does the content of generated image look real and reasonable? (0-1 score)
+- Is the generated image clear, bright and in high quality? (0-1 score)
+- Is the generated image free of any noises, defects and artifacts? (0-1 score)
+
+Your response should in a **JSON** format following rules below:
+1. The final response should have three keys: "description", "score", "explanation".
+2. The total score of the image should be store in "score" key, you may use float numbers for the scores. The value of total score should be between 0 and 5.
+3. The reasoning and scoring process could be write in "explanation" for you to explain your score.
+Following is a exmaple of response:
+```json
+{{
+"description": "The image shows a brown dog with one eye and two ears. its mouth is open and the its tongue is sticking out.",
+"score": 3.5,
+"explanation": "The image shows a brown dog matches the prompt 'a photo of a dog' (1 score). The image is complete and all part can be seen (1 score). The dog in the photo looks unreal becaues it has only one eye and the eye position is not reasonable (0 score). The dog's face is clear but its body and backgroud is blurred (0.5 score). The image do not have any noises, defects and artifacts (1 score). So the total score of this image is 1+1+0+0.5+1=3.5 .'"
+}}
+```
+"""
+_YES_NO_PROMPT = """<image>
+You need to inspect the image carefully and give a score according to the question below:
+- {} If yes, give 0 score, otherwise give 1 score.
+The answer should be in a JSON format like below:
+```json
+{{
+    "score": 0,
+}}
+```
+"""
+JUDGE = {  # name -> (question template, max score); reward = score / 4 for all three
+    "qwen_score": (QWEN_SCORE_PROMPT, 5),
+    "qwen_fake": (_YES_NO_PROMPT.format("Is the image an AI-generated image?"), 1),
+    "qwen_weird": (_YES_NO_PROMPT.format("Is there any strange feature in the image?"), 1),
+}
+QWEN_PARTS = list(JUDGE)
+QWEN_REPO = "Qwen/Qwen2.5-VL-3B-Instruct"
+ANSWER_PREFIX = '```json\n{\n    "score": '   # fast mode: the answer up to the score digit
+JUDGE_BATCH = 16          # images per judge forward / generate call
+
+
+def judge_text(question, answer_prefix=""):
+    """Qwen2.5-VL's chat format (what its chat template renders for one user turn holding
+    the text and then one image), ending where the assistant starts (+ a forced prefix)."""
+    return ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+            f"{question}<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n"
+            f"<|im_start|>assistant\n{answer_prefix}")
+
+
+def _tiny_qwen(seed):
+    """A 0.1M-parameter Qwen2.5-VL with random weights and a byte-level BPE tokenizer trained
+    in a few ms on the judge prompts (no download). Digits are single tokens, as in Qwen's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+               "<|image_pad|>", "<|video_pad|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([q for q, _ in JUDGE.values()] + [judge_text("")], trainers.BpeTrainer(
+        vocab_size=512, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in special}
+    special_ids = dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                         rope_parameters=dict(rope_type="default", rope_theta=1e4, mrope_section=[2, 3, 3]),
+                         **special_ids),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
+                           fullatt_block_indexes=[1]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"], **special_ids)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(cfg)
+    # images are resized to <= 112 x 112 px: 8 x 8 patches of 14 px -> 16 image tokens
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+                                    tokenizer=tok, video_processor=Qwen2VLVideoProcessor())
+    return model, processor
+
+
+def load_qwen(ctx):
+    """(model, processor), shared by the three judge rewards."""
+    if "qwen" in ctx.cache:
+        return ctx.cache["qwen"]
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    if ctx.tiny:
+        model, processor = _tiny_qwen(ctx.seed)
+    else:
+        path = ctx.qwen_path
+        if path and not os.path.isdir(path):
+            raise RewardWeightsMissing(f"Qwen judge: model folder {path} (from --qwen-path) does not exist")
+        if not path:
+            from huggingface_hub import constants, snapshot_download
+            for online in (False, True):
+                if online and not _reachable("huggingface.co"):
+                    break
+                try:
+                    path = snapshot_download(QWEN_REPO, local_files_only=not online)
+                    break
+                except Exception:
+                    pass
+            if not path:
+                raise RewardWeightsMissing(
+                    f"Qwen judge: model {QWEN_REPO} not found in the huggingface_hub cache ({constants.HF_HUB_CACHE}) "
+                    f"and huggingface.co is unreachable; download it and pass --qwen-path FOLDER")
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=ctx.dtype)
+        processor = AutoProcessor.from_pretrained(path)
+    processor.tokenizer.padding_side = "left"    # batched generation: prompts end at the same column
+    ctx.cache["qwen"] = (_frozen(model, ctx), processor)
+    return ctx.cache["qwen"]
+
+
+class Judge:
+    """One judge question as a reward: (B,3,H,W), prompts -> score / 4, (B,)."""
+
+    def __init__(self, ctx, name):
+        self.ctx, (self.question, self.max_score) = ctx, JUDGE[name]
+        self.model, self.processor = load_qwen(ctx)
+        tok = self.processor.tokenizer
+        digits = [tok.encode(str(d), add_special_tokens=False) for d in range(self.max_score + 1)]
+        assert all(len(d) == 1 for d in digits), "each score digit must be one token"
+        self.digit_ids = [d[0] for d in digits]
+        self.stats = {"answers": 0, "failures": 0}   # generate mode: malformed answers (score 0)
+
+    def _inputs(self, x, prompts, prefix):
+        texts = [judge_text(self.question.format(p) if "{}" in self.question else self.question, prefix)
+                 for p in prompts]
+        inputs = self.processor(text=texts, images=list(x.cpu()), do_rescale=False, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.ctx.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.ctx.dtype)
+        return inputs
+
+    def fast(self, x, prompts):
+        """One forward pass: E[score] from p(next token = d | ... '"score": '), d = 0..max."""
+        inputs = self._inputs(x, prompts, ANSWER_PREFIX)
+        logits = self.model(**inputs, logits_to_keep=1).logits[:, -1].float()   # (b, V), left padded
+        p = logits.softmax(-1)[:, self.digit_ids]                                # (b, max+1)
+        d = torch.arange(self.max_score + 1, device=p.device, dtype=p.dtype)
+        self.stats["digit_mass"] = p.sum(1).mean().item()   # how much the judge wants a digit here
+        return (p * d).sum(1) / p.sum(1)
+
+    def generate(self, x, prompts):
+        """The paper's judge, batched: greedy answer (<= 256 tokens), JSON parsed, failure -> 0."""
+        inputs = self._inputs(x, prompts, "")
+        out = self.model.generate(**inputs, max_new_tokens=self.ctx.judge_tokens, do_sample=False)
+        texts = self.processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        scores = [parse_judge_answer(t, self.max_score) for t in texts]
+        self.stats["answers"] += len(scores)
+        self.stats["failures"] += sum(s is None for s in scores)
+        return torch.tensor([s or 0.0 for s in scores], device=x.device)
+
+    def __call__(self, x, prompts):
+        run = self.fast if self.ctx.judge_mode == "fast" else self.generate
+        scores = [run(x[i:i + JUDGE_BATCH], prompts[i:i + JUDGE_BATCH]) for i in range(0, len(prompts), JUDGE_BATCH)]
+        return torch.cat(scores).float().to(x.device) / 4.0
+
+
+# ----------------------------------------------------------------------------- the ensemble
+def _builders():
+    """name -> builder(ctx) returning fn(x, prompts) -> (B,). Paper builders come below."""
+    b = {name: (lambda fn: (lambda ctx: fn))(fn) for name, fn in OFFLINE.items()}
+    b["clip"] = lambda ctx: build_clip(ctx, "clip", quantised=False)
+    b["clip_q"] = lambda ctx: build_clip(ctx, "clip", quantised=True)
+    b["hps"] = lambda ctx: build_clip(ctx, "hps", quantised=False)
+    b["hps_q"] = lambda ctx: build_clip(ctx, "hps", quantised=True)
+    b["maniqa"] = build_maniqa
+    for name in QWEN_PARTS:
+        b[name] = (lambda n: lambda ctx: Judge(ctx, n))(name)
+    return b
+
+
+def parse_spec(spec, valid):
+    """'a:1,b:0.5' -> [('a', 1.0), ('b', 0.5)]; 'qwen' expands to the three judge prompts."""
+    out = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        name, _, w = item.partition(":")
+        name = name.strip()
+        try:
+            weight = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"reward weight must be a number: {item!r} in {spec!r}") from None
+        names = QWEN_PARTS if name == "qwen" else [name]
+        for n in names:
+            if n not in valid:
+                raise ValueError(f"unknown reward {n!r}; valid: {', '.join(sorted(valid) + ['qwen'])}")
+            if n in [o[0] for o in out]:
+                raise ValueError(f"reward {n!r} given twice in {spec!r}")
+            out.append((n, weight))
+    if not out:
+        raise ValueError(f"empty reward spec {spec!r}")
+    return out
+
+
+class Rewards:
+    """The scorer: call it with images (B, 3, H, W) in [0, 1] and B prompts."""
+
+    def __init__(self, names, weights, fns, ctx):
+        self.names, self.weights, self.fns, self.ctx = names, weights, fns, ctx
+        self.device = ctx.device   # ctx.cache holds the (shared, frozen) reward models
+
+    @torch.no_grad()
+    def __call__(self, images, prompts):
+        assert images.dim() == 4 and images.shape[1] == 3, f"images must be (B,3,H,W), got {tuple(images.shape)}"
+        assert len(prompts) == images.shape[0], "one prompt per image"
+        x = images.detach().to(self.device, torch.float32).clamp(0, 1)
+        parts = {n: fn(x, list(prompts)).float().to(images.device) for n, fn in zip(self.names, self.fns)}
+        total = sum(w * parts[n] for n, w in zip(self.names, self.weights))
+        return total, parts
+
+    def stats(self):
+        """Counters of the rewards that keep some (judge failures), e.g. {'qwen_fake/failures': 2}."""
+        out = {}
+        for n, fn in zip(self.names, self.fns):
+            for k, v in getattr(fn, "stats", {}).items():
+                out[f"{n}/{k}"] = v
+        return out
+
+
+def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt=None,
+                  qwen_path=None, judge_mode="fast", dtype=None, tiny=False, seed=0, judge_tokens=256):
+    """Build the scorer for `spec` ("name:weight,..."). Paths override the library caches;
+    tiny=True builds the paper rewards with tiny random networks (tests, benchmarks);
+    dtype (e.g. torch.bfloat16) is the reward models' compute dtype, default float32;
+    seed fixes tiny random weights and MANIQA's crop positions; judge_tokens caps the
+    generate-mode answer (256 in the paper)."""
+    builders = _builders()
+    pairs = parse_spec(spec, builders)
+    assert judge_mode in ("fast", "generate"), judge_mode
+    ctx = SimpleNamespace(device=torch.device(device), dtype=dtype or torch.float32, tiny=tiny,
+                          clip_ckpt=clip_ckpt, hps_ckpt=hps_ckpt, maniqa_ckpt=maniqa_ckpt,
+                          qwen_path=qwen_path, judge_mode=judge_mode, seed=seed,
+                          judge_tokens=judge_tokens, cache={})
+    fns = [builders[n](ctx) for n, _ in pairs]
+    return Rewards([n for n, _ in pairs], [w for _, w in pairs], fns, ctx)
+
+
+# ----------------------------------------------------------------------------- benchmark
+def benchmark(names, device="cpu", tiny=True, batch=8, size=256, repeats=3, dtype=None, judge_tokens=256):
+    """images/s of each reward alone (model load excluded, one warm-up call), and the fast
+    judge vs the paper's generate-and-parse judge on the same images."""
+    import time
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    prompts = [f"a photo of class {i // 4}" for i in range(batch)]   # groups share a prompt
+    rows = []
+    for name in names:
+        modes = ["fast", "generate"] if name in QWEN_PARTS else ["fast"]
+        for mode in modes:
+            scorer = build_rewards(f"{name}:1", device=device, tiny=tiny, dtype=dtype,
+                                   judge_mode=mode, judge_tokens=judge_tokens)
+            n = 1 if mode == "generate" else repeats          # generation is slow: one timed call
+            scorer(x, prompts)                                # warm-up
+            t = time.perf_counter()
+            for _ in range(n):
+                _, parts = scorer(x, prompts)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            ips = batch * n / (time.perf_counter() - t)
+            label = name + (f" ({mode})" if name in QWEN_PARTS else "")
+            rows.append((label, ips, parts[name].mean().item()))
+            print(f"{label:24s} {ips:10.1f} images/s   mean reward {rows[-1][2]:+.3f}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="reward benchmark (images/s); tiny random models unless --real")
+    ap.add_argument("--bench", action="store_true", help="run the benchmark")
+    ap.add_argument("--rewards", default=",".join(OFFLINE_REWARDS + ["clip", "hps", "maniqa", "qwen_fake"]))
+    ap.add_argument("--real", action="store_true", help="real weights and sizes (caches / flags as usual)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--judge-tokens", type=int, default=256)
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    print(f"device {args.device}, {'real' if args.real else 'tiny random'} models, batch {args.batch}, "
+          f"{args.size} px, {torch.get_num_threads()} threads")
+    benchmark(args.rewards.split(","), args.device, tiny=not args.real, batch=args.batch, size=args.size,
+              dtype=torch.bfloat16 if args.bf16 else None, judge_tokens=args.judge_tokens)

@@ -1,0 +1,274 @@
+"""Tests of rewards.py: the maps, the spec grammar, the weight-free rewards, and every paper
+reward end to end with tiny random networks (offline)."""
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import rewards as R  # noqa: E402
+from rewards import OFFLINE_REWARDS, RewardWeightsMissing, build_rewards  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- pure maps
+def test_quantise_matches_hand_values_including_s_ge_1():
+    s = torch.tensor([-0.5, -1e-6, 0.0, 0.29, 0.3, 0.59, 0.6, 0.99, 1.0, 1.7])
+    want = torch.tensor([-1, -1, 0.5, 0.5, 1, 1, 1.5, 1.5, 1.5, 1.5])
+    assert torch.equal(R.quantise(s), want)
+
+
+@pytest.mark.parametrize("text,max_score,want", [
+    ('```json\n{"description": "a dog", "score": 3.5, "explanation": "x"}\n```', 5, 3.5),
+    ('{"score": 4}', 5, 4.0),
+    ('```json\n{\n    "score": 1,\n}\n```', 1, 1.0),          # trailing comma of the paper's example
+    ('blah "score": 0.5 blah', 1, 0.5),                     # no JSON at all, regex fallback
+    ('```json\n{"score": "2"}\n```', 5, 2.0),               # score as a string
+    ('```json\n{"score": 7}\n```', 5, None),                # out of range
+    ('```json\n{"score": -1}\n```', 5, None),
+    ('{"score": NaN}', 5, None),
+    ('{"score": "high"}', 5, None),
+    ('the image is nice', 5, None),
+    ('', 5, None),
+    (None, 5, None),
+    ('```json\n{"score": __import__("os").getcwd()}\n```', 5, None),   # never eval'd
+    ('{"score": [1, 2]}', 5, None),
+])
+def test_parse_judge_answer(text, max_score, want):
+    assert R.parse_judge_answer(text, max_score) == want
+
+
+def test_prompt_color_is_deterministic_and_distinct():
+    a = R.prompt_color("a photo of tench, Tinca tinca")
+    assert torch.equal(a, R.prompt_color("a photo of tench, Tinca tinca"))
+    assert not torch.equal(a, R.prompt_color("a photo of goldfish, Carassius auratus"))
+    assert a.shape == (3,) and 0 <= a.min() and a.max() <= 1
+
+
+# ----------------------------------------------------------------------------- spec grammar
+def test_spec_parsing_and_errors():
+    assert R.parse_spec("color:1, jpeg:0.5", R._builders()) == [("color", 1.0), ("jpeg", 0.5)]
+    with pytest.raises(ValueError, match="unknown reward 'nope'; valid: .*color"):
+        build_rewards("nope:1")
+    with pytest.raises(ValueError, match="must be a number"):
+        build_rewards("color:abc")
+    with pytest.raises(ValueError, match="twice"):
+        build_rewards("color:1,color:2")
+    with pytest.raises(ValueError) as e:
+        build_rewards("nope:1")
+    assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- weight-free
+def test_offline_rewards_hand_values():
+    x = torch.zeros(2, 3, 16, 16)
+    x[0] = 1.0                       # white
+    x[1, 0] = 1.0                    # pure red
+    p = ["a", "b"]
+    s = build_rewards(",".join(f"{n}:1" for n in OFFLINE_REWARDS))
+    total, parts = s(x, p)
+    assert s.names == OFFLINE_REWARDS
+    assert torch.allclose(parts["brightness"], torch.tensor([1.0, 0.299]))
+    # white: rg = yb = 0 -> 0; red: rg = 1, yb = .5 everywhere, no spread -> 0.3 * sqrt(1.25)
+    assert torch.allclose(parts["colorfulness"], torch.tensor([0.0, 0.3 * math.sqrt(1.25)]))
+    for i, prompt in enumerate(p):
+        c = R.prompt_color(prompt)
+        want = 1 - (x[i].mean((1, 2)) - c).norm() / math.sqrt(3)
+        assert torch.allclose(parts["color"][i], want)
+    assert (parts["jpeg"] < 0).all()
+    assert torch.allclose(total, sum(parts.values()))
+    assert total.dtype == torch.float32 and total.shape == (2,)
+
+
+def test_color_reward_is_maximal_at_target_and_jpeg_prefers_flat():
+    prompt = "a photo of goldfish, Carassius auratus"
+    c = R.prompt_color(prompt)
+    exact = c.view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    s = build_rewards("color:1")
+    assert torch.allclose(s(exact, [prompt])[0], torch.ones(1))
+    assert s(1 - exact, [prompt])[0] < 0.99
+    flat, noise = torch.full((1, 3, 64, 64), 0.5), torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    j = build_rewards("jpeg:1")
+    assert j(flat, ["x"])[0] > j(noise, ["x"])[0]
+
+
+def test_weighting_and_input_handling():
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    p = ["a", "b", "c"]
+    total, parts = build_rewards("brightness:2,colorfulness:-0.5")(x, p)
+    assert torch.allclose(total, 2 * parts["brightness"] - 0.5 * parts["colorfulness"])
+    # out-of-range pixels are clamped to [0, 1]; float64 input is accepted
+    t2, _ = build_rewards("brightness:1")(x.double() + 1, p)
+    assert torch.allclose(t2, torch.ones(3)) and t2.dtype == torch.float32
+    with pytest.raises(AssertionError, match="one prompt per image"):
+        build_rewards("color:1")(x, p[:2])
+
+
+# ----------------------------------------------------------------------------- paper rewards, tiny
+PROMPTS = ["a photo of tench, Tinca tinca", "a photo of tench, Tinca tinca",
+           "a photo of goldfish, Carassius auratus", "a photo of great white shark"]
+
+
+def _images(b=4, h=64, w=64, seed=0):
+    return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _frozen_models(scorer):
+    mods = [m for v in scorer.ctx.cache.values() for m in (v if isinstance(v, tuple) else (v,))
+            if isinstance(m, torch.nn.Module)]
+    assert mods
+    for m in mods:
+        assert not m.training and not any(p.requires_grad for p in m.parameters())
+
+
+def test_clip_preprocess_matches_torchvision():
+    from torchvision.transforms import v2
+    x = _images(2, 48, 64)
+    tv = v2.Compose([v2.Resize(32, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(32),
+                     v2.Normalize(R.CLIP_MEAN, R.CLIP_STD)])
+    assert torch.allclose(R.clip_preprocess(x, 32), tv(x), atol=2e-2)   # clamp after resize differs a hair
+
+
+def test_clip_and_hps_tiny_end_to_end():
+    x = _images()
+    s = build_rewards("clip:1,clip_q:1,hps:0.5,hps_q:2", tiny=True)
+    total, parts = s(x, PROMPTS)
+    assert s.names == ["clip", "clip_q", "hps", "hps_q"]
+    assert all(v.shape == (4,) and v.dtype == torch.float32 for v in parts.values())
+    # clip = 5 cos, recomputed here independently from a same-seed tiny model
+    import open_clip
+    torch.manual_seed(0)
+    model = R._tiny_clip(quick_gelu=True).eval()
+    with torch.no_grad():
+        img = model.encode_image(R.clip_preprocess(x, 32), normalize=True)
+        txt = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(PROMPTS), normalize=True)
+    assert torch.allclose(parts["clip"], 5 * (img * txt).sum(-1), atol=1e-5)
+    # quantised = Q(raw cosine), not Q(5 cos)
+    assert torch.equal(parts["clip_q"], R.quantise(parts["clip"] / 5))
+    assert torch.equal(parts["hps_q"], R.quantise(parts["hps"] / 5))
+    assert torch.allclose(total, parts["clip"] + parts["clip_q"] + 0.5 * parts["hps"] + 2 * parts["hps_q"])
+    # deterministic, prompt-dependent, image-dependent
+    assert torch.equal(s(x, PROMPTS)[0], total)
+    assert parts["clip"][0] == parts["clip"][0] and parts["clip"][0] != s(x, PROMPTS[::-1])[1]["clip"][0]
+    assert not torch.equal(s(_images(seed=1), PROMPTS)[1]["hps"], parts["hps"])
+    _frozen_models(s)
+
+
+def test_maniqa_tiny_forward_matches_pyiqa_and_crops():
+    s = build_rewards("maniqa:1", tiny=True, seed=3)
+    net = s.ctx.cache["maniqa"]
+    x = _images(2, 225, 225)
+    # our crop-level forward == pyiqa's forward with one crop (pyiqa crops at (0, 0))
+    net.test_sample = 1
+    with torch.no_grad():
+        want = net(x).flatten()
+        got = R.maniqa_forward(net, x[..., :224, :224])
+    assert torch.allclose(got, want, atol=1e-5) and got.std() > 0
+    # crops: positions inside the image, content is the slice
+    img = torch.arange(256.0).view(1, 1, 1, 256).expand(1, 3, 256, 256)
+    crops = R.maniqa_crops(img, 20, 224, torch.Generator().manual_seed(0))
+    assert crops.shape == (20, 3, 224, 224)
+    left = crops[:, 0, 0, 0]
+    assert ((0 <= left) & (left <= 32)).all() and torch.equal(crops[:, 0, 5, :], left[:, None] + torch.arange(224.0))
+    assert len(set(left.tolist())) > 5
+    assert R.maniqa_crops(_images(1, 64, 64), 3, 224, torch.Generator()).shape == (3, 3, 224, 224)
+
+
+def test_maniqa_tiny_reward_is_2x_mean_of_20_crops_and_seeded():
+    x = _images(2, 256, 256)
+    a, b = build_rewards("maniqa:1", tiny=True, seed=5), build_rewards("maniqa:1", tiny=True, seed=5)
+    ra = a(x, PROMPTS[:2])[0]
+    assert ra.shape == (2,) and torch.equal(ra, b(x, PROMPTS[:2])[0])     # same seed, same crops
+    crops = R.maniqa_crops(x, 20, 224, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = 2 * R.maniqa_forward(a.ctx.cache["maniqa"], crops).view(2, 20).mean(1)
+    assert torch.allclose(ra, want, atol=1e-5)
+    assert not torch.equal(a(x, PROMPTS[:2])[0], ra)                       # fresh crops next call
+    _frozen_models(a)
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return build_rewards("qwen:1", tiny=True, judge_mode="fast")
+
+
+def test_qwen_fast_judge_batched_equals_single_and_reads_digits(judge):
+    x = _images(3, 96, 80)
+    prompts = ["a photo of cat", "a photo of tench, Tinca tinca, a long one", "dog"]
+    total, parts = judge(x, prompts)
+    assert judge.names == ["qwen_score", "qwen_fake", "qwen_weird"]
+    assert torch.allclose(total, parts["qwen_score"] + parts["qwen_fake"] + parts["qwen_weird"])
+    assert (0 <= parts["qwen_score"]).all() and (parts["qwen_score"] <= 5 / 4).all()
+    assert (0 <= parts["qwen_fake"]).all() and (parts["qwen_fake"] <= 1 / 4).all()
+    assert torch.equal(judge(x, prompts)[0], total)
+    # by hand, one image at a time (no padding), full logits: E[d] = sum d p(d) / sum p(d)
+    model, proc = judge.ctx.cache["qwen"]
+    tok = proc.tokenizer
+    digits = [tok.convert_tokens_to_ids(str(d)) for d in range(6)]
+    for i in range(3):
+        text = R.judge_text(R.QWEN_SCORE_PROMPT.format(prompts[i]), R.ANSWER_PREFIX)
+        inp = proc(text=[text], images=[x[i]], do_rescale=False, return_tensors="pt")
+        with torch.no_grad():
+            p = model(**inp).logits[0, -1].softmax(-1)[digits]
+        want = (p * torch.arange(6.0)).sum() / p.sum() / 4
+        assert torch.allclose(parts["qwen_score"][i], want, atol=1e-4)
+    _frozen_models(judge)
+
+
+def test_qwen_generate_mode_parses_and_counts_failures(judge, monkeypatch):
+    gen = build_rewards("qwen_score:1,qwen_fake:1", tiny=True, judge_mode="generate", judge_tokens=4)
+    x = _images(2, 56, 56)
+    total, parts = gen(x, PROMPTS[:2])           # random tiny model: gibberish -> counted failures
+    assert torch.equal(total, torch.zeros(2))
+    assert gen.stats() == {"qwen_score/answers": 2, "qwen_score/failures": 2,
+                           "qwen_fake/answers": 2, "qwen_fake/failures": 2}
+    # canned answers through the real decode + parse + /4 path
+    model, proc = gen.ctx.cache["qwen"]
+    answers = ['```json\n{"description": "fish", "score": 3.5, "explanation": "ok"}\n```', 'no idea']
+
+    def fake_generate(input_ids, **kw):
+        new = [proc.tokenizer.encode(a, add_special_tokens=False) for a in answers]
+        n = max(map(len, new))
+        pad = proc.tokenizer.pad_token_id
+        return torch.cat([input_ids, torch.tensor([t + [pad] * (n - len(t)) for t in new])], 1)
+    monkeypatch.setattr(model, "generate", fake_generate)
+    _, parts = gen(x, PROMPTS[:2])
+    assert torch.allclose(parts["qwen_score"], torch.tensor([3.5 / 4, 0.0]))
+    assert torch.allclose(parts["qwen_fake"], torch.tensor([0.0, 0.0]))      # 3.5 > 1: malformed
+    assert gen.stats()["qwen_score/failures"] == 3 and gen.stats()["qwen_fake/failures"] == 4
+
+
+# ----------------------------------------------------------------------------- missing weights
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """An empty huggingface_hub cache and pyiqa cache, hub declared offline."""
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch"))
+    yield
+    torch.hub.set_dir(old)
+
+
+@pytest.mark.parametrize("spec,file,flag", [
+    ("clip:1", "open_clip_model.safetensors", "--clip-ckpt"),
+    ("hps_q:1", "HPS_v2.1_compressed.pt", "--hps-ckpt"),
+    ("maniqa:1", "ckpt_koniq10k.pt", "--maniqa-ckpt"),
+    ("qwen:1", "Qwen2.5-VL-3B-Instruct", "--qwen-path"),
+])
+def test_missing_weights_fail_fast_with_one_line(no_weights, tmp_path, spec, file, flag):
+    import time
+    t = time.time()
+    with pytest.raises(RewardWeightsMissing) as e:
+        build_rewards(spec)
+    msg = str(e.value)
+    assert time.time() - t < 10
+    assert "\n" not in msg and file in msg and flag in msg and str(tmp_path) in msg
+    assert isinstance(e.value, RuntimeError)
+
+
+def test_missing_explicit_path_names_the_flag():
+    with pytest.raises(RewardWeightsMissing, match=r"/nope/HPS\.pt \(from --hps-ckpt\) does not exist"):
+        build_rewards("hps:1", hps_ckpt="/nope/HPS.pt")
