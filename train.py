@@ -144,13 +144,13 @@ def all_gather(x, world):  # (n, ...) on every rank -> (world * n, ...), rank-ma
     return torch.cat(out)
 
 
-def all_reduce(metrics, world):
+def all_reduce(metrics, world, device):
     """Average the metrics over ranks; *_min / *_max keys take the min / max."""
     if world == 1:
         return metrics
     for key, op in (("_min", dist.ReduceOp.MIN), ("_max", dist.ReduceOp.MAX), ("", dist.ReduceOp.SUM)):
         keys = [k for k in metrics if (k.endswith(key) if key else not k.endswith(("_min", "_max")))]
-        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device)  # nccl: on GPU
         dist.all_reduce(t, op=op)
         metrics.update({k: v / (world if op == dist.ReduceOp.SUM else 1) for k, v in zip(keys, t.tolist())})
     return metrics
@@ -254,6 +254,7 @@ def main(argv=None):
     rank, world, device = setup_distributed(args.device)
     scorer = build_rewards(args.rewards, device=device, clip_ckpt=args.clip_ckpt, hps_ckpt=args.hps_ckpt,
                            maniqa_ckpt=args.maniqa_ckpt, qwen_path=args.qwen_path, judge_mode=args.judge_mode,
+                           dtype=torch.bfloat16 if device.type == "cuda" and args.bf16 else None,
                            seed=args.seed)  # first: missing reward weights stop the run before anything heavy
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
@@ -269,7 +270,7 @@ def main(argv=None):
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
     model = policy
     if world > 1:  # the reference stays outside: DDP syncs only what is trained
-        model = DDP(policy, broadcast_buffers=False)
+        model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         model.null_cond = policy.null_cond  # cfg_logits asks the model for the null condition
     P, G, N = args.prompts_per_rank, args.group_size, policy.config.block_size
     B = P * G  # sequences per rank per step
@@ -380,7 +381,7 @@ def main(argv=None):
         m.update({f"reward_{n}": v.float().mean().item() for n, v in parts.items()})
         m.update(entropy=ent.mean().item(), logp_gap_sampler=(old - logp_sampler).mean().item(),
                  logp_gap_sampler_max=(old - logp_sampler).abs().max().item(), grad_norm=grad_norm)
-        m = all_reduce(m, world)
+        m = all_reduce(m, world, device)
         m = {"step": step, "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std().item(),
              "reward_group_std": rewards_all.view(-1, G).std(1).mean().item() if G > 1 else 0.0,
              **m, "zero_std_frac": zero_std_frac, "lr": opt.param_groups[0]["lr"],
