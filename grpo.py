@@ -5,7 +5,7 @@ are the G images of prompt j. Each image is a sequence of N tokens (no end token
 sequence has exactly N tokens). With r_i the scalar reward of image i and q_t the token log-probs:
 
   advantage   A_i = (r_i - mean_g r) / (std_g r + eps)        unbiased std over the group g of i
-              (GRPO, DeepSeekMath eq. 3; AR-GRPO eq. 4, eps = 1e-4). A group whose rewards are all
+              (GRPO: Shao et al. 2024, DeepSeekMath; AR-GRPO uses eps = 1e-4). A group whose rewards are all
               equal carries no signal: its A is set to exactly 0 (never NaN) and it is counted.
               std="global" divides by the std of the whole batch instead (as Flow-GRPO does).
   ratio       rho_t = exp(log pi(x_t) - log pi_old(x_t))      pi_old = the policy that sampled

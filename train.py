@@ -1,4 +1,4 @@
-"""train.py: online GRPO for LlamaGen (AR-GRPO, Yuan et al. 2025), one file, top to bottom.
+"""train.py: online GRPO for LlamaGen (AR-GRPO, Kwai-Klear 2025), one file, top to bottom.
 
 Each step (the math is in grpo.py):
   1. draw P prompts per rank (class ids for c2i, captions for t2i), the same global draw on every rank;
@@ -17,7 +17,7 @@ the log-probs of a policy-gradient step must be deterministic.
 Gradients across ranks: each rank's loss is the mean over its local tokens (equal counts on every
 rank), DDP averages gradients, so the update equals one process running the whole global batch.
 
-  python train.py --task c2i --preset tiny                 # CPU, offline, random tiny models, ~1 min
+  python train.py --task c2i --preset tiny                 # CPU, offline, random tiny models, ~15 s
   torchrun --nproc_per_node 4 train.py --task c2i          # the paper's C2I run (GPT-B 256)
   torchrun --nproc_per_node 4 train.py --task t2i --prompts prompts.txt   # the paper's T2I run
 """
@@ -210,7 +210,8 @@ def build_models(args, device):
         vq = VQModel(VQ_PRESETS[args.vq_model]).to(device).eval()
     text = None
     if args.task == "t2i":
-        text = (TextEncoder.from_pretrained(args.t5_path, device=device) if args.t5_path
+        dtype = torch.bfloat16 if device.type == "cuda" and args.bf16 else torch.float32
+        text = (TextEncoder.from_pretrained(args.t5_path, device=device, dtype=dtype) if args.t5_path
                 else TextEncoder.tiny(policy.config.caption_dim, seed=args.seed))
         text.model.to(device)
     return policy, reference, vq, text
