@@ -1,0 +1,123 @@
+"""grpo.py: the math of GRPO for autoregressive image generators (AR-GRPO), as pure functions.
+
+One rollout batch holds P prompts x G samples, stored group-contiguously: rows [j*G, (j+1)*G)
+are the G images of prompt j. Each image is a sequence of N tokens (no end token, so every
+sequence has exactly N tokens). With r_i the scalar reward of image i and q_t the token log-probs:
+
+  advantage   A_i = (r_i - mean_g r) / (std_g r + eps)        unbiased std over the group g of i
+              (GRPO: Shao et al. 2024, DeepSeekMath; AR-GRPO uses eps = 1e-4). A group whose rewards are all
+              equal carries no signal: its A is set to exactly 0 (never NaN) and it is counted.
+              std="global" divides by the std of the whole batch instead (as Flow-GRPO does).
+  ratio       rho_t = exp(log pi(x_t) - log pi_old(x_t))      pi_old = the policy that sampled
+  surrogate   L_pg  = -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps_high) A)     (PPO, eps = 0.2)
+  KL (k3)     L_kl  = exp(l_ref - l) - (l_ref - l) - 1 >= 0, l = log pi(x_t), l_ref = log pi_ref(x_t)
+              an unbiased, always non-negative estimate of KL(pi || pi_ref) from samples of pi
+              (Schulman, "Approximating KL divergence", 2020)
+  loss        L = masked_mean_t(L_pg + beta L_kl)       token level, over all tokens of the batch
+
+With one optimizer step per rollout batch (the paper) rho == 1 and the clip never acts; with
+several inner updates the ratio and the clip matter, and `diagnostics` reports how much.
+
+Which distribution is "pi" when the sampler uses classifier-free guidance (`policy_logprobs`):
+  policy="cond"  log-softmax of the conditional branch alone (what the paper's code trains):
+                 the samples come from a different (guided) distribution, so rho is not the true
+                 importance ratio of the samples; reproduces the paper.
+  policy="cfg"   log-probs of the guided distribution the tokens were actually drawn from:
+                 process_logits(l_u + s (l_c - l_u)) with temperature / top-k / top-p applied.
+                 On-policy rho is exactly 1 and the gradient flows through both branches.
+
+Run the tests:  python -m pytest tests/test_grpo.py
+"""
+import torch
+
+
+def group_advantages(rewards, group_size, eps=1e-4, std="group"):
+    """rewards (B,) with B = P*G group-contiguous -> (advantages (B,), zero_std_frac).
+    std="group": divide by each group's unbiased std; std="global": by the batch's."""
+    r = rewards.float().view(-1, group_size)                        # (P, G)
+    mean = r.mean(dim=1, keepdim=True)                              # (P, 1)
+    if std == "group":
+        sd = r.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
+    elif std == "global":
+        sd = r.std().expand_as(mean) if r.numel() > 1 else torch.zeros_like(mean)
+    else:
+        raise ValueError(f"std must be 'group' or 'global', got {std!r}")
+    # all-equal groups: r - mean may be a rounding error away from 0, so zero them explicitly
+    flat = (r.max(dim=1, keepdim=True).values == r.min(dim=1, keepdim=True).values)  # (P, 1)
+    adv = torch.where(flat, torch.zeros_like(r), (r - mean) / (sd + eps))
+    return adv.view(-1), flat.float().mean().item()
+
+
+def clipped_surrogate(logp, logp_old, adv, eps=0.2, eps_high=None):
+    """PPO clipped objective as a loss to minimise, per token.
+    logp, logp_old (B, N); adv (B,) -> (loss (B, N), ratio (B, N))."""
+    eps_high = eps if eps_high is None else eps_high
+    ratio = torch.exp(logp - logp_old)                              # (B, N)
+    a = adv[:, None]                                                # (B, 1), one value per sequence
+    unclipped = ratio * a
+    clipped = ratio.clamp(1 - eps, 1 + eps_high) * a
+    return -torch.minimum(unclipped, clipped), ratio
+
+
+def k3_kl(logp, logp_ref, clamp=20.0):
+    """k3 estimator of KL(pi || pi_ref) per token: exp(d) - d - 1 with d = logp_ref - logp.
+    d is clamped to [-clamp, clamp] so a token outside the reference's top-k set (d = -inf)
+    cannot give inf/NaN (irrelevant with the paper's top-k 0)."""
+    d = (logp_ref - logp).clamp(-clamp, clamp)
+    return torch.exp(d) - d - 1
+
+
+def masked_mean(x, mask=None):
+    """Mean of x over the positions where mask is 1 (all positions when mask is None)."""
+    if mask is None:
+        return x.mean()
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def entropy(logprobs):
+    """Entropy -sum_v p log p of each distribution, logprobs (..., V) possibly -inf -> (...)."""
+    p = logprobs.exp()
+    return -torch.where(p > 0, p * logprobs, torch.zeros_like(p)).sum(-1)
+
+
+def grpo_loss(logp, logp_old, logp_ref, adv, beta, eps=0.2, eps_high=None, mask=None):
+    """The full per-token loss, aggregated: (loss scalar, pg per token (B, N), kl (B, N), ratio)."""
+    pg, ratio = clipped_surrogate(logp, logp_old, adv, eps, eps_high)
+    kl = k3_kl(logp, logp_ref) if beta != 0 else torch.zeros_like(pg)
+    return masked_mean(pg + beta * kl, mask), pg, kl, ratio
+
+
+@torch.no_grad()
+def diagnostics(ratio, adv, logp, logp_old, eps=0.2, eps_high=None, mask=None):
+    """clip_frac: fraction of tokens where the clip is binding (the gradient is cut): rho above
+    1 + eps_high with A > 0, or below 1 - eps with A < 0. approx_kl_old: k3 estimate of
+    KL(pi_old || pi) from the rollout samples, (rho - 1) - log rho."""
+    eps_high = eps if eps_high is None else eps_high
+    a = adv[:, None].expand_as(ratio)
+    clipped = ((ratio > 1 + eps_high) & (a > 0)) | ((ratio < 1 - eps) & (a < 0))
+    log_ratio = logp - logp_old
+    m = torch.ones_like(ratio, dtype=torch.bool) if mask is None else mask.bool()
+    return {"clip_frac": masked_mean(clipped.float(), mask).item(),
+            "ratio_mean": masked_mean(ratio, mask).item(),
+            "ratio_min": ratio[m].min().item(), "ratio_max": ratio[m].max().item(),
+            "approx_kl_old": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).item()}
+
+
+def policy_logprobs(model, cond, tokens, policy="cfg", cfg_scale=1.0, temperature=1.0, top_k=0,
+                    top_p=1.0, cond_mask=None, cfg_interval=-1):
+    """Teacher-forced log-probs of the sampled tokens under the policy definition (see top).
+    tokens (B, N) -> (logp (B, N) with grad, entropy (B, N) without grad)."""
+    from model import cfg_logits, process_logits
+    if policy == "cond":   # the paper: conditional branch only, temperature only (no truncation,
+        # since a sampled token may lie outside the conditional branch's own top-k set)
+        logprobs = (model(cond, tokens, cond_mask=cond_mask) / temperature).log_softmax(-1)
+    elif policy == "cfg":  # the distribution generate() sampled from
+        logits = cfg_logits(model, cond, tokens, cfg_scale, cond_mask=cond_mask, cfg_interval=cfg_interval)
+        logprobs = process_logits(logits, temperature, top_k, top_p)            # (B, N, V)
+    else:
+        raise ValueError(f"policy must be 'cond' or 'cfg', got {policy!r}")
+    logp = logprobs.gather(-1, tokens[..., None]).squeeze(-1)                   # (B, N)
+    with torch.no_grad():
+        ent = entropy(logprobs.detach())
+    return logp, ent

@@ -1,0 +1,98 @@
+"""The GRPO math on small tensors whose answers can be checked by hand."""
+import math
+
+import pytest
+import torch
+
+from grpo import clipped_surrogate, diagnostics, entropy, group_advantages, grpo_loss, k3_kl, masked_mean
+
+
+def test_group_advantages_by_hand():
+    # group 1: [1, 3] mean 2, unbiased std sqrt(2); group 2 all equal -> exactly 0, counted
+    r = torch.tensor([1.0, 3.0, 5.0, 5.0])
+    adv, zero_frac = group_advantages(r, group_size=2, eps=0.0)
+    s = math.sqrt(2.0)
+    assert torch.allclose(adv, torch.tensor([-1 / s, 1 / s, 0.0, 0.0]))
+    assert zero_frac == 0.5
+    # eps enters the denominator
+    adv, _ = group_advantages(r, group_size=2, eps=1e-4)
+    assert adv[1].item() == pytest.approx(1 / (s + 1e-4), rel=1e-6)
+
+
+def test_zero_std_groups_are_zero_not_nan():
+    r = torch.tensor([0.1] * 8 + [7.0] * 8)            # 0.1 * 8 / 8 is not exactly 0.1 in float32
+    adv, zero_frac = group_advantages(r, group_size=8)
+    assert torch.equal(adv, torch.zeros(16)) and zero_frac == 1.0
+    adv, zero_frac = group_advantages(torch.tensor([1.0, 2.0]), group_size=1)   # G = 1: std undefined
+    assert torch.equal(adv, torch.zeros(2)) and zero_frac == 1.0
+
+
+def test_global_std():
+    r = torch.tensor([0.0, 2.0, 10.0, 14.0])
+    adv, zero_frac = group_advantages(r, group_size=2, eps=0.0, std="global")
+    sd = r.std()                                         # unbiased over all 4
+    assert torch.allclose(adv, torch.tensor([-1.0, 1.0, -2.0, 2.0]) / sd)
+    assert zero_frac == 0.0
+
+
+def test_k3_kl_values():
+    logp = torch.tensor([0.0, 0.0, math.log(2.0)])
+    ref = torch.tensor([0.0, math.log(2.0), 0.0])
+    # d = ref - logp: 0 -> 0; log2 -> 2 - log2 - 1; -log2 -> 0.5 + log2 - 1
+    want = torch.tensor([0.0, 1 - math.log(2.0), math.log(2.0) - 0.5])
+    assert torch.allclose(k3_kl(logp, ref), want, atol=1e-6)
+    assert (k3_kl(torch.randn(100), torch.randn(100)) >= 0).all()
+    assert torch.isfinite(k3_kl(torch.zeros(1), torch.tensor([-float("inf")]))).all()
+
+
+def test_k3_kl_is_unbiased_for_kl():
+    # samples from p = softmax(a), KL(p || q) = sum p (log p - log q): the k3 mean estimates it
+    g = torch.Generator().manual_seed(0)
+    lp, lq = torch.randn(5, generator=g).log_softmax(0), torch.randn(5, generator=g).log_softmax(0)
+    x = torch.multinomial(lp.exp(), 200_000, replacement=True, generator=g)
+    exact = (lp.exp() * (lp - lq)).sum()
+    assert k3_kl(lp[x], lq[x]).mean().item() == pytest.approx(exact.item(), rel=0.03)
+
+
+def test_clipping_both_sides():
+    logp_old = torch.zeros(2, 3)
+    ratio = torch.tensor([[0.5, 1.0, 1.5], [0.5, 1.0, 1.5]])
+    adv = torch.tensor([1.0, -1.0])
+    loss, r = clipped_surrogate(ratio.log(), logp_old, adv, eps=0.2)
+    assert torch.allclose(r, ratio)
+    # A > 0: min(rho A, clip(rho) A) -> 0.5 (unclipped is smaller), 1.0, 1.2 (clipped)
+    # A < 0: min(-rho, -clip(rho)) -> -0.8 (clipped), -1.0, -1.5 (unclipped)
+    assert torch.allclose(loss, -torch.tensor([[0.5, 1.0, 1.2], [-0.8, -1.0, -1.5]]))
+    # separate upper eps
+    loss, _ = clipped_surrogate(ratio.log(), logp_old, adv, eps=0.2, eps_high=0.28)
+    assert torch.allclose(loss[0], -torch.tensor([0.5, 1.0, 1.28]))
+    # the clipped side has no gradient, the unclipped side has d/dlogp = -rho A
+    logp = ratio.log().requires_grad_()
+    clipped_surrogate(logp, logp_old, adv, eps=0.2)[0].sum().backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-0.5, -1.0, 0.0], [0.0, 1.0, 1.5]]))
+    d = diagnostics(ratio, adv, ratio.log(), logp_old, eps=0.2)
+    assert d["clip_frac"] == pytest.approx(2 / 6)       # (row 0, 1.5) and (row 1, 0.5)
+    assert d["ratio_min"] == 0.5 and d["ratio_max"] == 1.5 and d["ratio_mean"] == pytest.approx(1.0)
+    want = ((ratio - 1) - ratio.log()).mean().item()
+    assert d["approx_kl_old"] == pytest.approx(want, rel=1e-5)
+
+
+def test_aggregation_and_full_loss():
+    x = torch.tensor([[1.0, 2.0], [3.0, 100.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    assert masked_mean(x, mask).item() == pytest.approx(2.0)
+    assert masked_mean(x).item() == pytest.approx(26.5)
+    # on-policy (rho = 1), reference = policy: loss = -mean_t A = -mean over tokens of each row's A
+    logp = torch.randn(2, 4)
+    adv = torch.tensor([2.0, -1.0])
+    loss, pg, kl, ratio = grpo_loss(logp, logp, logp, adv, beta=0.1)
+    assert loss.item() == pytest.approx(-0.5) and kl.abs().max() == 0 and torch.equal(ratio, torch.ones(2, 4))
+    # KL term adds beta * k3
+    ref = logp + 0.3
+    loss2, _, kl, _ = grpo_loss(logp, logp, ref, adv, beta=0.1)
+    assert loss2.item() == pytest.approx(-0.5 + 0.1 * (math.exp(0.3) - 1.3), rel=1e-5)
+
+
+def test_entropy():
+    lp = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25] * 4]).log()        # contains -inf
+    assert torch.allclose(entropy(lp), torch.tensor([math.log(2), math.log(4)]))

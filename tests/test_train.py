@@ -1,0 +1,149 @@
+"""The training loop: log-prob consistency, learning, DDP equivalence, exact resume, error messages.
+Tiny random models on CPU; train.py runs in subprocesses (as a user runs it)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from grpo import grpo_loss, policy_logprobs
+from model import GPT, TextEncoder, generate, gpt_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# one thread per process: tiny models gain nothing from more, and the CI machine has 2 cores
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+KEYS = ["step", "reward_mean", "reward_std", "reward_color", "loss", "kl", "entropy", "clip_frac", "zero_std_frac",
+        "grad_norm", "lr", "t_rollout", "t_reward", "t_update", "images_per_s"]
+
+
+def train_cmd(out, *flags, nproc=1):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    return launcher + [os.path.join(ROOT, "train.py"), "--task", "c2i", "--preset", "tiny", "--out", str(out), *flags]
+
+
+def train(out, *flags, nproc=1):
+    r = subprocess.run(train_cmd(out, *flags, nproc=nproc), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+
+
+def weights(out):
+    return torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["model"]
+
+
+def tiny_model_and_cond(task):
+    torch.manual_seed(0)
+    model = GPT(gpt_config("GPT-tiny", model_type=task)).eval()
+    with torch.no_grad():  # sharper than the 0.02-std init, so cond / guided distributions really differ
+        model.output.weight.mul_(30)
+    if task == "c2i":
+        return model, torch.tensor([1, 2, 3, 4]), None
+    feats, mask = TextEncoder.tiny(model.config.caption_dim)(["a red fox", "a cat", "x", "a long prompt about dogs"])
+    return model, feats, mask
+
+
+@pytest.mark.parametrize("task,temperature,top_k,top_p", [("c2i", 1.0, 0, 1.0), ("c2i", 0.8, 20, 0.9), ("t2i", 1.0, 0, 1.0)])
+def test_sampler_logprobs_equal_teacher_forcing(task, temperature, top_k, top_p):
+    model, cond, mask = tiny_model_and_cond(task)
+    tokens, lp = generate(model, cond, cfg_scale=2.0, temperature=temperature, top_k=top_k, top_p=top_p,
+                          cond_mask=mask, generator=torch.Generator().manual_seed(0), return_logprobs=True)
+    with torch.no_grad():
+        tf, ent = policy_logprobs(model, cond, tokens, "cfg", 2.0, temperature, top_k, top_p, cond_mask=mask)
+        cond_only, _ = policy_logprobs(model, cond, tokens, "cond", 2.0, temperature, top_k, top_p, cond_mask=mask)
+    assert torch.isfinite(tf).all() and (ent >= 0).all()
+    assert (tf - lp).abs().max() < 1e-4, (tf - lp).abs().max()             # KV-cache sampler == teacher forcing
+    assert (cond_only - lp).abs().max() > 1e-2                               # the paper's `cond` policy is another distribution
+
+
+def test_on_policy_ratio_is_exactly_one_in_cfg_mode():
+    model, cond, _ = tiny_model_and_cond("c2i")
+    tokens, lp = generate(model, cond, cfg_scale=2.0, generator=torch.Generator().manual_seed(1), return_logprobs=True)
+    with torch.no_grad():
+        old, _ = policy_logprobs(model, cond, tokens, "cfg", 2.0)            # pi_old, as train.py computes it
+    new, _ = policy_logprobs(model, cond, tokens, "cfg", 2.0)                # the update's forward, with grad
+    loss, pg, kl, ratio = grpo_loss(new, old, old, torch.tensor([1.0, -1.0, 0.5, 0.0]), beta=0.1)
+    assert torch.equal(ratio, torch.ones_like(ratio)) and kl.abs().max() == 0
+    assert torch.allclose(torch.exp(new.detach() - lp), torch.ones_like(lp), atol=1e-4)  # also vs the sampler's own log-probs
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_tiny_preset_learns(tmp_path):
+    m = train(tmp_path)
+    assert len(m) == 100 and all(k in m[0] for k in KEYS)
+    first = sum(x["reward_mean"] for x in m[:5]) / 5
+    last = sum(x["reward_mean"] for x in m[-5:]) / 5
+    spread = sum(x["reward_std"] for x in m[:5]) / 5                      # std over all images of a step
+    print(f"tiny preset: reward {first:.3f} -> {last:.3f}, within-step std {spread:.3f}")
+    assert last - first > 2 * spread
+    assert m[-1]["entropy"] < m[0]["entropy"]                                # sharper policy, as in the paper
+    assert m[0]["logp_gap_sampler_max"] < 1e-4                               # cfg mode: rollout log-probs reproduced
+    for f in ["args.json", "ckpt.pt", "summary.json", "samples/step_000025.png", "samples/step_000100.png"]:
+        assert os.path.exists(tmp_path / f), f
+
+
+def test_ddp_two_ranks_match_single_process(tmp_path):
+    ddp = train(tmp_path / "ddp", "--steps", "2", "--prompts-per-rank", "2", nproc=2)
+    one = train(tmp_path / "one", "--steps", "2", "--prompts-per-rank", "4")
+    assert json.load(open(tmp_path / "ddp" / "summary.json")) == {"steps": 2, "world_size": 2, "rank_weight_diff": 0.0}
+    for a, b in zip(ddp, one):                                               # same prompts, same samples, same rewards
+        assert a["reward_mean"] == pytest.approx(b["reward_mean"], abs=1e-6)
+        # the gradient itself (Adam would hide a wrong scale, the norm does not)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    # weights: equal up to float summation order, which Adam's g / sqrt(v) amplifies for gradients
+    # near 0 (a few elements move by ~1e-5): compare the whole update, relative to its size
+    from train import build_models, get_args
+    w0 = build_models(get_args(["--preset", "tiny"]), torch.device("cpu"))[0].state_dict()
+    wa, wb = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    norm = lambda d: sum(v.double().square().sum() for v in d.values()).sqrt().item()
+    diff, update = norm({k: wa[k] - wb[k] for k in wa}), norm({k: wa[k] - w0[k] for k in wa})
+    print(f"DDP vs single process: |w_ddp - w_single| = {diff:.2e}, |w - w0| = {update:.2e}")
+    assert update > 0.1 and diff < 1e-3 * update
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    flags = ["--steps", "12", "--save-every", "1"]
+    full = train(tmp_path / "full", *flags)
+    # kill -9 a run in the middle (possibly while it writes a checkpoint), then resume it
+    out = tmp_path / "killed"
+    p = subprocess.Popen(train_cmd(out, *flags), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / "metrics.jsonl"
+    while p.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    stopped_at = torch.load(out / "ckpt.pt", weights_only=True)["step"]
+    assert 3 <= stopped_at < 12, stopped_at
+    resumed = train(out, *flags, "--resume")
+    assert [x["step"] for x in resumed] == list(range(12))
+    assert [x["reward_mean"] for x in resumed] == [x["reward_mean"] for x in full]
+    wa, wb = weights(out), weights(tmp_path / "full")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    oa = torch.load(out / "ckpt.pt", weights_only=True)["optimizer"]["state"]
+    ob = torch.load(tmp_path / "full" / "ckpt.pt", weights_only=True)["optimizer"]["state"]
+    assert all(torch.equal(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"]) for i in oa)
+
+
+def test_t2i_inner_epochs_and_tensorboard(tmp_path):
+    # several updates per rollout batch: the ratio leaves 1 and the clip statistics become live
+    m = train(tmp_path, "--task", "t2i", "--steps", "2", "--inner-epochs", "2", "--minibatches", "2",
+              "--micro-batch", "8", "--tensorboard", "--image-every", "1")
+    assert len(m) == 2 and m[1]["approx_kl_old"] > 0 and m[1]["ratio_max"] > 1 > m[1]["ratio_min"]
+    assert os.listdir(tmp_path / "tb") and os.path.exists(tmp_path / "samples" / "step_000002.png")
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--task", "c2i"], ["c2i_B_256.pt", "--gpt-ckpt", "--vq-ckpt", "--preset tiny"]),        # the paper run, no weights
+    (["--task", "c2i", "--preset", "tiny", "--rewards", "hps:1"], ["--hps-ckpt"]),             # a reward without weights
+])
+def test_missing_weights_stop_with_one_line(tmp_path, flags, words):
+    t = time.time()
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *flags, "--out", str(tmp_path)],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert all(w in r.stderr for w in words), r.stderr
+    assert time.time() - t < 60
