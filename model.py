@@ -265,9 +265,9 @@ def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1):
     """Teacher-forced guided logits (B, N, V): what `generate` samples from, before temperature etc."""
     if cfg_scale == 1.0:
         return model(cond, tokens, cond_mask)
-    B = len(tokens)
+    B, null = len(tokens), getattr(model, "module", model).null_cond(cond)  # `module`: a DDP-wrapped GPT
     mask2 = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
-    both = model(torch.cat([cond, model.null_cond(cond)]), torch.cat([tokens, tokens]), mask2)
+    both = model(torch.cat([cond, null]), torch.cat([tokens, tokens]), mask2)
     lc, lu = both[:B], both[B:]
     guided = lu + (lc - lu) * cfg_scale
     if cfg_interval > -1:  # the official sampler stops guiding after token cfg_interval + 1

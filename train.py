@@ -272,7 +272,6 @@ def main(argv=None):
     model = policy
     if world > 1:  # the reference stays outside: DDP syncs only what is trained
         model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-        model.null_cond = policy.null_cond  # cfg_logits asks the model for the null condition
     P, G, N = args.prompts_per_rank, args.group_size, policy.config.block_size
     B = P * G  # sequences per rank per step
     assert B % args.minibatches == 0, "--minibatches must divide prompts_per_rank * group_size"
