@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 import socket
+from dataclasses import fields
 from urllib.parse import urlparse
 
 import torch
@@ -112,6 +113,18 @@ def extract_state_dict(ckpt):
 
 def load_state_dict(path):
     return extract_state_dict(load_checkpoint(path))
+
+
+def read(name_or_path, config_cls, flag):
+    """resolve + load: (path, state dict, the stored config as `config_cls` or None).
+    Our checkpoints store the config as a plain dict under `config`; released files have none."""
+    path = resolve(name_or_path, flag)
+    raw = load_checkpoint(path)
+    config = None
+    if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
+        names = {f.name for f in fields(config_cls)}
+        config = config_cls(**{k: v for k, v in raw["config"].items() if k in names})
+    return path, extract_state_dict(raw), config
 
 
 def check_keys(module, sd, what="checkpoint"):

@@ -25,14 +25,14 @@ ones, so released checkpoints load unchanged (`load_gpt`).
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import BadCheckpoint, check_keys, extract_state_dict, hub_reachable, load_checkpoint, resolve
+from checkpoint import BadCheckpoint, check_keys, hub_reachable, read
 
 
 @dataclass
@@ -370,12 +370,8 @@ def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"
     """Build a GPT from a released file/name or a checkpoint of ours (which stores its config).
     The resolution (not in the weights) comes from `config`, the stored config, or a `_256`/`_384`/`_512`
     file name; `image_size` is checked against it (a 384px model on a 256 grid is an error, not garbage)."""
-    path = resolve(ckpt, flag)
-    raw = load_checkpoint(path)
-    sd = extract_state_dict(raw)
-    if config is None and isinstance(raw, dict) and isinstance(raw.get("config"), dict):
-        names = {f.name for f in fields(GPTConfig)}
-        config = GPTConfig(**{k: v for k, v in raw["config"].items() if k in names})
+    path, sd, stored = read(ckpt, GPTConfig, flag)
+    config = config or stored
     m = re.search(r"_(\d{3,4})(?:\.pt)?$", os.path.basename(str(ckpt)))
     trained = math.isqrt(config.block_size) * 16 if config else int(m.group(1)) if m else None
     if image_size is not None and trained is not None and image_size != trained:

@@ -11,13 +11,13 @@ so the released `vq_ds16_c2i.pt` / `vq_ds16_t2i.pt` load unchanged. h = H / 2^(l
     python -c "from vq import *; m = VQModel(VQ_PRESETS['VQ-tiny']); print(m.decode(m.encode(torch.rand(1, 3, 32, 32) * 2 - 1)).shape)"
 """
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import BadCheckpoint, check_keys, extract_state_dict, load_checkpoint, resolve
+from checkpoint import BadCheckpoint, check_keys, read
 
 
 @dataclass
@@ -215,12 +215,8 @@ class VQModel(nn.Module):
 
 def load_vq(ckpt="vq_ds16_c2i", device="cpu", config=None, flag="--vq-ckpt"):
     """Load a released VQ (`vq_ds16_c2i`, `vq_ds16_t2i`, a path) or one of ours (stores its config)."""
-    path = resolve(ckpt, flag)
-    raw = load_checkpoint(path)
-    sd = extract_state_dict(raw)
-    if config is None and isinstance(raw, dict) and isinstance(raw.get("config"), dict):
-        names = {f.name for f in fields(VQConfig)}
-        config = VQConfig(**{k: v for k, v in raw["config"].items() if k in names})
+    path, sd, stored = read(ckpt, VQConfig, flag)
+    config = config or stored
     if config is None:  # released files: VQ-16 or VQ-8, told apart by their number of levels
         levels = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.conv_blocks."))
         config = {5: VQ_PRESETS["VQ-16"], 4: VQ_PRESETS["VQ-8"]}.get(levels)
