@@ -60,7 +60,7 @@ def save_grid(images_u8, path, nrow=None):
     Image.fromarray(grid).save(path)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", choices=["tiny"], help="tiny random GPT + VQ (offline, CPU); ignores checkpoints")
     p.add_argument("--gpt-ckpt", default="c2i_B_256", help="GPT checkpoint: path or release name")
@@ -82,7 +82,7 @@ def main():
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="GPT weights dtype (default bf16 on GPU)")
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
     p.add_argument("--npz", default=None, help="also write all samples as uint8 NHWC .npz (for FID)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     print(vars(args))
 
     dev = torch.device(args.device)

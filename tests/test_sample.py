@@ -1,0 +1,50 @@
+"""sample.py end to end on the tiny preset, and its one-line input errors."""
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import sample
+
+
+def test_tiny_c2i_grid_and_npz(tmp_path):
+    png, npz = tmp_path / "g.png", tmp_path / "s.npz"
+    sample.main(["--preset", "tiny", "--classes", "1,2,3", "--per-class", "2", "--out", str(png), "--npz", str(npz)])
+    arr = np.load(npz)["arr_0"]
+    assert arr.shape == (6, 16, 16, 3) and arr.dtype == np.uint8  # ADM layout: N, H, W, 3
+    assert Image.open(png).size == (3 * 16, 2 * 16)  # ceil(sqrt(6)) = 3 columns
+
+
+def test_tiny_t2i_from_jsonl(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a red cat"}\n\n{"caption": "a blue dog"}\n')
+    npz = tmp_path / "s.npz"
+    sample.main(["--preset", "tiny", "--prompts", str(prompts), "--out", "", "--npz", str(npz),
+                 "--image-size-eval", "32"])
+    assert np.load(npz)["arr_0"].shape == (2, 32, 32, 3)
+
+
+def test_same_seed_same_images(tmp_path):
+    run = lambda seed, name: sample.main(["--preset", "tiny", "--seed", str(seed), "--out", "",
+                                          "--npz", str(tmp_path / name)]) or np.load(tmp_path / name)["arr_0"]
+    assert np.array_equal(run(3, "a.npz"), run(3, "b.npz"))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--classes", "3,12"], "unknown class id(s) [12]: the model has classes 0..9"),
+    (["--prompts", "EMPTY"], "is empty"),
+    (["--prompts", "/nonexistent.txt"], "prompt file /nonexistent.txt does not exist"),
+])
+def test_input_errors(tmp_path, argv, message):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    argv = [str(tmp_path / "empty.txt") if a == "EMPTY" else a for a in argv]
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        sample.main(["--preset", "tiny", "--out", ""] + argv)
+
+
+def test_missing_checkpoint_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--gpt-ckpt", str(tmp_path / "nope.pt")])
+    assert str(e.value).startswith("error: checkpoint") and "--gpt-ckpt PATH" in str(e.value)
