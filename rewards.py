@@ -54,6 +54,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
+from checkpoint import hub_reachable
+
 
 class RewardWeightsMissing(RuntimeError):
     """A reward's weights are not on this machine; str() is one line saying what and how."""
@@ -143,19 +145,6 @@ OFFLINE_REWARDS = list(OFFLINE)
 
 
 # ----------------------------------------------------------------------------- finding weights
-def _reachable(host, port=443, timeout=3.0):
-    """Is the hub reachable at all? (a dead network fails here in ms, where huggingface_hub
-    would retry for ~25 s)."""
-    import socket
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _hub_file(repo, filenames, what, flag, path=None):
     """A local path (the flag) if given, else the huggingface_hub cache, else a download if
     huggingface.co answers; otherwise RewardWeightsMissing (one line)."""
@@ -165,7 +154,7 @@ def _hub_file(repo, filenames, what, flag, path=None):
             return path
         raise RewardWeightsMissing(f"{what}: weights file {path} (from {flag}) does not exist")
     for online in (False, True):
-        if online and not _reachable("huggingface.co"):
+        if online and not hub_reachable():
             break
         for fn in filenames:
             try:
@@ -290,7 +279,7 @@ def load_maniqa(ctx):
     else:   # the paper's (and pyiqa's 'maniqa' = KonIQ) configuration
         cfg = dict(embed_dim=768, dim_mlp=768, patch_size=8, window_size=4, num_heads=[4, 4])
         path = ctx.maniqa_ckpt or os.path.join(torch.hub.get_dir(), "pyiqa", "ckpt_koniq10k.pt")
-        if not os.path.isfile(path) and not ctx.maniqa_ckpt and _reachable("huggingface.co"):
+        if not os.path.isfile(path) and not ctx.maniqa_ckpt and hub_reachable():
             from pyiqa.archs.arch_util import get_url_from_name
             from pyiqa.utils.download_util import load_file_from_url
             path = load_file_from_url(get_url_from_name("ckpt_koniq10k.pt"))
@@ -467,7 +456,7 @@ def load_qwen(ctx):
         if not path:
             from huggingface_hub import constants, snapshot_download
             for online in (False, True):
-                if online and not _reachable("huggingface.co"):
+                if online and not hub_reachable():
                     break
                 try:
                     path = snapshot_download(QWEN_REPO, local_files_only=not online)
@@ -544,8 +533,9 @@ def _builders():
     return b
 
 
-def parse_spec(spec, valid):
+def parse_spec(spec, valid=None):
     """'a:1,b:0.5' -> [('a', 1.0), ('b', 0.5)]; 'qwen' expands to the three judge prompts."""
+    valid = _builders() if valid is None else valid
     out = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         name, _, w = item.partition(":")

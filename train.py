@@ -36,10 +36,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import MissingCheckpoint, load_checkpoint, save_atomic
+from checkpoint import BadCheckpoint, MissingCheckpoint, load_checkpoint, save_atomic
 from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
 from model import GPT, TextEncoder, generate, gpt_config, load_gpt
-from rewards import RewardWeightsMissing, build_rewards
+from rewards import RewardWeightsMissing, build_rewards, parse_spec
+from sample import read_prompts
 from vq import VQ_PRESETS, VQModel, load_vq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -119,7 +120,20 @@ def get_args(argv=None):
     if PRESETS[preset].get("task", first.task) != first.task:
         p.error(f"preset {preset} is for --task {PRESETS[preset]['task']}")
     p.set_defaults(**{**PRESETS[preset], "preset": preset, "task": first.task})
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # flag combinations that cannot work: one line each, before anything is loaded
+    if args.group_size < 2:
+        p.error("--group-size must be >= 2: a group of one has no baseline (its advantage is always 0)")
+    if (args.prompts_per_rank * args.group_size) % args.minibatches:
+        p.error(f"--minibatches {args.minibatches} must divide --prompts-per-rank x --group-size = "
+                f"{args.prompts_per_rank * args.group_size}")
+    if min(args.steps, args.inner_epochs, args.prompts_per_rank) < 1:
+        p.error("--steps, --inner-epochs and --prompts-per-rank must be >= 1")
+    try:
+        parse_spec(args.rewards)
+    except ValueError as e:
+        p.error(str(e))
+    return args
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -217,20 +231,17 @@ def build_models(args, device):
     return policy, reference, vq, text
 
 
-def load_prompts(args, config):
-    """The prompt pool: a list of strings (for c2i, 'a photo of {class name}' per class id)."""
+def load_prompts(args):
+    """The prompt pool, read before any model is built (a bad prompt file fails at once): for c2i,
+    'a photo of {class name}' for every ImageNet class id (cut to the model's classes later)."""
     if args.task == "c2i":
         names = open(os.path.join(HERE, "imagenet_classes.txt")).read().splitlines()
-        return [f"a photo of {n}" for n in names[: args.num_classes or config.num_classes]]
+        return [f"a photo of {n}" for n in names[: args.num_classes or None]]
     if not args.prompts:
         if args.preset == "tiny":
             return TINY_PROMPTS
-        raise SystemExit("t2i needs --prompts FILE (.txt, one prompt per line, or .jsonl with a 'prompt' field)")
-    with open(args.prompts) as f:
-        if args.prompts.endswith(".jsonl"):
-            rows = [json.loads(line) for line in f if line.strip()]
-            return [r.get("prompt") or r.get("caption") or r["text"] for r in rows]
-        return [line.strip() for line in f if line.strip()]
+        raise SystemExit("error: t2i needs --prompts FILE (.txt, one prompt per line, or .jsonl with a 'prompt' field)")
+    return read_prompts(args.prompts)
 
 
 def save_grid(images, ncol, path, writer=None, step=0):
@@ -250,6 +261,7 @@ def save_grid(images, ncol, path, writer=None, step=0):
 def main(argv=None):
     args = get_args(argv)
     check_files(args)
+    pool = load_prompts(args)
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
     rank, world, device = setup_distributed(args.device)
@@ -267,14 +279,14 @@ def main(argv=None):
     amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and args.bf16 else nullcontext()
 
     policy, reference, vq, text = build_models(args, device)
-    pool = load_prompts(args, policy.config)
+    if args.task == "c2i":
+        pool = pool[:policy.config.num_classes]  # a model with K classes draws ids from [0, K)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
     model = policy
     if world > 1:  # the reference stays outside: DDP syncs only what is trained
         model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     P, G, N = args.prompts_per_rank, args.group_size, policy.config.block_size
     B = P * G  # sequences per rank per step
-    assert B % args.minibatches == 0, "--minibatches must divide prompts_per_rank * group_size"
     mb_size = B // args.minibatches
     micro = args.micro_batch or mb_size
     log(f"policy {sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M params | {world} rank(s) x {P} prompts x {G} "
@@ -424,5 +436,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (MissingCheckpoint, RewardWeightsMissing) as e:  # one line, no traceback
+    except (MissingCheckpoint, BadCheckpoint, RewardWeightsMissing) as e:  # one line, no traceback
         sys.exit(f"error: {e}")

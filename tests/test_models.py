@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from checkpoint import BadCheckpoint, MissingCheckpoint, save_atomic
-from model import (GPT, GPT_PRESETS, GPTConfig, TextEncoder, cfg_logits, generate, gpt_checkpoint,
+from model import (GPT, GPTConfig, TextEncoder, cfg_logits, generate, gpt_checkpoint,
                    gpt_config, load_gpt, process_logits)
 from vq import VQ_PRESETS, VQConfig, VQModel, load_vq
 
