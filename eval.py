@@ -220,13 +220,14 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp):
 
 
 def side_by_side(base_rows, tuned_rows, min_px=64):
-    """uint8 rows (k, H, W, 3) -> one grid: base | white gap | tuned per row, small images upscaled."""
+    """uint8 rows (k, H, W, 3) -> one grid: base | white gap | tuned per row, small images upscaled, framed."""
     rows = []
     for b, t in zip(base_rows, tuned_rows):
         rows += [b, torch.full_like(b[:1], 255), t]
     x = torch.cat(rows)                                                           # (rows * (2k + 1), H, W, 3)
     s = max(1, min_px // x.shape[1])
-    return x.repeat_interleave(s, 1).repeat_interleave(s, 2), 2 * len(base_rows[0]) + 1
+    x = F.pad(x.repeat_interleave(s, 1).repeat_interleave(s, 2), (0, 0, 1, 1, 1, 1), value=255)  # 1 px white frame
+    return x, 2 * len(base_rows[0]) + 1
 
 
 def cmd_compare(args):
@@ -266,10 +267,10 @@ def cmd_compare(args):
               "rewards": spec, "diversity_metric": args.diversity, "sampler": vars(s), **results,
               "delta": {k: results["tuned"][k] - results["base"][k] for k in results["base"] if k not in ("images", "reward_sem")}}
     os.makedirs(args.out, exist_ok=True)
-    json.dump(report, open(os.path.join(args.out, "report.json"), "w"), indent=1)
+    json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
     grid, ncol = side_by_side(grids["base"], grids["tuned"])
-    save_grid(grid, os.path.join(args.out, "grid.png"), nrow=ncol)
-    print(f"wrote {args.out}/report.json and grid.png (rows: conditions; left base, right tuned)")
+    save_grid(grid, os.path.join(args.out, f"{args.prefix}grid.png"), nrow=ncol)
+    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png (a row per condition: base | tuned)")
     return report
 
 
@@ -327,15 +328,15 @@ def cmd_plot(args):
     for ax_all, (name, keys) in zip(axes.flat, panels.items()):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         draw(ax, name, keys), draw(ax_all, name, keys)
-        fig.tight_layout(), fig.savefig(os.path.join(out, f"{name}.png"), dpi=100), plt.close(fig)
-    fig_all.tight_layout(), fig_all.savefig(os.path.join(out, "curves.png"), dpi=80), plt.close(fig_all)
+        fig.tight_layout(), fig.savefig(os.path.join(out, f"{args.prefix}{name}.png"), dpi=100), plt.close(fig)
+    fig_all.tight_layout(), fig_all.savefig(os.path.join(out, f"{args.prefix}curves.png"), dpi=80), plt.close(fig_all)
     if args.tensorboard:                                              # train.py --tensorboard logs these live
         from torch.utils.tensorboard import SummaryWriter
         with SummaryWriter(os.path.join(args.run, "tb")) as writer:
             for r in rows:
                 for k, v in r.items():
                     writer.add_scalar(k, v, r["step"])
-    print(f"wrote {out}/curves.png and {', '.join(panels)} (.png) from {len(rows)} steps")
+    print(f"wrote {out}/{args.prefix}{{curves, {', '.join(panels)}}}.png from {len(rows)} steps")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -360,7 +361,7 @@ def get_args(argv=None):
     a("--seed", type=int, default=0, help="condition j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="sequences per entropy forward")
     a("--grid-rows", type=int, default=8), a("--grid-cols", type=int, default=8, help="images per model per grid row")
-    a("--out", default="out/eval", help="report.json and grid.png")
+    a("--out", default="out/eval", help="directory for report.json and grid.png")
     f = sub.add_parser("fid", help="FID / IS / precision / recall of a sample.py .npz against an ADM reference batch")
     f.add_argument("--npz", required=True, help="samples: arr_0 uint8 (N, H, W, 3)")
     f.add_argument("--ref", required=True, help="ADM reference batch, e.g. VIRTUAL_imagenet256_labeled.npz (arr_0, mu, sigma)")
@@ -371,6 +372,8 @@ def get_args(argv=None):
     pl.add_argument("run", help="a train.py --out directory")
     pl.add_argument("--out", default="", help="PNG directory ('' = RUN/plots)")
     pl.add_argument("--tensorboard", action="store_true", help="also write the curves to RUN/tb")
+    for s in (c, pl):
+        s.add_argument("--prefix", default="", help="output file name prefix, e.g. tiny_")
     for s in (c, f):
         s.add_argument("--device", default=dev)
         s.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")

@@ -115,8 +115,8 @@ def test_compare_report_format_and_grid(tmp_path):
     assert m["images"] == 12 and m["reward"] == pytest.approx(m["reward_color"] + 0.5 * m["reward_brightness"], rel=1e-5)
     assert on_disk["delta"]["entropy"] == pytest.approx(m["entropy"] - on_disk["base"]["entropy"]) != 0
     from PIL import Image
-    w, h = Image.open(tmp_path / "eval" / "grid.png").size                               # 2 rows x (3 + gap + 3), 16 px x4
-    assert (w, h) == (7 * 64, 2 * 64)
+    w, h = Image.open(tmp_path / "eval" / "grid.png").size          # 2 rows x (3 + gap + 3), 16 px x4 + 1 px frame
+    assert (w, h) == (7 * 66, 2 * 66)
 
 
 def test_compare_missing_base_is_one_line(tmp_path):
