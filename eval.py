@@ -95,10 +95,11 @@ def cosine_distance(a, b):  # (n, ...) x2 -> (n,) 1 - cos of the flattened pairs
     return 1 - F.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1)
 
 
-def pairwise_diversity(x, dist=cosine_distance):
-    """x (G, ...): the images of one condition -> mean of dist(x_i, x_j) over the pairs i < j."""
+def pairwise_diversity(x, dist=cosine_distance, block=256):
+    """x (G, ...): the images of one condition -> mean of dist(x_i, x_j) over the pairs i < j
+    (G (G - 1) / 2 pairs, scored `block` pairs at a time: LPIPS at 256 px is memory-hungry)."""
     i, j = torch.triu_indices(len(x), len(x), 1)
-    return dist(x[i], x[j]).mean().item()
+    return torch.cat([dist(x[a], x[b]) for a, b in zip(i.split(block), j.split(block))]).mean().item()
 
 
 @torch.no_grad()
@@ -253,10 +254,9 @@ def cmd_compare(args):
     s = argparse.Namespace(**{k: getattr(targs, k) if getattr(args, k) is None else getattr(args, k)
                               for k in ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")})
     spec = args.rewards or targs.rewards
-    scorer = build_rewards(spec, device=device, clip_ckpt=getattr(targs, "clip_ckpt", None),
-                           hps_ckpt=getattr(targs, "hps_ckpt", None), maniqa_ckpt=getattr(targs, "maniqa_ckpt", None),
-                           qwen_path=getattr(targs, "qwen_path", None), seed=args.seed,
-                           dtype=torch.bfloat16 if device.type == "cuda" else None)
+    weights = {k: getattr(targs, k, None) for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path")}  # the run's flags
+    scorer = build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"), seed=args.seed,
+                           dtype=torch.bfloat16 if device.type == "cuda" else None, **weights)
     amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
     results, grids = {}, {}
     for name, model in (("base", base), ("tuned", tuned)):

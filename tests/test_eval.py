@@ -61,6 +61,8 @@ def test_diversity_known_answers():
     assert ev.pairwise_diversity(e) == pytest.approx(1.0)
     # the pair mean counts each unordered pair once: [a, a, b] with d(a, b) = 2 -> (0 + 2 + 2) / 3
     assert ev.pairwise_diversity(torch.stack([x[0], x[0], -x[0]])) == pytest.approx(4 / 3)
+    y = torch.randn(9, 3, 4, 4, generator=torch.Generator().manual_seed(1))                   # 36 pairs: blocks change nothing
+    assert ev.pairwise_diversity(y, block=5) == pytest.approx(ev.pairwise_diversity(y), abs=1e-12)
 
 
 def test_entropy_uniform_is_log_vocab():
