@@ -1,0 +1,395 @@
+"""eval.py: what a user measures and sees after an AR-GRPO run. Three commands:
+
+  python eval.py compare --tuned out/tiny/ckpt.pt --diversity pixel --out out/tiny/eval   # base vs tuned
+  python eval.py fid --npz samples/B256.npz --ref VIRTUAL_imagenet256_labeled.npz          # FID/IS/P/R
+  python eval.py plot out/tiny                                                             # curves -> PNG
+
+compare: base = the run's initial weights (its --gpt-ckpt, or its seeded random init, rebuilt exactly
+as train.py builds its reference), unless --base names a file. For condition j (a class id or a
+prompt) both models sample --per-class images from the same generator seed (seed, j), so base and
+tuned differ only by their weights. Per model, means over the images:
+  rewards    every component of --rewards (default: the run's) and the weighted total;
+  diversity  mean over conditions of the mean over pairs i < j of d(x_i, x_j) within a condition:
+             lpips  LPIPS (Zhang et al. 2018, AlexNet, via pyiqa): the real path, needs its weights;
+             pixel  1 - cos(x_i, x_j) of the images in [-1, 1]: weight-free. Identical images -> 0;
+  entropy    H = mean_t -sum_v p(v | c, x_<t) log p(v | c, x_<t), p = process_logits(cfg_logits(..)), the
+             distribution the eval sampler draws from (CFG, temperature, top-k, top-p); uniform -> log V.
+It writes OUT/report.json and OUT/grid.png (a row per condition: base images | tuned images).
+
+fid: the ADM protocol (Dhariwal & Nichol 2021, guided-diffusion/evaluations) on the uint8 NHWC .npz
+that sample.py writes (384 px models: sample.py --image-size-eval 256, bicubic, as LlamaGen does).
+Features f: TF Inception-v3 (2015-12-05) as ported by pytorch-fid and shipped in pyiqa; images are
+resized to 299 with TF1's bilinear rule and scaled (x - 128) / 128 as the TF graph does; f = pool3
+(2048), logits = f W^T (1008, no bias, as ADM's evaluator).
+  FID       = |mu_r - mu_g|^2 + Tr(S_r + S_g - 2 (S_r S_g)^1/2)   (r: the reference's stored mu, sigma)
+  IS        = exp(E_x KL(p(y|x) || p(y))), per split of 5000 samples, averaged (Salimans et al. 2016)
+  precision = share of generated f inside the real manifold; recall = share of real f inside the
+              generated one; manifold = union of balls around each point of a set, radius = distance
+              to its k-th (k = 3) nearest neighbour in that set (Kynkaanniemi et al. 2019; ADM).
+Why pyiqa: already required (the MANIQA reward), and it ships the TF-Inception port with its 1008-way
+head (for IS) and TF1's resize; torch-fidelity or clean-fid would add a dependency for the same network.
+
+plot: reward (total and per component), KL, entropy, clip fraction and zero-std fraction over steps
+from RUN/metrics.jsonl to RUN/plots/*.png (and RUN/tb with --tensorboard).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import train
+from checkpoint import MissingCheckpoint, extract_state_dict, hub_reachable, load_checkpoint
+from grpo import policy_logprobs
+from model import generate
+from rewards import RewardWeightsMissing, build_rewards
+from sample import read_prompts, save_grid, to_uint8
+
+
+# ----------------------------------------------------------------------------- metrics (pure functions)
+def fid_from_stats(mu1, sigma1, mu2, sigma2):
+    """Frechet distance of two Gaussians, in float64. Tr((S1 S2)^1/2) = sum of the square roots of the
+    eigenvalues of S1 S2 (real, >= 0: S1 S2 is similar to S1^1/2 S2 S1^1/2); rounding leaves tiny
+    negative / imaginary parts, which .sqrt().real drops."""
+    mu1, s1, mu2, s2 = (torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in (mu1, sigma1, mu2, sigma2))
+    tr_sqrt = torch.linalg.eigvals(s1 @ s2).sqrt().real.sum()
+    return ((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * tr_sqrt).item()
+
+
+def feature_stats(f):  # (n, d) -> mean (d,), covariance (d, d)
+    f = torch.as_tensor(f, dtype=torch.float64)
+    return f.mean(0), torch.cov(f.T)
+
+
+def inception_score(logits, split_size=5000):
+    """exp(mean_x KL(p(y|x) || p(y))) per split of split_size samples (ADM's evaluator), averaged."""
+    scores = []
+    for chunk in torch.as_tensor(logits, dtype=torch.float64).split(split_size):
+        logp = chunk.log_softmax(-1)                                  # (n, C)
+        logp_y = logp.exp().mean(0).log()                             # (C,) the marginal over the split
+        scores.append((logp.exp() * (logp - logp_y)).sum(1).mean().exp().item())
+    return float(np.mean(scores))
+
+
+def knn_radii(x, k=3, block=2048):
+    """(n, d) -> (n,): distance of each point to its k-th nearest neighbour in x (itself is the 0th)."""
+    return torch.cat([torch.cdist(b, x).kthvalue(k + 1, dim=1).values for b in x.split(block)])
+
+
+def coverage(q, x, radii, block=2048):
+    """Share of the points q (m, d) inside at least one ball (x_i, radii_i)."""
+    return torch.cat([(torch.cdist(b, x) <= radii).any(1) for b in q.split(block)]).float().mean().item()
+
+
+def precision_recall(real, fake, k=3):
+    real, fake = torch.as_tensor(real).float(), torch.as_tensor(fake).float()
+    return coverage(fake, real, knn_radii(real, k)), coverage(real, fake, knn_radii(fake, k))
+
+
+def cosine_distance(a, b):  # (n, ...) x2 -> (n,) 1 - cos of the flattened pairs
+    return 1 - F.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1)
+
+
+def pairwise_diversity(x, dist=cosine_distance, block=256):
+    """x (G, ...): the images of one condition -> mean of dist(x_i, x_j) over the pairs i < j
+    (G (G - 1) / 2 pairs, scored `block` pairs at a time: LPIPS at 256 px is memory-hungry)."""
+    i, j = torch.triu_indices(len(x), len(x), 1)
+    return torch.cat([dist(x[a], x[b]) for a, b in zip(i.split(block), j.split(block))]).mean().item()
+
+
+@torch.no_grad()
+def token_entropy(model, cond, tokens, cfg_scale, temperature=1.0, top_k=0, top_p=1.0, cond_mask=None, cfg_interval=-1):
+    """(B,): per image, the mean over its N tokens of the entropy of the distribution the sampler drew from."""
+    _, ent = policy_logprobs(model, cond, tokens, "cfg", cfg_scale, temperature, top_k, top_p, cond_mask, cfg_interval)
+    return ent.mean(1)                                                # (B, N) -> (B,)
+
+
+# ----------------------------------------------------------------------------- feature networks (weights)
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+LPIPS_FILES = ["LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth"]   # pyiqa's cache, torchvision's cache
+
+
+def build_inception(ckpt="", device="cpu"):
+    """The FID Inception. ckpt: a file, '' = pyiqa's cache (downloaded if huggingface.co answers), or
+    'random' = random weights, for offline tests of the pipeline only (the numbers mean nothing)."""
+    import torchvision
+    from pyiqa.archs.inception import FID_WEIGHTS_URL, FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
+    from pyiqa.utils.download_util import DEFAULT_CACHE_DIR, load_file_from_url
+    torch.manual_seed(0)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
+    for name, block in [("Mixed_5b", FIDInceptionA(192, 32)), ("Mixed_5c", FIDInceptionA(256, 64)),
+                        ("Mixed_5d", FIDInceptionA(288, 64)), ("Mixed_6b", FIDInceptionC(768, 128)),
+                        ("Mixed_6c", FIDInceptionC(768, 160)), ("Mixed_6d", FIDInceptionC(768, 160)),
+                        ("Mixed_6e", FIDInceptionC(768, 192)), ("Mixed_7b", FIDInceptionE_1(1280)),
+                        ("Mixed_7c", FIDInceptionE_2(2048))]:
+        setattr(net, name, block)                                     # the TF graph's variants of these blocks
+    if ckpt != "random":
+        path = ckpt or os.path.join(DEFAULT_CACHE_DIR, INCEPTION_FILE)
+        if not os.path.isfile(path):
+            if ckpt or not hub_reachable():
+                raise MissingCheckpoint(f"FID Inception weights {path} not found; download {FID_WEIGHTS_URL} "
+                                        f"and pass --inception-ckpt PATH")
+            path = load_file_from_url(FID_WEIGHTS_URL)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def inception_features(net, images, batch_size=100):
+    """uint8 (n, H, W, 3) -> pool3 features (n, 2048), unbiased logits (n, 1008), float64 on the CPU."""
+    from pyiqa.archs.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x as tf_resize
+    dev, pools = next(net.parameters()).device, []
+    for i in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[i:i + batch_size]).to(dev).permute(0, 3, 1, 2).float()   # (b, 3, H, W) in [0, 255]
+        x = (tf_resize(x, size=(299, 299), align_corners=False) - 128) / 128
+        for name, layer in net.named_children():
+            if name in ("dropout", "fc"):
+                break
+            x = layer(x)
+        pools.append(x.flatten(1).double().cpu())                     # (b, 2048)
+    pool = torch.cat(pools)
+    return pool, pool @ net.fc.weight.double().cpu().T
+
+
+def build_lpips(device):
+    """LPIPS distance fn(a, b) -> (n,) on images in [0, 1]; one-line MissingCheckpoint offline without weights."""
+    from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
+    paths = [os.path.join(DEFAULT_CACHE_DIR, LPIPS_FILES[0]), os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_FILES[1])]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing and not hub_reachable():
+        raise MissingCheckpoint(f"LPIPS weights not found: {', '.join(missing)} (pyiqa / torchvision caches, "
+                                f"under TORCH_HOME); put them there, or use --diversity pixel")
+    import pyiqa
+    net = pyiqa.create_metric("lpips", device=device, as_loss=False)
+    return lambda a, b: net(a, b).flatten().double()
+
+
+# ----------------------------------------------------------------------------- compare: base vs tuned
+def load_pair(args, device):
+    """(base, tuned, vq, text encoder or None, the run's train args) from the tuned checkpoint."""
+    ck = load_checkpoint(args.tuned)
+    targs = argparse.Namespace(**ck["args"]) if isinstance(ck.get("args"), dict) else train.get_args(["--task", args.task])
+    for key, flag in (("base", "gpt_ckpt"), ("vq_ckpt", "vq_ckpt"), ("t5_path", "t5_path")):
+        if getattr(args, key):
+            setattr(targs, flag, getattr(args, key))
+    need = [("--base", targs.gpt_ckpt), ("--vq-ckpt", targs.vq_ckpt)] + [("--t5-path", targs.t5_path)] * (targs.task == "t2i")
+    missing = [f"{p} ({flag})" for flag, p in need if p and ("/" in p or p.endswith(".pt")) and not os.path.exists(p)]
+    if missing:
+        raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; pass the file(s) with the flag(s)")
+    tuned, base, vq, text = train.build_models(targs, device)        # base: the run's initial weights
+    tuned.load_state_dict(extract_state_dict(ck))
+    return base, tuned, vq, text, targs
+
+
+@torch.no_grad()
+def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp):
+    """Sample, score and measure one model on every condition; returns (metrics, a few uint8 images per condition)."""
+    rewards, parts, ents, divs, keep = [], {}, [], [], []
+    dev, G = next(model.parameters()).device, args.per_class
+    for j, (c, prompt) in enumerate(zip(conds, prompts)):
+        mask = None
+        if text is None:
+            cond = torch.full((G,), c, device=dev)                                # (G,) class ids
+        else:
+            feats, mask = text([c])
+            cond, mask = feats.expand(G, -1, -1), mask.expand(G, -1)          # (G, 120, C), (G, 120)
+        gen = torch.Generator(dev).manual_seed(train.mix(args.seed, j))          # the same for base and tuned
+        with amp:
+            tokens = generate(model, cond, s.cfg_scale, s.temperature, s.top_k, s.top_p, s.cfg_interval,
+                              cond_mask=mask, generator=gen)                      # (G, N)
+            images = vq.decode(tokens).float().clamp(-1, 1)                       # (G, 3, H, W) in [-1, 1]
+            ents += [token_entropy(model, cond[b], tokens[b], s.cfg_scale, s.temperature, s.top_k, s.top_p,
+                                   None if mask is None else mask[b], s.cfg_interval)
+                     for b in torch.arange(G).split(args.batch_size)]
+        total, p = scorer((images + 1) / 2, [prompt] * G)
+        rewards.append(total.float().cpu())
+        for k, v in p.items():
+            parts.setdefault(k, []).append(v.float().cpu())
+        divs.append(pairwise_diversity(images if diversity is None else (images + 1) / 2, diversity or cosine_distance))
+        if j < args.grid_rows:
+            keep.append(to_uint8(images[:args.grid_cols]))
+    r, ent = torch.cat(rewards), torch.cat(ents).float()
+    m = {"reward": r.mean().item(), "reward_sem": (r.std() / math.sqrt(len(r))).item()}
+    m.update({f"reward_{k}": torch.cat(v).mean().item() for k, v in parts.items()})
+    m.update(diversity=float(np.mean(divs)), entropy=ent.mean().item(), images=len(r))
+    return m, keep
+
+
+def side_by_side(base_rows, tuned_rows, min_px=64):
+    """uint8 rows (k, H, W, 3) -> one grid: base | white gap | tuned per row, small images upscaled, framed."""
+    rows = []
+    for b, t in zip(base_rows, tuned_rows):
+        rows += [b, torch.full_like(b[:1], 255), t]
+    x = torch.cat(rows)                                                           # (rows * (2k + 1), H, W, 3)
+    s = max(1, min_px // x.shape[1])
+    x = F.pad(x.repeat_interleave(s, 1).repeat_interleave(s, 2), (0, 0, 1, 1, 1, 1), value=255)  # 1 px white frame
+    return x, 2 * len(base_rows[0]) + 1
+
+
+def cmd_compare(args):
+    device = torch.device(args.device)
+    diversity = build_lpips(device) if args.diversity == "lpips" else None    # first: missing weights stop at once
+    base, tuned, vq, text, targs = load_pair(args, device)
+    c = base.config
+    if c.model_type == "t2i":
+        prompts = read_prompts(args.prompts) if args.prompts else train.TINY_PROMPTS if targs.preset == "tiny" else None
+        if prompts is None:
+            raise SystemExit("error: t2i evaluation needs --prompts FILE (held-out captions, one per line)")
+        conds = prompts
+    else:
+        names = train.load_prompts(argparse.Namespace(task="c2i", num_classes=0), c)
+        conds = [int(x) for x in args.classes.split(",")] if args.classes else \
+            list(range(0, c.num_classes, max(1, c.num_classes // 10)))[:10]
+        if any(not 0 <= x < c.num_classes for x in conds):
+            raise SystemExit(f"error: --classes must be in [0, {c.num_classes})")
+        prompts = [names[x] for x in conds]
+    if args.per_class < 2:
+        raise SystemExit("error: --per-class must be >= 2 (diversity is a mean over pairs)")
+    # the sampler: the run's settings unless overridden
+    s = argparse.Namespace(**{k: getattr(targs, k) if getattr(args, k) is None else getattr(args, k)
+                              for k in ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")})
+    spec = args.rewards or targs.rewards
+    weights = {k: getattr(targs, k, None) for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path")}  # the run's flags
+    scorer = build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"), seed=args.seed,
+                           dtype=torch.bfloat16 if device.type == "cuda" else None, **weights)
+    amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
+    results, grids = {}, {}
+    for name, model in (("base", base), ("tuned", tuned)):
+        results[name], grids[name] = evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp)
+        print(f"{name:6s}", " ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
+    report = {"tuned_ckpt": args.tuned, "base_ckpt": targs.gpt_ckpt or f"random init, seed {targs.seed} ({targs.gpt_model})",
+              "task": c.model_type, "conditions": conds, "per_class": args.per_class, "seed": args.seed,
+              "rewards": spec, "diversity_metric": args.diversity, "sampler": vars(s), **results,
+              "delta": {k: results["tuned"][k] - results["base"][k] for k in results["base"] if k not in ("images", "reward_sem")}}
+    os.makedirs(args.out, exist_ok=True)
+    json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
+    grid, ncol = side_by_side(grids["base"], grids["tuned"])
+    save_grid(grid, os.path.join(args.out, f"{args.prefix}grid.png"), nrow=ncol)
+    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png (a row per condition: base | tuned)")
+    return report
+
+
+# ----------------------------------------------------------------------------- fid
+def cmd_fid(args):
+    ref, samples = np.load(args.ref), np.load(args.npz)["arr_0"]
+    if samples.dtype != np.uint8 or samples.ndim != 4 or samples.shape[-1] != 3:
+        raise SystemExit(f"error: {args.npz} arr_0 must be uint8 (N, H, W, 3), got {samples.dtype} {samples.shape}")
+    if "arr_0" in ref and ref["arr_0"].shape[1:] != samples.shape[1:]:
+        raise SystemExit(f"error: samples are {samples.shape[1]} px but the reference is {ref['arr_0'].shape[1]} px: "
+                         f"resample with sample.py --image-size-eval {ref['arr_0'].shape[1]}")
+    net = build_inception(args.inception_ckpt, args.device)
+    pool, logits = inception_features(net, samples, args.batch_size)
+    ref_pool = inception_features(net, ref["arr_0"], args.batch_size)[0] if "arr_0" in ref else None
+    mu_r, sigma_r = (ref["mu"], ref["sigma"]) if "mu" in ref else feature_stats(ref_pool)
+    report = {"npz": args.npz, "ref": args.ref, "samples": len(samples), "features": args.inception_ckpt or INCEPTION_FILE,
+              "fid": fid_from_stats(*feature_stats(pool), mu_r, sigma_r), "inception_score": inception_score(logits)}
+    if ref_pool is not None:
+        report["precision"], report["recall"] = precision_recall(ref_pool.to(args.device), pool.to(args.device), k=3)
+    print(json.dumps(report, indent=1))
+    out = args.out or os.path.splitext(args.npz)[0] + "_fid.json"
+    json.dump(report, open(out, "w"), indent=1)
+    return report
+
+
+# ----------------------------------------------------------------------------- plot
+def cmd_plot(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(line) for line in open(os.path.join(args.run, "metrics.jsonl")) if line.strip()]
+    if not rows:
+        raise SystemExit(f"error: {args.run}/metrics.jsonl is empty")
+    steps = np.array([r["step"] + 1 for r in rows])
+    parts = sorted(k for k in rows[0] if k.startswith("reward_") and k not in ("reward_mean", "reward_std", "reward_group_std"))
+    panels = {"reward": ["reward_mean"], "reward_components": parts, "kl": ["kl"], "entropy": ["entropy"],
+              "clip_frac": ["clip_frac"], "zero_std_frac": ["zero_std_frac"]}
+    col = lambda k: np.array([r.get(k, np.nan) for r in rows], dtype=float)
+    w = max(1, len(rows) // 20)                                       # trailing moving average over ~5% of the run
+
+    def draw(ax, name, keys):
+        for k in keys:
+            y = col(k)
+            line, = ax.plot(steps, y, alpha=0.3, lw=1)
+            ax.plot(steps, np.convolve(np.pad(y, (w - 1, 0), mode="edge"), np.ones(w) / w, "valid"),
+                    color=line.get_color(), label=k)
+        if name == "reward":                                          # +- the std over the step's images
+            ax.fill_between(steps, col("reward_mean") - col("reward_std"), col("reward_mean") + col("reward_std"), alpha=0.15)
+        ax.set(title=name, xlabel="step")
+        ax.grid(alpha=0.3), ax.legend(fontsize=8)
+
+    out = args.out or os.path.join(args.run, "plots")
+    os.makedirs(out, exist_ok=True)
+    fig_all, axes = plt.subplots(2, 3, figsize=(15, 7))
+    for ax_all, (name, keys) in zip(axes.flat, panels.items()):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        draw(ax, name, keys), draw(ax_all, name, keys)
+        fig.tight_layout(), fig.savefig(os.path.join(out, f"{args.prefix}{name}.png"), dpi=100), plt.close(fig)
+    fig_all.tight_layout(), fig_all.savefig(os.path.join(out, f"{args.prefix}curves.png"), dpi=80), plt.close(fig_all)
+    if args.tensorboard:                                              # train.py --tensorboard logs these live
+        from torch.utils.tensorboard import SummaryWriter
+        with SummaryWriter(os.path.join(args.run, "tb")) as writer:
+            for r in rows:
+                for k, v in r.items():
+                    writer.add_scalar(k, v, r["step"])
+    print(f"wrote {out}/{args.prefix}{{curves, {', '.join(panels)}}}.png from {len(rows)} steps")
+
+
+# ----------------------------------------------------------------------------- command line
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    c = sub.add_parser("compare", help="base vs tuned on the same seeds: rewards, diversity, entropy, grid")
+    a = c.add_argument
+    a("--tuned", required=True, help="tuned weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base and --vq-ckpt)")
+    a("--base", default="", help="base weights ('' = the run's initial weights: its --gpt-ckpt or its seeded random init)")
+    a("--vq-ckpt", default="", help="VQ weights ('' = the run's)")
+    a("--t5-path", default="", help="t2i: FLAN-T5-XL directory ('' = the run's)")
+    a("--task", choices=["c2i", "t2i"], default="c2i", help="only for a --tuned file without train.py's args")
+    a("--classes", default="", help="c2i: comma-separated class ids ('' = 10 evenly spaced ids)")
+    a("--prompts", default="", help="t2i: held-out prompt file (.txt or .jsonl)")
+    a("--per-class", type=int, default=8, help="images per class / prompt (the diversity group)")
+    a("--rewards", default="", help="'name:weight,...' ('' = the run's); e.g. add hps:1 for a preference score")
+    a("--diversity", choices=["lpips", "pixel"], default="lpips", help="pairwise distance (pixel: weight-free)")
+    for flag, typ in (("--cfg-scale", float), ("--temperature", float), ("--top-k", int), ("--top-p", float), ("--cfg-interval", int)):
+        a(flag, type=typ, default=None, help="sampler setting (default: the run's)")
+    a("--seed", type=int, default=0, help="condition j samples from seed mix(seed, j), the same for both models")
+    a("--batch-size", type=int, default=16, help="sequences per entropy forward")
+    a("--grid-rows", type=int, default=8), a("--grid-cols", type=int, default=8, help="images per model per grid row")
+    a("--out", default="out/eval", help="directory for report.json and grid.png")
+    f = sub.add_parser("fid", help="FID / IS / precision / recall of a sample.py .npz against an ADM reference batch")
+    f.add_argument("--npz", required=True, help="samples: arr_0 uint8 (N, H, W, 3)")
+    f.add_argument("--ref", required=True, help="ADM reference batch, e.g. VIRTUAL_imagenet256_labeled.npz (arr_0, mu, sigma)")
+    f.add_argument("--inception-ckpt", default="", help=f"{INCEPTION_FILE} ('' = pyiqa's cache; 'random' = tests only)")
+    f.add_argument("--batch-size", type=int, default=100)
+    f.add_argument("--out", default="", help="report path ('' = NPZ_fid.json)")
+    pl = sub.add_parser("plot", help="training curves from RUN/metrics.jsonl as PNG")
+    pl.add_argument("run", help="a train.py --out directory")
+    pl.add_argument("--out", default="", help="PNG directory ('' = RUN/plots)")
+    pl.add_argument("--tensorboard", action="store_true", help="also write the curves to RUN/tb")
+    for s in (c, pl):
+        s.add_argument("--prefix", default="", help="output file name prefix, e.g. tiny_")
+    for s in (c, f):
+        s.add_argument("--device", default=dev)
+        s.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    print(json.dumps(vars(args)))
+    if getattr(args, "cpu_threads", 0):
+        torch.set_num_threads(args.cpu_threads)
+    return {"compare": cmd_compare, "fid": cmd_fid, "plot": cmd_plot}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (MissingCheckpoint, RewardWeightsMissing) as e:  # one line, no traceback
+        sys.exit(f"error: {e}")

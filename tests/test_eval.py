@@ -1,0 +1,175 @@
+"""eval.py: each metric on small inputs with known answers, the report format, the one-line errors.
+Tiny random models on CPU, random-weight Inception for the FID pipeline; no weights needed."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import eval as ev
+from checkpoint import MissingCheckpoint
+from model import GPT, gpt_config
+from train import build_models, get_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+# ----------------------------------------------------------------------------- metrics with known answers
+def test_fid_known_answers():
+    f = torch.randn(500, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mu, sigma = ev.feature_stats(f)
+    assert abs(ev.fid_from_stats(mu, sigma, mu, sigma)) < 1e-8                         # identical sets: 0
+    assert ev.fid_from_stats(mu, sigma, mu + 1, sigma) == pytest.approx(6, abs=1e-8)    # mean shift: |1|^2 * d
+    I = torch.eye(4, dtype=torch.float64)                                               # Tr(I + 4I - 2 sqrt(4 I)) = 4
+    assert ev.fid_from_stats(torch.zeros(4), I, torch.zeros(4), 4 * I) == pytest.approx(4, abs=1e-8)
+    # rank-deficient covariances (fewer samples than dimensions, as in a small test run): ~0 up to the
+    # rounding of the zero eigenvalues, not NaN
+    mu, sigma = ev.feature_stats(torch.randn(5, 32, dtype=torch.float64))
+    assert abs(ev.fid_from_stats(mu, sigma, mu, sigma)) < 1e-6 * sigma.trace()
+
+
+def test_inception_score_known_answers():
+    C = 10
+    confident = torch.eye(C).repeat(3, 1) * 50                                          # every class equally often, certain
+    assert ev.inception_score(confident) == pytest.approx(C, rel=1e-6)
+    assert ev.inception_score(torch.randn(1, C).repeat(30, 1)) == pytest.approx(1.0)    # one prediction for all: 1
+    assert ev.inception_score(confident, split_size=10) == pytest.approx(C, rel=1e-6)   # each split sees all classes
+
+
+def test_precision_recall_known_answers():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(200, 8, generator=g)
+    assert ev.precision_recall(real, real.clone()) == (1.0, 1.0)                         # identical sets
+    assert ev.precision_recall(real, real + 100) == (0.0, 0.0)                           # disjoint sets
+    # generated = a tight cluster at the centre of the real cloud: all inside (precision 1), covers little (recall < 0.5)
+    p, r = ev.precision_recall(real, 0.01 * torch.randn(200, 8, generator=g))
+    assert p == 1.0 and r < 0.5
+    x = torch.tensor([[0.0], [1.0], [3.0], [6.0], [10.0]])                               # by hand: 3rd neighbour distances
+    assert ev.knn_radii(x, k=3).tolist() == [6.0, 5.0, 3.0, 5.0, 9.0]
+
+
+def test_diversity_known_answers():
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert ev.pairwise_diversity(x[:1].repeat(5, 1, 1, 1)) == pytest.approx(0, abs=1e-12)     # identical images: 0
+    assert ev.pairwise_diversity(torch.stack([x[0], -x[0]])) == pytest.approx(2.0)            # opposite: 1 - (-1)
+    e = torch.eye(3).view(3, 3, 1, 1)                                                          # orthogonal: 1
+    assert ev.pairwise_diversity(e) == pytest.approx(1.0)
+    # the pair mean counts each unordered pair once: [a, a, b] with d(a, b) = 2 -> (0 + 2 + 2) / 3
+    assert ev.pairwise_diversity(torch.stack([x[0], x[0], -x[0]])) == pytest.approx(4 / 3)
+    y = torch.randn(9, 3, 4, 4, generator=torch.Generator().manual_seed(1))                   # 36 pairs: blocks change nothing
+    assert ev.pairwise_diversity(y, block=5) == pytest.approx(ev.pairwise_diversity(y), abs=1e-12)
+
+
+def test_entropy_uniform_is_log_vocab():
+    torch.manual_seed(0)
+    model = GPT(gpt_config("GPT-tiny")).eval()
+    cond, tokens = torch.tensor([1, 2]), torch.randint(64, (2, 16))
+    with torch.no_grad():
+        model.output.weight.zero_()                                                    # logits 0: uniform over V = 64
+    assert ev.token_entropy(model, cond, tokens, 2.0).tolist() == pytest.approx([math.log(64)] * 2, abs=1e-5)
+    with torch.no_grad():                                                              # ties broken: top-k keeps k tokens
+        model.output.weight.copy_(torch.randn(64, 64) * 1e-3)
+    assert ev.token_entropy(model, cond, tokens, 2.0, top_k=8).tolist() == pytest.approx([math.log(8)] * 2, abs=1e-3)
+    with torch.no_grad():
+        model.output.weight.mul_(3e4)                                                  # sharp: well below log V
+    assert (ev.token_entropy(model, cond, tokens, 2.0) < 0.5 * math.log(64)).all()
+
+
+# ----------------------------------------------------------------------------- compare: the report
+def save_run(path, steps=0):
+    """A train.py-style checkpoint of the tiny preset after `steps` fake updates (0 = the initial weights)."""
+    args = get_args(["--preset", "tiny"])
+    policy = build_models(args, torch.device("cpu"))[0]
+    with torch.no_grad():
+        for _ in range(steps):
+            policy.output.weight.add_(0.5 * torch.randn_like(policy.output.weight))
+    torch.save({"model": policy.state_dict(), "step": steps, "args": vars(args)}, path)
+
+
+def compare(tmp_path, ckpt, *flags):
+    return ev.main(["compare", "--tuned", str(ckpt), "--diversity", "pixel", "--per-class", "4", "--classes", "1,2,3",
+                    "--out", str(tmp_path / "eval"), *flags])
+
+
+def test_compare_of_the_initial_weights_has_zero_delta(tmp_path):
+    # the base is rebuilt from the run's seed: it must equal train.py's initial weights, sampled on the same seeds
+    save_run(tmp_path / "ckpt.pt")
+    r = compare(tmp_path, tmp_path / "ckpt.pt")
+    assert all(v == 0 for v in r["delta"].values()), r["delta"]
+    assert 0 < r["base"]["diversity"] <= 2 and 0 < r["base"]["entropy"] <= math.log(64) + 1e-5
+
+
+def test_compare_report_format_and_grid(tmp_path):
+    save_run(tmp_path / "ckpt.pt", steps=1)
+    r = compare(tmp_path, tmp_path / "ckpt.pt", "--rewards", "color:1,brightness:0.5", "--grid-rows", "2", "--grid-cols", "3")
+    on_disk = json.load(open(tmp_path / "eval" / "report.json"))
+    assert on_disk == json.loads(json.dumps(r))
+    assert {"tuned_ckpt", "base_ckpt", "task", "conditions", "per_class", "seed", "rewards", "diversity_metric",
+            "sampler", "base", "tuned", "delta"} <= set(on_disk)
+    assert on_disk["conditions"] == [1, 2, 3] and on_disk["sampler"]["cfg_scale"] == 2.0    # the run's sampler
+    m = on_disk["tuned"]
+    assert set(m) == {"reward", "reward_sem", "reward_color", "reward_brightness", "diversity", "entropy", "images"}
+    assert m["images"] == 12 and m["reward"] == pytest.approx(m["reward_color"] + 0.5 * m["reward_brightness"], rel=1e-5)
+    assert on_disk["delta"]["entropy"] == pytest.approx(m["entropy"] - on_disk["base"]["entropy"]) != 0
+    from PIL import Image
+    w, h = Image.open(tmp_path / "eval" / "grid.png").size          # 2 rows x (3 + gap + 3), 16 px x4 + 1 px frame
+    assert (w, h) == (7 * 66, 2 * 66)
+
+
+def test_compare_missing_base_is_one_line(tmp_path):
+    save_run(tmp_path / "ckpt.pt")
+    r = subprocess.run([sys.executable, "eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"),
+                        "--base", str(tmp_path / "nope.pt"), "--diversity", "pixel"],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "nope.pt" in r.stderr and "--base" in r.stderr
+
+
+def test_lpips_missing_weights_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))                                    # empty caches
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingCheckpoint) as e:
+        ev.build_lpips("cpu")
+    msg = str(e.value)
+    assert "\n" not in msg and ev.LPIPS_FILES[0] in msg and "--diversity pixel" in msg
+
+
+# ----------------------------------------------------------------------------- fid
+def test_fid_pipeline_with_random_inception(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "ref.npz", arr_0=imgs)                                          # no mu/sigma: computed from arr_0
+    np.savez(tmp_path / "same.npz", arr_0=imgs)
+    r = ev.main(["fid", "--npz", str(tmp_path / "same.npz"), "--ref", str(tmp_path / "ref.npz"),
+                 "--inception-ckpt", "random", "--cpu-threads", "1"])
+    assert abs(r["fid"]) < 1e-3 and r["precision"] == 1.0 and r["recall"] == 1.0 and r["inception_score"] >= 1.0
+    assert json.load(open(tmp_path / "same_fid.json"))["samples"] == 6
+    np.savez(tmp_path / "big.npz", arr_0=np.zeros((2, 64, 64, 3), np.uint8))           # wrong resolution: told how to fix
+    with pytest.raises(SystemExit, match="--image-size-eval 32"):
+        ev.main(["fid", "--npz", str(tmp_path / "big.npz"), "--ref", str(tmp_path / "ref.npz"), "--inception-ckpt", "random"])
+
+
+def test_fid_missing_inception_weights_is_one_line(tmp_path):
+    np.savez(tmp_path / "s.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    r = subprocess.run([sys.executable, "eval.py", "fid", "--npz", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "s.npz")],
+                       cwd=ROOT, env={**ENV, "TORCH_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert ev.INCEPTION_FILE in r.stderr and "--inception-ckpt" in r.stderr
+
+
+# ----------------------------------------------------------------------------- plot
+def test_plot_writes_pngs_and_tensorboard(tmp_path):
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for s in range(30):
+            f.write(json.dumps({"step": s, "reward_mean": s / 30, "reward_std": 0.1, "reward_group_std": 0.05,
+                                "reward_color": s / 30, "reward_jpeg": -1.0, "kl": s * 1e-3, "entropy": 4 - s / 10,
+                                "clip_frac": 0.0, "zero_std_frac": 0.1}) + "\n")
+    ev.main(["plot", str(tmp_path), "--tensorboard"])
+    for name in ["curves", "reward", "reward_components", "kl", "entropy", "clip_frac", "zero_std_frac"]:
+        png = tmp_path / "plots" / f"{name}.png"
+        assert png.exists() and png.read_bytes()[:4] == b"\x89PNG", name
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "tb"))
