@@ -7,6 +7,7 @@ shows what attention, RoPE, sampling and Python overhead cost on top.
 
     python bench.py                                  # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
     python bench.py --model GPT-L --images 8 --device cuda --dtype bf16
+    python bench.py --official ~/LlamaGen      # also time the official generate() (a LlamaGen checkout)
 """
 import argparse
 import time
@@ -56,12 +57,23 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--repeat", type=int, default=3, help="best of N runs")
+    p.add_argument("--official", default="", help="path to a FoundationVision/LlamaGen checkout: time its generate() too, same weights")
     args = p.parse_args()
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     torch.manual_seed(0)
     model = GPT(gpt_config(args.model, block_size=(args.image_size // 16) ** 2)).to(dev, dtype).eval()
     N = model.config.block_size
+    official = None
+    if args.official:  # the reference implementation, same weights (it is not part of this project)
+        import sys
+        sys.path.insert(0, args.official)
+        from autoregressive.models.generate import generate as official_generate
+        from autoregressive.models.gpt import GPT_models
+        ref = GPT_models[args.model](vocab_size=16384, block_size=N, num_classes=1000, cls_token_num=1,
+                                     model_type="c2i", resid_dropout_p=0.0, ffn_dropout_p=0.0, token_dropout_p=0.0)
+        ref.load_state_dict(model.state_dict(), strict=False)  # theirs also holds freqs_cis / caches
+        official = (ref.to(dev, dtype).eval(), official_generate)
     print(f"{args.model} {args.dtype} on {dev} ({torch.get_num_threads()} threads), {N} tokens/image, "
           f"cfg {args.cfg_scale}")
     for n in [int(x) for x in args.images.split(",")]:
@@ -70,11 +82,14 @@ def main():
         g = torch.Generator(dev).manual_seed(0)
         generate(model, cond[:1], args.cfg_scale, generator=g)  # warm-up
         step = floor_step(model, batch)
+        fns = [lambda: generate(model, cond, args.cfg_scale, generator=g), lambda: [step() for _ in range(N)]]
+        if official:
+            fns.append(lambda: official[1](official[0], cond, N, cfg_scale=args.cfg_scale))
         with torch.no_grad():
-            t_gen, t_floor = timed([lambda: generate(model, cond, args.cfg_scale, generator=g),
-                                    lambda: [step() for _ in range(N)]], dev, args.repeat)
+            t_gen, t_floor, *t_off = timed(fns, dev, args.repeat)
         print(f"images {n:3d} (decode batch {batch:3d}): sampler {t_gen:7.2f} s = {1e3 * t_gen / N:7.2f} ms/step, "
-              f"{n * N / t_gen:8.1f} tokens/s | floor {1e3 * t_floor / N:7.2f} ms/step | ratio {t_gen / t_floor:.2f}x")
+              f"{n * N / t_gen:8.1f} tokens/s | floor {1e3 * t_floor / N:7.2f} ms/step | ratio {t_gen / t_floor:.2f}x"
+              + (f" | official {1e3 * t_off[0] / N:7.2f} ms/step = {t_off[0] / t_floor:.2f}x floor" if t_off else ""))
 
 
 if __name__ == "__main__":

@@ -90,22 +90,21 @@ def find_multiple(n, k):
 
 
 def rope_2d(grid, head_dim, base, n_cond):
-    """cos, sin tables (n_cond + grid*grid, head_dim // 2): row index on the first head_dim/4
-    frequencies, column index on the last; n_cond leading zero rows for the condition tokens."""
+    """Rotations (n_cond + grid*grid, head_dim // 2) as unit complex numbers cos + i sin: the row index
+    on the first head_dim/4 frequencies, the column index on the last; n_cond leading zero rows."""
     half = head_dim // 2
     freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (head_dim/4,)
     f = torch.outer(torch.arange(grid).float(), freqs)  # (grid, head_dim/4)
     ang = torch.cat([f[:, None].expand(-1, grid, -1), f[None].expand(grid, -1, -1)], -1).flatten(0, 1)
-    zeros = torch.zeros(n_cond, half)  # the quirk: cos = sin = 0 for condition positions
-    return torch.cat([zeros, ang.cos()]), torch.cat([zeros, ang.sin()])
+    zeros = torch.zeros(n_cond, half, dtype=torch.complex64)  # the quirk: cos = sin = 0 for condition positions
+    return torch.cat([zeros, torch.polar(torch.ones_like(ang), ang)])
 
 
-def apply_rope(x, cos, sin):
-    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, L, H, D) by angles (L, D/2), in fp32."""
-    xs = x.float().unflatten(-1, (-1, 2))  # (B, L, H, D/2, 2)
-    x0, x1 = xs[..., 0], xs[..., 1]
-    cos, sin = cos[:, None], sin[:, None]  # (L, 1, D/2)
-    return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(3).type_as(x)
+def apply_rope(x, rot):
+    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, L, H, D) by rot (L, 1, D/2), in fp32:
+    (x0 + i x1)(cos + i sin) = (x0 cos - x1 sin) + i (x1 cos + x0 sin)."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, L, H, D/2)
+    return torch.view_as_real(xc * rot).flatten(3).type_as(x)
 
 
 class RMSNorm(nn.Module):
@@ -125,11 +124,11 @@ class Attention(nn.Module):
         self.wo = nn.Linear(c.dim, c.dim, bias=False)
         self.attn_p, self.resid_p = c.attn_dropout_p, c.resid_dropout_p
 
-    def forward(self, x, cos, sin, mask=None, cache=None, start=0):
+    def forward(self, x, rot, mask=None, cache=None, start=0):
         B, L, _ = x.shape
         qkv = self.wqkv(x).view(B, L, self.n_head + 2 * self.n_kv_head, self.head_dim)
         nqk = self.n_head + self.n_kv_head
-        qk = apply_rope(qkv[:, :, :nqk], cos, sin).transpose(1, 2)  # q and k rotated in one go
+        qk = apply_rope(qkv[:, :, :nqk], rot).transpose(1, 2)  # q and k rotated in one go
         q, k, v = qk[:, :self.n_head], qk[:, self.n_head:], qkv[:, :, nqk:].transpose(1, 2)  # (B, H, L, hd)
         if cache is not None:  # static cache: write this step, attend over the filled prefix only
             kc, vc = cache
@@ -165,8 +164,8 @@ class Block(nn.Module):
         self.attention, self.feed_forward = Attention(c), FeedForward(c)
         self.attention_norm, self.ffn_norm = RMSNorm(c.dim, c.norm_eps), RMSNorm(c.dim, c.norm_eps)
 
-    def forward(self, x, cos, sin, mask=None, cache=None, start=0):
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, start)
+    def forward(self, x, rot, mask=None, cache=None, start=0):
+        h = x + self.attention(self.attention_norm(x), rot, mask, cache, start)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -209,10 +208,14 @@ class GPT(nn.Module):
         self.layers = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         self.norm = RMSNorm(c.dim, c.norm_eps)
         self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
-        cos, sin = rope_2d(math.isqrt(c.block_size), c.dim // c.n_head, c.rope_base, c.cls_token_num)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        # a plain attribute, not a buffer: it stays complex64 (fp32) when the model is cast to bf16
+        self.rope = rope_2d(math.isqrt(c.block_size), c.dim // c.n_head, c.rope_base, c.cls_token_num)
         self.apply(self._init)
+
+    def rotations(self, start, L, device):  # (L, 1, head_dim/2) for positions start .. start+L-1
+        if self.rope.device != device:
+            self.rope = self.rope.to(device)
+        return self.rope[start:start + L, None]
 
     def _init(self, m):  # random weights for tests; released weights overwrite them
         if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -255,9 +258,9 @@ class GPT(nn.Module):
         if mask is not None:  # causal AND real text columns, OR the diagonal (every position sees itself)
             eye = torch.eye(L, dtype=torch.bool, device=h.device)
             mask = (mask & torch.ones(L, L, dtype=torch.bool, device=h.device).tril()) | eye
-        cos, sin = self.rope_cos[:L], self.rope_sin[:L]
+        rot = self.rotations(0, L, h.device)
         for layer in self.layers:
-            h = layer(h, cos, sin, mask)
+            h = layer(h, rot, mask)
         return self.output(self.norm(h[:, T - 1:])).float()
 
 
@@ -321,9 +324,9 @@ def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cf
             if L > 1:  # prefill: causal over the caption, padded columns off, diagonal on
                 eye = torch.eye(L, dtype=torch.bool, device=dev)
                 mask = (mask & torch.ones(L, L, dtype=torch.bool, device=dev).tril()) | eye
-        cos, sin = model.rope_cos[start:start + L], model.rope_sin[start:start + L]
+        rot = model.rotations(start, L, dev)
         for layer, kv in zip(model.layers, cache):
-            h = layer(h, cos, sin, mask, kv, start)
+            h = layer(h, rot, mask, kv, start)
         logits = model.output(model.norm(h[:, -1])).float()  # (B2, V)
         if guided:
             lc, lu = logits[:B], logits[B:]
@@ -385,8 +388,8 @@ def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"
         model = GPT(config)
     check_keys(model, sd, what=os.path.basename(path))
     model.load_state_dict(sd, strict=True, assign=True)  # take the loaded tensors, no second copy
-    cos, sin = rope_2d(math.isqrt(config.block_size), config.dim // config.n_head, config.rope_base, config.cls_token_num)
-    model.rope_cos, model.rope_sin = cos, sin  # buffers not in the file: recompute off the meta device
+    model.rope = rope_2d(math.isqrt(config.block_size), config.dim // config.n_head, config.rope_base,
+                         config.cls_token_num)  # not in the file: recompute off the meta device
     return model.to(device).eval()
 
 

@@ -229,3 +229,13 @@ def test_text_encoder_left_pads():
     assert mask.sum(1).tolist() == [3.0, 12.0]  # bytes + </s>
     assert mask[:, -3:].all() and not mask[0, :-3].any()  # real tokens at the END
     assert (feats[0, :-3] == 0).all() and (feats[0, -3:] != 0).any()
+
+
+def test_bf16_model_keeps_fp32_rope(tiny):
+    import copy
+    half = copy.deepcopy(tiny).to(torch.bfloat16)
+    assert half.rope.dtype == torch.complex64  # a bf16 cast must not round the rotation angles
+    cond, tokens = torch.tensor([1, 5]), torch.randint(0, 64, (2, 16))
+    with torch.no_grad():
+        assert close(half(cond, tokens), tiny(cond, tokens), rel=3e-2)
+    assert generate(half, cond, cfg_scale=2.0, top_k=1).shape == (2, 16)
