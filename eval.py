@@ -242,7 +242,7 @@ def cmd_compare(args):
             raise SystemExit("error: t2i evaluation needs --prompts FILE (held-out captions, one per line)")
         conds = prompts
     else:
-        names = train.load_prompts(argparse.Namespace(task="c2i", num_classes=0), c)
+        names = train.load_prompts(argparse.Namespace(task="c2i", num_classes=0))  # "a photo of {class name}"
         conds = [int(x) for x in args.classes.split(",")] if args.classes else \
             list(range(0, c.num_classes, max(1, c.num_classes // 10)))[:10]
         if any(not 0 <= x < c.num_classes for x in conds):
