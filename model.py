@@ -240,12 +240,16 @@ class GPT(nn.Module):
             cond = cond.to(self.tok_embeddings.weight.dtype)
         return self.cls_embedding(cond)
 
-    def text_mask(self, cond_mask, B, L):
-        """Boolean key mask (B, 1, 1, L): padded caption columns off. None for c2i."""
+    def attn_mask(self, cond_mask, L, start=0):
+        """Boolean mask (B, 1, L, start+L) for queries at positions start..start+L-1, or None (c2i):
+        causal, padded caption columns off, the diagonal always on (every position sees itself)."""
         if cond_mask is None:
             return None
-        T = self.config.cls_token_num
-        return torch.cat([cond_mask.bool(), cond_mask.new_ones(B, L - T, dtype=torch.bool)], 1)[:, None, None]
+        B, n = len(cond_mask), start + L
+        keys = torch.cat([cond_mask.bool(), cond_mask.new_ones(B, n - cond_mask.shape[1], dtype=torch.bool)], 1)
+        q = torch.arange(start, n, device=keys.device)[:, None]  # query positions (L, 1)
+        k = torch.arange(n, device=keys.device)[None]  # key positions (1, n)
+        return ((keys[:, None] & (k <= q)) | (k == q))[:, None]
 
     def forward(self, cond, tokens, cond_mask=None):
         """Teacher forcing: (B,) or (B, T, C) cond, tokens (B, N) -> logits (B, N, V), fp32;
@@ -253,12 +257,8 @@ class GPT(nn.Module):
         T = self.config.cls_token_num
         h = torch.cat([self.embed_cond(cond), self.tok_embeddings(tokens[:, :-1])], 1)  # (B, T+N-1, D)
         h = F.dropout(h, self.config.token_dropout_p, self.training)
-        B, L, _ = h.shape
-        mask = self.text_mask(cond_mask, B, L)
-        if mask is not None:  # causal AND real text columns, OR the diagonal (every position sees itself)
-            eye = torch.eye(L, dtype=torch.bool, device=h.device)
-            mask = (mask & torch.ones(L, L, dtype=torch.bool, device=h.device).tril()) | eye
-        rot = self.rotations(0, L, h.device)
+        L = h.shape[1]
+        rot, mask = self.rotations(0, L, h.device), self.attn_mask(cond_mask, L)
         for layer in self.layers:
             h = layer(h, rot, mask)
         return self.output(self.norm(h[:, T - 1:])).float()
@@ -311,20 +311,13 @@ def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cf
     hd = c.dim // c.n_head
     cache = [(torch.zeros(B2, c.n_kv_head, T + N, hd, device=dev, dtype=dt),
               torch.zeros(B2, c.n_kv_head, T + N, hd, device=dev, dtype=dt)) for _ in range(c.n_layer)]
-    kmask = model.text_mask(cond_mask, B2, T + N)  # (B2, 1, 1, T+N) or None
     tokens = torch.empty(B, N, dtype=torch.long, device=dev)
     logprobs = torch.empty(B, N, dtype=torch.float32, device=dev)
 
     h, start = model.embed_cond(cond), 0  # prefill the condition
     for i in range(N):
         L = h.shape[1]
-        mask = None
-        if kmask is not None:
-            mask = kmask[..., :start + L]
-            if L > 1:  # prefill: causal over the caption, padded columns off, diagonal on
-                eye = torch.eye(L, dtype=torch.bool, device=dev)
-                mask = (mask & torch.ones(L, L, dtype=torch.bool, device=dev).tril()) | eye
-        rot = model.rotations(start, L, dev)
+        rot, mask = model.rotations(start, L, dev), model.attn_mask(cond_mask, L, start)
         for layer, kv in zip(model.layers, cache):
             h = layer(h, rot, mask, kv, start)
         logits = model.output(model.norm(h[:, -1])).float()  # (B2, V)
@@ -335,7 +328,7 @@ def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cf
                 # guidance is over for good: drop the null half of the batch and its cache
                 logits, guided = lc, False
                 cache = [(k[:B], v[:B]) for k, v in cache]
-                kmask = None if kmask is None else kmask[:B]
+                cond_mask = None if cond_mask is None else cond_mask[:B]
         logp = process_logits(logits, temperature, top_k, top_p)
         # inverse-CDF sampling: one uniform per row; the distribution of torch.multinomial at ~1/30 of
         # its CPU cost at V = 16384. right=True never lands on a zero-probability token.
