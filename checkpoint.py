@@ -4,8 +4,8 @@
   `vq_ds16_c2i`, `t2i_XL_stage1_256`, ...) fetched once through `huggingface_hub` into its cache.
   Offline with nothing cached it raises `MissingCheckpoint`: one line naming the file, where to
   get it and the flag to pass instead.
-- `load_state_dict(path)`: `torch.load(..., weights_only=True)` for every layout the released
-  files use: `{"model": sd}` (DDP runs, plus optimizer/steps/args), `{"ema": sd}`, `{"module": sd}`,
+- `read(name_or_path, config_cls, flag)`: resolve, then `torch.load(..., weights_only=True)` and
+  the state dict (plus our stored config, if any) out of every layout the released files use: `{"model": sd}` (DDP runs, plus optimizer/steps/args), `{"ema": sd}`, `{"module": sd}`,
   `{"state_dict": sd}`, a bare state dict (FSDP runs), stray `freqs_cis`, `module.`/`_orig_mod.`
   prefixes. The released DDP files keep an argparse `Namespace` under `args`, which
   `weights_only=True` refuses; we allow-list exactly that class.
@@ -109,10 +109,6 @@ def extract_state_dict(ckpt):
     if not sd:
         raise BadCheckpoint("checkpoint contains no tensors")
     return sd
-
-
-def load_state_dict(path):
-    return extract_state_dict(load_checkpoint(path))
 
 
 def read(name_or_path, config_cls, flag):

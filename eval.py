@@ -177,8 +177,7 @@ def load_pair(args, device):
     for key, flag in (("base", "gpt_ckpt"), ("vq_ckpt", "vq_ckpt"), ("t5_path", "t5_path")):
         if getattr(args, key):
             setattr(targs, flag, getattr(args, key))
-    need = [("--base", targs.gpt_ckpt), ("--vq-ckpt", targs.vq_ckpt)] + [("--t5-path", targs.t5_path)] * (targs.task == "t2i")
-    missing = [f"{p} ({flag})" for flag, p in need if p and ("/" in p or p.endswith(".pt")) and not os.path.exists(p)]
+    missing = train.missing_files(targs, gpt_flag="--base")
     if missing:
         raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; pass the file(s) with the flag(s)")
     tuned, base, vq, text = train.build_models(targs, device)        # base: the run's initial weights

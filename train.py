@@ -30,7 +30,6 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
@@ -38,9 +37,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import BadCheckpoint, MissingCheckpoint, load_checkpoint, save_atomic
 from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
-from model import GPT, TextEncoder, generate, gpt_config, load_gpt
+from model import GPT, TextEncoder, generate, gpt_checkpoint, gpt_config, load_gpt
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
-from sample import read_prompts
+from sample import read_prompts, save_grid, to_uint8
 from vq import VQ_PRESETS, VQModel, load_vq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -176,12 +175,17 @@ def mix(*ints):
 
 
 # ----------------------------------------------------------------------------- models and prompts
+def missing_files(args, gpt_flag="--gpt-ckpt"):
+    """Weight files named in args that are not on disk, as 'path (flag)'. A released name (no '/',
+    no '.pt') is left to the downloader."""
+    need = [(f, p) for f, p in ((gpt_flag, args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)) if p and ("/" in p or p.endswith(".pt"))]
+    need += [("--t5-path", args.t5_path)] if args.task == "t2i" and args.t5_path else []
+    return [f"{path} ({flag})" for flag, path in need if not os.path.exists(path)]
+
+
 def check_files(args):
     """Stop at once, in one line, when weights are missing (rather than after minutes of loading)."""
-    gpt, vq = args.gpt_ckpt, args.vq_ckpt  # a released name (no '/', no '.pt') is left to the downloader
-    need = [(f, p) for f, p in (("--gpt-ckpt", gpt), ("--vq-ckpt", vq)) if p and ("/" in p or p.endswith(".pt"))]
-    need += [("--t5-path", args.t5_path)] if args.task == "t2i" and args.t5_path else []
-    missing = [f"{path} ({flag})" for flag, path in need if not os.path.exists(path)]
+    missing = missing_files(args)
     if missing:
         raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; download them (README, 'Training') "
                                 f"and pass the flag(s), or run offline on CPU with: python train.py --task {args.task} --preset tiny")
@@ -242,19 +246,6 @@ def load_prompts(args):
             return TINY_PROMPTS
         raise SystemExit("error: t2i needs --prompts FILE (.txt, one prompt per line, or .jsonl with a 'prompt' field)")
     return read_prompts(args.prompts)
-
-
-def save_grid(images, ncol, path, writer=None, step=0):
-    """images (B, 3, H, W) in [0, 1] -> one PNG, a row per prompt (small images upscaled)."""
-    from PIL import Image
-    B, _, H, W = images.shape
-    s = max(1, 64 // H)
-    x = images.float().cpu().repeat_interleave(s, 2).repeat_interleave(s, 3)
-    grid = x.view(B // ncol, ncol, 3, H * s, W * s).permute(2, 0, 3, 1, 4).reshape(3, B // ncol * H * s, ncol * W * s)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(path)
-    if writer:
-        writer.add_image("samples", grid, step)
 
 
 # ----------------------------------------------------------------------------- training
@@ -412,14 +403,17 @@ def main(argv=None):
                 f"{m['images_per_s']:.1f} img/s")
             if args.image_every and (step + 1) % args.image_every == 0 or step == start:
                 n = min(P, 4) * G
-                save_grid(images[:n], G, os.path.join(args.out, "samples", f"step_{step + 1:06d}.png"), writer, step)
+                grid = save_grid(to_uint8(images[:n] * 2 - 1), os.path.join(args.out, "samples", f"step_{step + 1:06d}.png"),
+                                 nrow=G, min_px=64)  # a row per prompt
+                if writer:
+                    writer.add_image("samples", grid, step, dataformats="HWC")
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
             rngs = [rng] * world
             if world > 1:
                 dist.all_gather_object(rngs, rng)
             if master:
-                save_atomic({"model": policy.state_dict(), "config": asdict(policy.config), "optimizer": opt.state_dict(),
+                save_atomic({**gpt_checkpoint(policy), "optimizer": opt.state_dict(),
                              "step": step + 1, "rng": rngs, "args": vars(args)}, ckpt_path)
 
     # ranks must hold identical weights: compare per-tensor float64 sums and sums of squares across ranks
