@@ -53,18 +53,27 @@ def resolve(name_or_path, flag="--gpt-ckpt"):
                                 f"{flag} PATH or a released name ({', '.join(sorted(RELEASES))})")
     repo, fname = RELEASES[name], f"{name}.pt"
     from huggingface_hub import hf_hub_download
-    try:
-        return hf_hub_download(repo, fname, local_files_only=True)  # cached: no network at all
-    except Exception:
-        pass
-    why = "hub unreachable"
-    if hub_reachable():  # probe first: the hub client retries for ~30 s when there is no network
-        try:
-            return hf_hub_download(repo, fname)
-        except Exception as e:
-            why = type(e).__name__
+    path, why = hub_fetch(lambda local: hf_hub_download(repo, fname, local_files_only=local))
+    if path:
+        return path
     raise MissingCheckpoint(f"cannot get {fname} from huggingface.co/{repo} ({why}); download it and pass "
                             f"{flag} /path/to/{fname}, or put it in the Hugging Face cache (HF_HOME)")
+
+
+def hub_fetch(fetch):
+    """Cache first, then the network: fetch(local_files_only=True), else fetch(False) if the hub
+    answers a socket probe (its client retries for ~30 s when there is no network).
+    Returns (path, None) or (None, why)."""
+    try:
+        return fetch(True), None
+    except Exception:
+        pass
+    if not hub_reachable():
+        return None, "hub unreachable"
+    try:
+        return fetch(False), None
+    except Exception as e:
+        return None, type(e).__name__
 
 
 def hub_reachable(timeout=3.0):

@@ -54,7 +54,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from checkpoint import hub_reachable
+from checkpoint import hub_fetch, hub_reachable
 
 
 class RewardWeightsMissing(RuntimeError):
@@ -153,14 +153,16 @@ def _hub_file(repo, filenames, what, flag, path=None):
         if os.path.isfile(path):
             return path
         raise RewardWeightsMissing(f"{what}: weights file {path} (from {flag}) does not exist")
-    for online in (False, True):
-        if online and not hub_reachable():
-            break
-        for fn in filenames:
+    def fetch(local):  # the first of the candidate file names that exists
+        for fn in filenames[:-1]:
             try:
-                return hf_hub_download(repo, fn, local_files_only=not online)
+                return hf_hub_download(repo, fn, local_files_only=local)
             except Exception:
                 pass
+        return hf_hub_download(repo, filenames[-1], local_files_only=local)
+    found, _ = hub_fetch(fetch)
+    if found:
+        return found
     raise RewardWeightsMissing(
         f"{what}: weights {repo}/{filenames[0]} not found in the huggingface_hub cache "
         f"({constants.HF_HUB_CACHE}) and huggingface.co is unreachable; download it and pass "
@@ -455,14 +457,7 @@ def load_qwen(ctx):
             raise RewardWeightsMissing(f"Qwen judge: model folder {path} (from --qwen-path) does not exist")
         if not path:
             from huggingface_hub import constants, snapshot_download
-            for online in (False, True):
-                if online and not hub_reachable():
-                    break
-                try:
-                    path = snapshot_download(QWEN_REPO, local_files_only=not online)
-                    break
-                except Exception:
-                    pass
+            path, _ = hub_fetch(lambda local: snapshot_download(QWEN_REPO, local_files_only=local))
             if not path:
                 raise RewardWeightsMissing(
                     f"Qwen judge: model {QWEN_REPO} not found in the huggingface_hub cache ({constants.HF_HUB_CACHE}) "
