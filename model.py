@@ -418,7 +418,8 @@ class TextEncoder:
         from tokenizers import Tokenizer, models, pre_tokenizers, processors
         from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
         vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-        vocab.update({ch: i + 3 for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())})
+        # sorted: alphabet() comes from a set, whose order changes with every process (hash seed)
+        vocab.update({ch: i + 3 for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))})
         tk = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])

@@ -25,20 +25,63 @@ from vq import VQ_PRESETS, VQModel, load_vq
 
 
 def read_prompts(path):
-    """Prompts from a .txt (one per line) or .jsonl (a `prompt`, `caption` or `text` field per line)."""
+    """Prompts from a .txt (one per line), a .jsonl (a `prompt`, `caption` or `text` field per line) or a
+    .json list: AR-GRPO's format (`[{"id", "conversations": [{"from": "human", "value": PROMPT}, ...]}]`,
+    its COCO training captions and DrawBench), or plain strings / objects with a `prompt` field."""
+    if os.path.isdir(path):
+        raise SystemExit(f"error: prompt file {path} is a directory; pass a .txt, .jsonl or .json file")
     if not os.path.isfile(path):
         raise SystemExit(f"error: prompt file {path} does not exist")
+    if path.endswith(".json"):
+        return _read_json_prompts(path)
     prompts = []
     for n, line in enumerate(open(path, encoding="utf-8"), 1):
         line = line.strip()
         if not line:
             continue
         if path.endswith(".jsonl"):
-            row = json.loads(line)
-            line = next((row[k] for k in ("prompt", "caption", "text") if k in row), None)
-            if not isinstance(line, str):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"error: {path}:{n} is not valid JSON ({e.msg})") from None
+            line = _prompt_of(row)
+            if line is None:
                 raise SystemExit(f"error: {path}:{n} has no string 'prompt', 'caption' or 'text' field")
         prompts.append(line)
+    if not prompts:
+        raise SystemExit(f"error: prompt file {path} is empty")
+    return prompts
+
+
+def _prompt_of(row):
+    """The prompt of one record: a string, a `prompt`/`caption`/`text` field, or AR-GRPO's first human turn."""
+    if isinstance(row, str):
+        return row
+    if not isinstance(row, dict):
+        return None
+    if "conversations" in row:
+        turns = [t for t in row["conversations"] if isinstance(t, dict) and t.get("from") == "human"]
+        value = turns[0].get("value") if turns else None
+        return value if isinstance(value, str) else None
+    value = next((row[k] for k in ("prompt", "caption", "text") if k in row), None)
+    return value if isinstance(value, str) else None
+
+
+def _read_json_prompts(path):
+    try:
+        rows = json.load(open(path, encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(rows, list):
+        raise SystemExit(f"error: {path} must hold a JSON list of prompts (AR-GRPO's format), got {type(rows).__name__}")
+    prompts = []
+    for n, row in enumerate(rows):
+        prompt = _prompt_of(row)
+        if prompt is None:
+            raise SystemExit(f"error: {path} entry {n} has no prompt (a string, a 'prompt' field, or a "
+                             f"'conversations' list with a 'from': 'human' turn)")
+        if prompt.strip():
+            prompts.append(prompt.strip())
     if not prompts:
         raise SystemExit(f"error: prompt file {path} is empty")
     return prompts

@@ -48,3 +48,22 @@ def test_missing_checkpoint_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as e:
         sample.main(["--gpt-ckpt", str(tmp_path / "nope.pt")])
     assert str(e.value).startswith("error: checkpoint") and "--gpt-ckpt PATH" in str(e.value)
+
+
+def test_read_prompts_argrpo_json(tmp_path):
+    """AR-GRPO's COCO / DrawBench files: a JSON list of {"id", "conversations": [human turn, ...]}."""
+    rows = [{"id": 0, "image_num": 1, "conversations": [{"from": "human", "value": "A red cat."},
+                                                        {"from": "gpt", "value": "<image>"}]},
+            {"id": 1, "conversations": [{"from": "human", "value": "  two dogs  "}]},
+            "a plain string", {"prompt": "a prompt field"}]
+    path = tmp_path / "drawbench.json"
+    path.write_text(__import__("json").dumps(rows))
+    assert sample.read_prompts(str(path)) == ["A red cat.", "two dogs", "a plain string", "a prompt field"]
+    (tmp_path / "bad.json").write_text('[{"id": 3, "conversations": [{"from": "gpt", "value": "x"}]}]')
+    with pytest.raises(SystemExit, match="entry 0 has no prompt"):
+        sample.read_prompts(str(tmp_path / "bad.json"))
+    (tmp_path / "obj.json").write_text('{"prompt": "x"}')
+    with pytest.raises(SystemExit, match="must hold a JSON list"):
+        sample.read_prompts(str(tmp_path / "obj.json"))
+    with pytest.raises(SystemExit, match="is a directory"):
+        sample.read_prompts(str(tmp_path))
