@@ -47,6 +47,8 @@ def resolve(name_or_path, flag="--gpt-ckpt"):
     name_or_path = str(name_or_path)
     if os.path.isfile(name_or_path):
         return name_or_path
+    if os.path.isdir(name_or_path):
+        raise MissingCheckpoint(f"{flag} {name_or_path} is a directory; pass the checkpoint file in it")
     name = os.path.basename(name_or_path)[:-3] if name_or_path.endswith(".pt") else name_or_path
     if name not in RELEASES:
         raise MissingCheckpoint(f"checkpoint {name_or_path!r} not found; pass an existing file with "
@@ -158,3 +160,86 @@ def save_atomic(obj, path):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- TorchScript archives, read as data
+# OpenAI's CLIP release (`ViT-B-32.pt`, what `clip.load` and open_clip's OpenAI URL leave in ~/.cache/clip)
+# is a TorchScript archive. torch.load(weights_only=True) refuses those, and torch.jit.load compiles and
+# can run the code inside the archive (the reason torch >= 2.6 refuses it under weights_only). Its
+# tensors are ordinary zip records, so we read them with an unpickler that can build nothing but tensors,
+# dicts and inert stand-ins for the archive's module classes: no code from the file is ever run.
+_STORAGE_DTYPES = {"FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+                   "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
+                   "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+                   "BoolStorage": torch.bool}
+
+
+def is_torchscript(path):
+    """True for a torch.jit.save archive (a zip whose records include constants.pkl)."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 1)[-1] == "constants.pkl" for n in z.namelist())
+
+
+class _ScriptObject:
+    """Stands in for every class of the archive (`__torch__.*`): keeps its pickled state, nothing else."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def read_torchscript_tensors(path):
+    """{dotted name: tensor} for every tensor attribute of a TorchScript archive's module tree (its
+    parameters and buffers, named as in the state_dict), without compiling or running its code."""
+    import collections
+    import pickle
+    import zipfile
+
+    def rebuild(storage, offset, size, stride, *_):   # torch._utils._rebuild_tensor_v2, on a 1-D storage
+        return storage.as_strided(size, stride, offset)
+
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        root = names[0].split("/", 1)[0]
+        if f"{root}/data.pkl" not in names:
+            raise BadCheckpoint(f"{path}: a TorchScript archive without data.pkl (an older layout); "
+                                f"use a safetensors or state-dict file of the same weights")
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if module.startswith("__torch__"):
+                    return _ScriptObject
+                if module == "torch" and name in _STORAGE_DTYPES:
+                    return _STORAGE_DTYPES[name]
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return rebuild
+                if (module, name) == ("collections", "OrderedDict"):
+                    return collections.OrderedDict
+                if module == "torch.jit._pickle" and name.startswith("build_"):   # typed lists: the list itself
+                    return lambda data: data
+                raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights archive")
+
+            def persistent_load(self, pid):   # ('storage', dtype, key, device, numel) -> 1-D tensor
+                _, dtype, key, _, _ = pid
+                return torch.frombuffer(bytearray(z.read(f"{root}/data/{key}")), dtype=dtype)
+
+        try:
+            obj = Unpickler(z.open(f"{root}/data.pkl")).load()
+        except (pickle.UnpicklingError, ValueError, TypeError, KeyError, RuntimeError) as e:
+            raise BadCheckpoint(f"cannot read the TorchScript archive {path} as weights: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    sd = {}
+
+    def walk(o, prefix):
+        state = getattr(o, "state", None)
+        for k, v in (state.items() if isinstance(state, dict) else ()):
+            if torch.is_tensor(v):
+                sd[prefix + k] = v.clone()        # own storage: tensors of one archive may share one
+            elif isinstance(v, _ScriptObject):
+                walk(v, f"{prefix}{k}.")
+    walk(obj, "")
+    if not sd:
+        raise BadCheckpoint(f"the TorchScript archive {path} holds no tensors")
+    return sd
