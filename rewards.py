@@ -54,7 +54,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from checkpoint import hub_fetch, hub_reachable
+from checkpoint import BadCheckpoint, hub_fetch, hub_reachable, is_torchscript, read_torchscript_tensors
 
 
 class RewardWeightsMissing(RuntimeError):
@@ -145,14 +145,30 @@ OFFLINE_REWARDS = list(OFFLINE)
 
 
 # ----------------------------------------------------------------------------- finding weights
+def _flag_path(path, flag, what, names=(), folder=False):
+    """A path given by a flag: returned if it is the kind of path the loader reads (a file, or a
+    folder with folder=True); otherwise RewardWeightsMissing, one line saying what is wrong with it."""
+    if folder:
+        if os.path.isdir(path):
+            return path
+        what_is = "is a file" if os.path.exists(path) else "does not exist"
+        raise RewardWeightsMissing(f"{what}: {path} (from {flag}) {what_is}; pass the model folder "
+                                   f"(the one holding config.json)")
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        inside = [n for n in names if os.path.isfile(os.path.join(path, n))]
+        hint = f"pass {flag} {os.path.join(path, inside[0])}" if inside else f"pass the weights file ({' or '.join(names)})"
+        raise RewardWeightsMissing(f"{what}: {path} (from {flag}) is a directory; {hint}")
+    raise RewardWeightsMissing(f"{what}: weights file {path} (from {flag}) does not exist")
+
+
 def _hub_file(repo, filenames, what, flag, path=None):
     """A local path (the flag) if given, else the huggingface_hub cache, else a download if
     huggingface.co answers; otherwise RewardWeightsMissing (one line)."""
     from huggingface_hub import constants, hf_hub_download
     if path:
-        if os.path.isfile(path):
-            return path
-        raise RewardWeightsMissing(f"{what}: weights file {path} (from {flag}) does not exist")
+        return _flag_path(path, flag, what, filenames)
     def fetch(local):  # the first of the candidate file names that exists
         for fn in filenames[:-1]:
             try:
@@ -167,6 +183,19 @@ def _hub_file(repo, filenames, what, flag, path=None):
         f"{what}: weights {repo}/{filenames[0]} not found in the huggingface_hub cache "
         f"({constants.HF_HUB_CACHE}) and huggingface.co is unreachable; download it and pass "
         f"{flag} PATH (or set HF_HOME to a cache that has it)")
+
+
+def _torch_load(path, what, flag):
+    """torch.load(weights_only=True). A file that needs more (pickled Python objects besides tensors)
+    is refused in one line: we never fall back to weights_only=False, which can run code from the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        held = re.search(r"GLOBAL (\S+)", str(e))
+        why = f"it holds a pickled {held.group(1)}" if held else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        raise BadCheckpoint(f"{what}: {path} (from {flag}) cannot be read with torch.load(weights_only=True) "
+                            f"({why}); this project never unpickles arbitrary objects: if you trust the file, "
+                            f"re-save just its tensors (a dict of name -> tensor) with torch.save and pass that") from None
 
 
 def _frozen(model, ctx):
@@ -202,32 +231,69 @@ def _tiny_clip(quick_gelu):
                 text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
 
 
+# open_clip architecture of each released file: a config name or a config dict (the tests put tiny
+# configs here to load tiny files in the released layouts through the real path)
+CLIP_ARCH = {"clip": "ViT-B-32-quickgelu", "hps": "ViT-H-14"}   # OpenAI CLIP uses QuickGELU
+CLIP_FILES = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+OPENAI_JIT_EXTRAS = ("input_resolution", "context_length", "vocab_size")   # ints, not weights
+
+
+def _open_clip_model(arch):
+    """open_clip's CLIP class built from its config with random weights (built directly: open_clip's
+    create_model(pretrained=None) would log 'No pretrained weights loaded ... initialized randomly'
+    right before we load the weights)."""
+    import copy
+    from open_clip import get_model_config
+    from open_clip.model import CLIP
+    return CLIP(**(get_model_config(arch) if isinstance(arch, str) else copy.deepcopy(arch)))
+
+
+def _load_clip_weights(model, path, what, flag):
+    """Load a CLIP / HPS file into `model`, any released layout: safetensors (timm's open_clip
+    export); a torch.save file under weights_only=True, bare or {'state_dict': ...} (HPSv2.1, fp16),
+    'module.' prefixes; OpenAI's TorchScript ViT-B-32.pt, read as data (checkpoint.py). Keys are
+    checked strictly; a mismatch is one line."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        sd = load_file(path)
+    elif is_torchscript(path):
+        sd = {k: v for k, v in read_torchscript_tensors(path).items() if k not in OPENAI_JIT_EXTRAS}
+    else:
+        sd = _torch_load(path, what, flag)
+        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    if not isinstance(sd, dict):
+        raise BadCheckpoint(f"{what}: {path} (from {flag}) holds a {type(sd).__name__}, not a state dict")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    own, buffers = model.state_dict(), dict(model.named_buffers())
+    # open_clip 3.x owns buffers (attn_mask, logit_bias) older files predate or carry as non-persistent
+    sd = {k: v for k, v in sd.items() if k in own or k not in buffers}
+    missing = [k for k in own if k not in sd and k not in ("logit_bias", "attn_mask")]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise BadCheckpoint(f"{what}: {path} (from {flag}) does not fit open_clip's architecture: missing "
+                            f"{missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {shapes[:3]}")
+    model.load_state_dict(sd, strict=False)
+    return model
+
+
 def load_clip(ctx, kind):
     """kind 'clip' -> OpenAI ViT-B/32; 'hps' -> open_clip ViT-H-14 with the HPSv2.1 weights.
     Shared by the plain and the quantised reward through ctx.cache."""
     if kind in ctx.cache:
         return ctx.cache[kind]
     import open_clip
-    arch = "ViT-B-32-quickgelu" if kind == "clip" else "ViT-H-14"   # OpenAI CLIP uses QuickGELU
     if ctx.tiny:
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed)
             model = _tiny_clip(quick_gelu=kind == "clip")
     elif kind == "clip":
-        path = _hub_file("timm/vit_base_patch32_clip_224.openai",
-                         ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
+        path = _hub_file("timm/vit_base_patch32_clip_224.openai", CLIP_FILES,
                          "CLIP ViT-B/32 (openai)", "--clip-ckpt", ctx.clip_ckpt)
-        model = open_clip.create_model(arch, pretrained=None)
-        open_clip.load_checkpoint(model, path)
+        model = _load_clip_weights(_open_clip_model(CLIP_ARCH["clip"]), path, "CLIP ViT-B/32 (openai)", "--clip-ckpt")
     else:
         path = _hub_file("xswu/HPSv2", ["HPS_v2.1_compressed.pt"], "HPSv2.1", "--hps-ckpt", ctx.hps_ckpt)
-        model = open_clip.create_model(arch, pretrained=None)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
-        # open_clip 3.x models may own buffers the 2023 HPS checkpoint predates; anything else is an error
-        missing = [k for k in missing if k not in ("logit_bias", "attn_mask")]
-        if missing or unexpected:
-            raise RuntimeError(f"HPS checkpoint {path} does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model = _load_clip_weights(_open_clip_model(CLIP_ARCH["hps"]), path, "HPSv2.1", "--hps-ckpt")
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
     ctx.cache[kind] = (_frozen(model, ctx), open_clip.get_tokenizer("ViT-B-32"), image_size)
@@ -259,13 +325,19 @@ def build_clip(ctx, kind, quantised):
 
 # ----------------------------------------------------------------------------- MANIQA
 MANIQA_CROPS, MANIQA_CROP = 20, 224
+# the architecture of pyiqa's 'maniqa' (KonIQ-10k weights): MANIQA's own arguments and timm overrides
+# of its 'vit_base_patch8_224' backbone (none for the real file; the tests shrink both to load tiny
+# files in the released layouts through the real path)
+MANIQA_ARCH = dict(maniqa=dict(embed_dim=768, dim_mlp=768, patch_size=8, window_size=4, num_heads=[4, 4]), vit={})
+MANIQA_FILE = "ckpt_koniq10k.pt"
 
 
 def load_maniqa(ctx):
     """pyiqa's MANIQA network (KonIQ-10k weights). pyiqa builds timm 'vit_base_patch8_224' with
     pretrained=True inside; we swap timm.create_model for the duration of the constructor so
     that no ImageNet backbone is downloaded (the MANIQA checkpoint overwrites it anyway), or,
-    tiny, so that the backbone is a 10-block 16-wide ViT with 32 px patches."""
+    tiny, so that the backbone is a 10-block 16-wide ViT with 32 px patches. The file may be a bare
+    state dict, 'module.'-prefixed or {'params': ...}, read with weights_only=True."""
     import timm
     from pyiqa.archs.maniqa_arch import MANIQA
     from timm.models.vision_transformer import VisionTransformer
@@ -274,20 +346,23 @@ def load_maniqa(ctx):
     def create(name, pretrained=False, **kw):
         if ctx.tiny:   # MANIQA reads blocks 6..9, so 10 blocks; 224/32 = 7 tokens a side
             return VisionTransformer(img_size=224, patch_size=32, embed_dim=16, depth=10, num_heads=2, mlp_ratio=2)
-        return real_create(name, pretrained=False, **kw)
+        return real_create(name, pretrained=False, **{**kw, **MANIQA_ARCH["vit"]})
 
     if ctx.tiny:
         cfg = dict(embed_dim=16, dim_mlp=16, patch_size=32, window_size=7, num_heads=[2, 2])
     else:   # the paper's (and pyiqa's 'maniqa' = KonIQ) configuration
-        cfg = dict(embed_dim=768, dim_mlp=768, patch_size=8, window_size=4, num_heads=[4, 4])
-        path = ctx.maniqa_ckpt or os.path.join(torch.hub.get_dir(), "pyiqa", "ckpt_koniq10k.pt")
-        if not os.path.isfile(path) and not ctx.maniqa_ckpt and hub_reachable():
+        cfg = MANIQA_ARCH["maniqa"]
+        if ctx.maniqa_ckpt:
+            path = _flag_path(ctx.maniqa_ckpt, "--maniqa-ckpt", "MANIQA", [MANIQA_FILE])
+        else:
+            path = os.path.join(torch.hub.get_dir(), "pyiqa", MANIQA_FILE)
+        if not os.path.isfile(path) and hub_reachable():
             from pyiqa.archs.arch_util import get_url_from_name
             from pyiqa.utils.download_util import load_file_from_url
-            path = load_file_from_url(get_url_from_name("ckpt_koniq10k.pt"))
+            path = load_file_from_url(get_url_from_name(MANIQA_FILE))
         if not os.path.isfile(path):
             raise RewardWeightsMissing(
-                f"MANIQA: weights file ckpt_koniq10k.pt not found at {path} (pyiqa cache) and "
+                f"MANIQA: weights file {MANIQA_FILE} not found at {path} (pyiqa cache) and "
                 f"huggingface.co is unreachable; download it and pass --maniqa-ckpt PATH")
     timm.create_model = create
     try:
@@ -300,9 +375,15 @@ def load_maniqa(ctx):
         with torch.no_grad():
             net.fc_score[3].bias.fill_(1.0)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("params", state)
-        net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        state = _torch_load(path, "MANIQA", "--maniqa-ckpt")
+        state = state.get("params", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict):
+            raise BadCheckpoint(f"MANIQA: {path} holds a {type(state).__name__}, not a state dict")
+        try:
+            net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        except RuntimeError as e:   # torch lists every key on many lines; the first ones are enough
+            raise BadCheckpoint(f"MANIQA: {path} does not fit pyiqa's MANIQA (KonIQ): "
+                                f"{' '.join(str(e).split())[:300]}") from None
     return _frozen(net, ctx)
 
 
@@ -444,26 +525,54 @@ def _tiny_qwen(seed):
     return model, processor
 
 
+def _qwen_processor(path):
+    """The judge's processor, read before the weights (a bad snapshot fails in a second, not after
+    7 GB). A snapshot whose preprocessor_config.json predates transformers' rename (image_processor_type
+    'Qwen2_5_VLImageProcessor', the files of early 2025) is assembled from its parts: Qwen2.5-VL uses
+    Qwen2-VL's image processor, which reads the same file (min_pixels, max_pixels, patch sizes)."""
+    from transformers import (AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor, Qwen2VLImageProcessor,
+                              Qwen2VLVideoProcessor)
+    refresh = (f"refresh the snapshot: hf download {QWEN_REPO} (unchanged files are not fetched again; "
+               f"add --local-dir FOLDER for a --qwen-path folder)")
+    try:
+        return AutoProcessor.from_pretrained(path)
+    except (ValueError, OSError, KeyError) as e:
+        first = f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}"
+        cfg = os.path.join(path, "preprocessor_config.json")
+        old = os.path.isfile(cfg) and json.load(open(cfg)).get("image_processor_type") == "Qwen2_5_VLImageProcessor"
+        if not old:
+            raise BadCheckpoint(f"Qwen judge: cannot load the processor in {path} ({first}); {refresh}") from None
+    try:
+        return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor.from_pretrained(path),
+                                   tokenizer=AutoTokenizer.from_pretrained(path), video_processor=Qwen2VLVideoProcessor())
+    except Exception as e:
+        raise BadCheckpoint(f"Qwen judge: the old-format processor files in {path} do not load "
+                            f"({type(e).__name__}); {refresh}") from None
+
+
 def load_qwen(ctx):
     """(model, processor), shared by the three judge rewards."""
     if "qwen" in ctx.cache:
         return ctx.cache["qwen"]
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
     if ctx.tiny:
         model, processor = _tiny_qwen(ctx.seed)
     else:
         path = ctx.qwen_path
-        if path and not os.path.isdir(path):
-            raise RewardWeightsMissing(f"Qwen judge: model folder {path} (from --qwen-path) does not exist")
-        if not path:
+        if path:
+            _flag_path(path, "--qwen-path", "Qwen judge", folder=True)
+        else:
             from huggingface_hub import constants, snapshot_download
             path, _ = hub_fetch(lambda local: snapshot_download(QWEN_REPO, local_files_only=local))
             if not path:
                 raise RewardWeightsMissing(
                     f"Qwen judge: model {QWEN_REPO} not found in the huggingface_hub cache ({constants.HF_HUB_CACHE}) "
                     f"and huggingface.co is unreachable; download it and pass --qwen-path FOLDER")
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=ctx.dtype)
-        processor = AutoProcessor.from_pretrained(path)
+        processor = _qwen_processor(path)
+        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=ctx.dtype, output_loading_info=True)
+        if info["missing_keys"]:   # transformers would leave them random and only log it
+            raise BadCheckpoint(f"Qwen judge: {path} lacks {len(info['missing_keys'])} weights of Qwen2.5-VL, "
+                                f"e.g. {sorted(info['missing_keys'])[:3]}")
     processor.tokenizer.padding_side = "left"    # batched generation: prompts end at the same column
     ctx.cache["qwen"] = (_frozen(model, ctx), processor)
     return ctx.cache["qwen"]
