@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 import train
-from checkpoint import MissingCheckpoint, extract_state_dict, hub_reachable, load_checkpoint
+from checkpoint import BadCheckpoint, MissingCheckpoint, extract_state_dict, hub_reachable, load_checkpoint
 from grpo import policy_logprobs
 from model import generate
 from rewards import RewardWeightsMissing, build_rewards
@@ -112,6 +112,7 @@ def token_entropy(model, cond, tokens, cfg_scale, temperature=1.0, top_k=0, top_
 # ----------------------------------------------------------------------------- feature networks (weights)
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 LPIPS_FILES = ["LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth"]   # pyiqa's cache, torchvision's cache
+LPIPS_MIN_PX = 31   # AlexNet's 5 conv stages leave no pixels below this (measured: 30 px fails, 31 works)
 
 
 def build_inception(ckpt="", device="cpu"):
@@ -129,6 +130,8 @@ def build_inception(ckpt="", device="cpu"):
                         ("Mixed_7c", FIDInceptionE_2(2048))]:
         setattr(net, name, block)                                     # the TF graph's variants of these blocks
     if ckpt != "random":
+        if ckpt and os.path.isdir(ckpt):
+            raise MissingCheckpoint(f"--inception-ckpt {ckpt} is a directory; pass the file {INCEPTION_FILE}")
         path = ckpt or os.path.join(DEFAULT_CACHE_DIR, INCEPTION_FILE)
         if not os.path.isfile(path):
             if ckpt or not hub_reachable():
@@ -177,6 +180,9 @@ def load_pair(args, device):
     for key, flag in (("base", "gpt_ckpt"), ("vq_ckpt", "vq_ckpt"), ("t5_path", "t5_path")):
         if getattr(args, key):
             setattr(targs, flag, getattr(args, key))
+    wrong = train.path_kind_errors(targs, gpt_flag="--base")
+    if wrong:
+        raise BadCheckpoint("; ".join(wrong))
     missing = train.missing_files(targs, gpt_flag="--base")
     if missing:
         raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; pass the file(s) with the flag(s)")
@@ -232,9 +238,13 @@ def side_by_side(base_rows, tuned_rows, min_px=64):
 
 def cmd_compare(args):
     device = torch.device(args.device)
-    diversity = build_lpips(device) if args.diversity == "lpips" else None    # first: missing weights stop at once
     base, tuned, vq, text, targs = load_pair(args, device)
     c = base.config
+    side = math.isqrt(c.block_size) * (vq.ds if isinstance(vq, train.PaletteVQ) else vq.config.downsample)
+    if args.diversity == "lpips" and side < LPIPS_MIN_PX:
+        raise SystemExit(f"error: these images are {side} px but LPIPS-AlexNet needs at least {LPIPS_MIN_PX} px; "
+                         f"use --diversity pixel")
+    diversity = build_lpips(device) if args.diversity == "lpips" else None    # before sampling: missing weights stop here
     if c.model_type == "t2i":
         prompts = read_prompts(args.prompts) if args.prompts else train.TINY_PROMPTS if targs.preset == "tiny" else None
         if prompts is None:
@@ -253,7 +263,8 @@ def cmd_compare(args):
     s = argparse.Namespace(**{k: getattr(targs, k) if getattr(args, k) is None else getattr(args, k)
                               for k in ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")})
     spec = args.rewards or targs.rewards
-    weights = {k: getattr(targs, k, None) for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path")}  # the run's flags
+    weights = {k: getattr(args, k, None) or getattr(targs, k, None)                # a flag here, else the run's
+               for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path")}
     scorer = build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"), seed=args.seed,
                            dtype=torch.bfloat16 if device.type == "cuda" else None, **weights)
     amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
@@ -355,6 +366,10 @@ def get_args(argv=None):
     a("--per-class", type=int, default=8, help="images per class / prompt (the diversity group)")
     a("--rewards", default="", help="'name:weight,...' ('' = the run's); e.g. add hps:1 for a preference score")
     a("--diversity", choices=["lpips", "pixel"], default="lpips", help="pairwise distance (pixel: weight-free)")
+    a("--clip-ckpt", default=None, help="CLIP ViT-B/32 weights file (default: the run's flag, else the HF cache)")
+    a("--hps-ckpt", default=None, help="HPS_v2.1_compressed.pt (default: the run's flag, else the HF cache)")
+    a("--maniqa-ckpt", default=None, help="MANIQA ckpt_koniq10k.pt (default: the run's flag, else pyiqa's cache)")
+    a("--qwen-path", default=None, help="Qwen2.5-VL-3B-Instruct folder (default: the run's flag, else the HF cache)")
     for flag, typ in (("--cfg-scale", float), ("--temperature", float), ("--top-k", int), ("--top-p", float), ("--cfg-interval", int)):
         a(flag, type=typ, default=None, help="sampler setting (default: the run's)")
     a("--seed", type=int, default=0, help="condition j samples from seed mix(seed, j), the same for both models")
@@ -390,5 +405,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (MissingCheckpoint, RewardWeightsMissing) as e:  # one line, no traceback
+    except (MissingCheckpoint, BadCheckpoint, RewardWeightsMissing) as e:  # one line, no traceback
         sys.exit(f"error: {e}")
