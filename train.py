@@ -183,8 +183,34 @@ def missing_files(args, gpt_flag="--gpt-ckpt"):
     return [f"{path} ({flag})" for flag, path in need if not os.path.exists(path)]
 
 
+def path_kind_errors(args, gpt_flag="--gpt-ckpt"):
+    """Weight paths that exist but are the wrong kind, one phrase each: a directory where a weights
+    file goes, or a file where a model folder goes (an existing directory is not 'missing')."""
+    files = [(gpt_flag, args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)]
+    files += [(f"--{k.replace('_', '-')}", getattr(args, k, None)) for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt")]
+    folders = [("--t5-path", args.t5_path if args.task == "t2i" else ""), ("--qwen-path", getattr(args, "qwen_path", None))]
+    return ([f"{flag} {p} is a directory; pass the weights file in it" for flag, p in files if p and os.path.isdir(p)]
+            + [f"{flag} {p} is a file; pass the model folder" for flag, p in folders if p and os.path.isfile(p)])
+
+
+def check_t5_width(t5_path, caption_dim):
+    """A T5 whose width (d_model in its config.json) is not the GPT's caption_dim cannot condition it:
+    say so in one line from the 1 kB config, before the T5 weights (GBs for FLAN-T5-XL) are read."""
+    cfg = os.path.join(t5_path, "config.json")
+    width = json.load(open(cfg)).get("d_model") if os.path.isfile(cfg) else None   # no config: from_pretrained says so
+    if width is not None and width != caption_dim:
+        raise BadCheckpoint(f"--t5-path {t5_path} gives {width}-wide text features (d_model in its config.json) but the "
+                            f"GPT takes {caption_dim}-wide ones (caption_dim); use the T5 the GPT was trained with "
+                            f"(FLAN-T5-XL, 2048, for LlamaGen's t2i checkpoints; without --t5-path a random GPT gets a tiny T5)")
+
+
 def check_files(args):
     """Stop at once, in one line, when weights are missing (rather than after minutes of loading)."""
+    wrong = path_kind_errors(args)
+    if wrong:
+        raise BadCheckpoint("; ".join(wrong))
+    if args.task == "t2i" and args.t5_path and not args.gpt_ckpt:   # a random GPT: its width is known now
+        check_t5_width(args.t5_path, gpt_config(args.gpt_model, model_type="t2i").caption_dim)
     missing = missing_files(args)
     if missing:
         raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; download them (README, 'Training') "
@@ -229,6 +255,8 @@ def build_models(args, device):
     text = None
     if args.task == "t2i":
         dtype = torch.bfloat16 if device.type == "cuda" and args.bf16 else torch.float32
+        if args.t5_path:
+            check_t5_width(args.t5_path, policy.config.caption_dim)   # before the T5 weights are read
         text = (TextEncoder.from_pretrained(args.t5_path, device=device, dtype=dtype) if args.t5_path
                 else TextEncoder.tiny(policy.config.caption_dim, seed=args.seed))
         text.model.to(device)
