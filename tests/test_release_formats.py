@@ -81,7 +81,10 @@ def _write_t5(folder, d_model=32):
     tok.save_pretrained(folder)
     cfg = T5Config(vocab_size=len(tok), d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    decoder_start_token_id=0)
-    _seeded(lambda: T5ForConditionalGeneration(cfg), 4).save_pretrained(folder)
+    _seeded(lambda: T5ForConditionalGeneration(cfg), 4).save_pretrained(folder, max_shard_size="100KB")  # 2+ shards
+    for other in ("pytorch_model.bin", "flax_model.msgpack", "tf_model.h5"):   # '*.json' brings their indexes, not them
+        json.dump({"metadata": {}, "weight_map": {"shared.weight": f"{other}-00001-of-00002"}},
+                  open(os.path.join(folder, f"{other}.index.json"), "w"))
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +174,26 @@ def test_weights_that_need_unpickling_are_refused_in_one_line(tmp_path, tiny_arc
             build_rewards(spec, **{kw: str(path)})
         msg = str(e.value)
         assert "\n" not in msg and "weights_only=True" in msg and "numpy" in msg
+
+
+def test_torchscript_reader_builds_nothing_but_tensors(tmp_path, tiny_archs):
+    import pickle
+    import zipfile
+    from checkpoint import is_torchscript, read_torchscript_tensors
+
+    class Payload:                                          # what a hostile archive's data.pkl could hold
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+    path = tmp_path / "ViT-B-32.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(Payload(), protocol=2))
+        z.writestr("archive/constants.pkl", pickle.dumps((), protocol=2))
+    assert is_torchscript(str(path))
+    with pytest.raises(BadCheckpoint, match="system is not allowed"):
+        read_torchscript_tensors(str(path))
+    with pytest.raises(BadCheckpoint) as e:
+        build_rewards("clip:1", clip_ckpt=str(path))
+    assert "\n" not in str(e.value) and not (tmp_path / "ran").exists()
 
 
 # ----------------------------------------------------------------------------- through train.py and eval.py
