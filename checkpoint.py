@@ -217,8 +217,8 @@ def read_torchscript_tensors(path):
                     return rebuild
                 if (module, name) == ("collections", "OrderedDict"):
                     return collections.OrderedDict
-                if module == "torch.jit._pickle" and name.startswith("build_"):   # typed lists: the list itself
-                    return lambda data: data
+                if module == "torch.jit._pickle" and (name.startswith("build_") or name == "restore_type_tag"):
+                    return lambda value, *_: value              # typed lists / dicts: the value itself
                 raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights archive")
 
             def persistent_load(self, pid):   # ('storage', dtype, key, device, numel) -> 1-D tensor

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from typing import Dict, List
 
 import pytest
 import torch
@@ -174,6 +175,32 @@ def test_weights_that_need_unpickling_are_refused_in_one_line(tmp_path, tiny_arc
             build_rewards(spec, **{kw: str(path)})
         msg = str(e.value)
         assert "\n" not in msg and "weights_only=True" in msg and "numpy" in msg
+
+
+class _Scripted(torch.nn.Module):
+    """TorchScript pickles typed lists / dicts through torch.jit._pickle helpers; tensors of any dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.sizes: List[int] = [1, 2, 3]
+        self.table: Dict[str, float] = {"a": 1.0}
+        self.flags: List[bool] = [True]
+        self.register_buffer("h16", torch.arange(4, dtype=torch.half).view(2, 2).t())   # a strided view
+
+    def forward(self, x):
+        return self.lin(x) * self.sizes[0] * self.table["a"]
+
+
+def test_torchscript_reader_matches_the_state_dict_of_a_scripted_module(tmp_path):
+    from checkpoint import read_torchscript_tensors
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = torch.jit.script(_Scripted())
+    m.save(str(tmp_path / "m.pt"))
+    sd = read_torchscript_tensors(str(tmp_path / "m.pt"))
+    assert sd.keys() == m.state_dict().keys()
+    assert all(torch.equal(sd[k], v) and sd[k].dtype == v.dtype for k, v in m.state_dict().items())
 
 
 def test_torchscript_reader_builds_nothing_but_tensors(tmp_path, tiny_archs):
