@@ -244,7 +244,7 @@ def cmd_compare(args):
     if args.diversity == "lpips" and side < LPIPS_MIN_PX:
         raise SystemExit(f"error: these images are {side} px but LPIPS-AlexNet needs at least {LPIPS_MIN_PX} px; "
                          f"use --diversity pixel")
-    diversity = build_lpips(device) if args.diversity == "lpips" else None    # before sampling: missing weights stop here
+    diversity = build_lpips(device) if args.diversity == "lpips" else None    # missing weights stop here
     if c.model_type == "t2i":
         prompts = read_prompts(args.prompts) if args.prompts else train.TINY_PROMPTS if targs.preset == "tiny" else None
         if prompts is None:
@@ -369,7 +369,7 @@ def get_args(argv=None):
     a("--clip-ckpt", default=None, help="CLIP ViT-B/32 weights file (default: the run's flag, else the HF cache)")
     a("--hps-ckpt", default=None, help="HPS_v2.1_compressed.pt (default: the run's flag, else the HF cache)")
     a("--maniqa-ckpt", default=None, help="MANIQA ckpt_koniq10k.pt (default: the run's flag, else pyiqa's cache)")
-    a("--qwen-path", default=None, help="Qwen2.5-VL-3B-Instruct folder (default: the run's flag, else the HF cache)")
+    a("--qwen-path", default=None, help="Qwen2.5-VL-3B-Instruct folder (default: the run's, else the HF cache)")
     for flag, typ in (("--cfg-scale", float), ("--temperature", float), ("--top-k", int), ("--top-p", float), ("--cfg-interval", int)):
         a(flag, type=typ, default=None, help="sampler setting (default: the run's)")
     a("--seed", type=int, default=0, help="condition j samples from seed mix(seed, j), the same for both models")

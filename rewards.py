@@ -158,7 +158,8 @@ def _flag_path(path, flag, what, names=(), folder=False):
         return path
     if os.path.isdir(path):
         inside = [n for n in names if os.path.isfile(os.path.join(path, n))]
-        hint = f"pass {flag} {os.path.join(path, inside[0])}" if inside else f"pass the weights file ({' or '.join(names)})"
+        hint = (f"pass {flag} {os.path.join(path, inside[0])}" if inside
+                else f"pass the weights file ({' or '.join(names)})")
         raise RewardWeightsMissing(f"{what}: {path} (from {flag}) is a directory; {hint}")
     raise RewardWeightsMissing(f"{what}: weights file {path} (from {flag}) does not exist")
 
@@ -192,10 +193,11 @@ def _torch_load(path, what, flag):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         held = re.search(r"GLOBAL (\S+)", str(e))
-        why = f"it holds a pickled {held.group(1)}" if held else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        why = (f"it holds a pickled {held.group(1)}" if held
+               else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")
         raise BadCheckpoint(f"{what}: {path} (from {flag}) cannot be read with torch.load(weights_only=True) "
-                            f"({why}); this project never unpickles arbitrary objects: if you trust the file, "
-                            f"re-save just its tensors (a dict of name -> tensor) with torch.save and pass that") from None
+                            f"({why}); this project never unpickles arbitrary objects: if you trust the "
+                            f"file, re-save just its tensors (a dict of name -> tensor) and pass that") from None
 
 
 def _frozen(model, ctx):
@@ -269,7 +271,8 @@ def _load_clip_weights(model, path, what, flag):
     sd = {k: v for k, v in sd.items() if k in own or k not in buffers}
     missing = [k for k in own if k not in sd and k not in ("logit_bias", "attn_mask")]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         raise BadCheckpoint(f"{what}: {path} (from {flag}) does not fit open_clip's architecture: missing "
                             f"{missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {shapes[:3]}")
@@ -290,7 +293,8 @@ def load_clip(ctx, kind):
     elif kind == "clip":
         path = _hub_file("timm/vit_base_patch32_clip_224.openai", CLIP_FILES,
                          "CLIP ViT-B/32 (openai)", "--clip-ckpt", ctx.clip_ckpt)
-        model = _load_clip_weights(_open_clip_model(CLIP_ARCH["clip"]), path, "CLIP ViT-B/32 (openai)", "--clip-ckpt")
+        model = _load_clip_weights(_open_clip_model(CLIP_ARCH["clip"]), path, "CLIP ViT-B/32 (openai)",
+                                   "--clip-ckpt")
     else:
         path = _hub_file("xswu/HPSv2", ["HPS_v2.1_compressed.pt"], "HPSv2.1", "--hps-ckpt", ctx.hps_ckpt)
         model = _load_clip_weights(_open_clip_model(CLIP_ARCH["hps"]), path, "HPSv2.1", "--hps-ckpt")
@@ -539,12 +543,14 @@ def _qwen_processor(path):
     except (ValueError, OSError, KeyError) as e:
         first = f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}"
         cfg = os.path.join(path, "preprocessor_config.json")
-        old = os.path.isfile(cfg) and json.load(open(cfg)).get("image_processor_type") == "Qwen2_5_VLImageProcessor"
+        kind = json.load(open(cfg)).get("image_processor_type") if os.path.isfile(cfg) else None
+        old = kind == "Qwen2_5_VLImageProcessor"
         if not old:
             raise BadCheckpoint(f"Qwen judge: cannot load the processor in {path} ({first}); {refresh}") from None
     try:
         return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor.from_pretrained(path),
-                                   tokenizer=AutoTokenizer.from_pretrained(path), video_processor=Qwen2VLVideoProcessor())
+                                   tokenizer=AutoTokenizer.from_pretrained(path),
+                                   video_processor=Qwen2VLVideoProcessor())
     except Exception as e:
         raise BadCheckpoint(f"Qwen judge: the old-format processor files in {path} do not load "
                             f"({type(e).__name__}); {refresh}") from None
@@ -569,7 +575,8 @@ def load_qwen(ctx):
                     f"Qwen judge: model {QWEN_REPO} not found in the huggingface_hub cache ({constants.HF_HUB_CACHE}) "
                     f"and huggingface.co is unreachable; download it and pass --qwen-path FOLDER")
         processor = _qwen_processor(path)
-        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=ctx.dtype, output_loading_info=True)
+        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=ctx.dtype,
+                                                                         output_loading_info=True)
         if info["missing_keys"]:   # transformers would leave them random and only log it
             raise BadCheckpoint(f"Qwen judge: {path} lacks {len(info['missing_keys'])} weights of Qwen2.5-VL, "
                                 f"e.g. {sorted(info['missing_keys'])[:3]}")
