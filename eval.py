@@ -112,7 +112,7 @@ def token_entropy(model, cond, tokens, cfg_scale, temperature=1.0, top_k=0, top_
 # ----------------------------------------------------------------------------- feature networks (weights)
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 LPIPS_FILES = ["LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth"]   # pyiqa's cache, torchvision's cache
-LPIPS_MIN_PX = 31   # AlexNet's 5 conv stages leave no pixels below this (measured: 30 px fails, 31 works)
+LPIPS_MIN_PX = 31   # below this AlexNet's second max-pool has no output (measured: 30 px fails, 31 works)
 
 
 def build_inception(ckpt="", device="cpu"):
