@@ -592,7 +592,7 @@ def clip_tokenizer_offline():
 
 
 def load_pickscore(ctx):
-    """(transformers CLIPModel, CLIPProcessor)."""
+    """(transformers CLIPModel, CLIPProcessor, exp(logit_scale))."""
     if "pickscore" in ctx.cache:
         return ctx.cache["pickscore"]
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
@@ -622,12 +622,13 @@ def load_pickscore(ctx):
             proc_dir = path
         model = CLIPModel.from_pretrained(path)
         processor = CLIPProcessor.from_pretrained(proc_dir)
-    ctx.cache["pickscore"] = (_frozen(model, ctx), processor)
+    scale = model.logit_scale.detach().float().exp().item()   # before a bf16 cast would round it (~1 %)
+    ctx.cache["pickscore"] = (_frozen(model, ctx), processor, scale)
     return ctx.cache["pickscore"]
 
 
 def build_pickscore(ctx):
-    model, processor = load_pickscore(ctx)
+    model, processor, scale = load_pickscore(ctx)
 
     def reward(x, prompts):
         pix = processor(images=to_uint8_hwc(x), return_tensors="pt")["pixel_values"].to(ctx.device, ctx.dtype)
@@ -638,7 +639,7 @@ def build_pickscore(ctx):
                                                      attention_mask=t["attention_mask"]).pooler_output).float()
         txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]                  # (B, D)
         cos = F.cosine_similarity(img, txt, dim=-1)
-        return model.logit_scale.exp().float() * cos
+        return scale * cos
     return reward
 
 
@@ -658,7 +659,7 @@ class ImageRewardNet(torch.nn.Module):
         img_mask = torch.ones(img.shape[:2], dtype=torch.long, device=img.device)
         txt = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=img,
                                 encoder_attention_mask=img_mask).last_hidden_state[:, 0]          # (B, Dt) [CLS]
-        return (self.mlp(txt).float().squeeze(-1) - IMAGEREWARD_MEAN) / IMAGEREWARD_STD
+        return (self.mlp(txt.float()).squeeze(-1) - IMAGEREWARD_MEAN) / IMAGEREWARD_STD   # head in fp32 as the library
 
 
 def imagereward_configs(tiny):
@@ -760,7 +761,9 @@ def load_imagereward(ctx):
         net = imagereward_from_state(torch.load(path, map_location="cpu", weights_only=True),
                                      *imagereward_configs(tiny=False))
         tok = blip_tokenizer([w.rstrip("\n") for w in open(vocab, encoding="utf-8")])
-    ctx.cache["imagereward"] = (_frozen(net, ctx), tok)
+    net = _frozen(net, ctx)
+    net.mlp.float()
+    ctx.cache["imagereward"] = (net, tok)
     return ctx.cache["imagereward"]
 
 

@@ -27,7 +27,7 @@ def test_pickscore_tiny_is_exp_logit_scale_times_cosine():
     s = build_rewards("pickscore:1", tiny=True)
     x = _images()
     got = s(x, PROMPTS)[1]["pickscore"]
-    model, proc = s.ctx.cache["pickscore"]
+    model, proc, _ = s.ctx.cache["pickscore"]
     pil = [Image.fromarray((255 * im).round().byte().permute(1, 2, 0).numpy()) for im in x]
     with torch.no_grad():
         fi = model.get_image_features(**proc(images=pil, return_tensors="pt"))
