@@ -3,6 +3,13 @@
   python eval.py compare --tuned out/tiny/ckpt.pt --diversity pixel --out out/tiny/eval   # base vs tuned
   python eval.py fid --npz samples/B256.npz --ref VIRTUAL_imagenet256_labeled.npz          # FID/IS/P/R
   python eval.py plot out/tiny                                                             # curves -> PNG
+  python eval.py drawbench --tuned RUN/ckpt.pt --prompts drawbench_test_1000.json --out DIR  # T2I scorers
+
+drawbench: base vs tuned on a prompt set (AR-GRPO's DrawBench JSON), --per-prompt images of prompt j from the
+seed mix(seed, j) for both models, scored by --scorers (any reward; default clip, hps, pickscore, imagereward,
+aesthetic). Per scorer: mean over images, sem = std of the per-prompt means / sqrt(P), delta = tuned - base with
+the paired sem of the per-prompt differences; `argrpo_scale` = the means as AR-GRPO's script prints them.
+Resumable: every prompt's scores are appended to DIR/scores.jsonl, and a re-run skips the prompts there.
 
 compare: base = the run's initial weights (its --gpt-ckpt, or its seeded random init, rebuilt exactly
 as train.py builds its reference), unless --base names a file. For condition j (a class id or a
