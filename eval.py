@@ -1,4 +1,4 @@
-"""eval.py: what a user measures and sees after an AR-GRPO run. Three commands:
+"""eval.py: what a user measures and sees after an AR-GRPO run. Four commands:
 
   python eval.py compare --tuned out/tiny/ckpt.pt --diversity pixel --out out/tiny/eval   # base vs tuned
   python eval.py fid --npz samples/B256.npz --ref VIRTUAL_imagenet256_labeled.npz          # FID/IS/P/R

@@ -42,6 +42,9 @@ Qwen; pyiqa's cache for MANIQA); a missing file raises RewardWeightsMissing, one
 the file, where it was looked for and the flag to pass. tiny=True builds every paper reward
 from a tiny config with random weights (offline; what the tests use).
 
+T2I evaluation scorers, usable as rewards (section "T2I evaluation scorers" below): pickscore
+(PickScore_v1), imagereward (ImageReward-v1.0 on transformers' BLIP), aesthetic (LAION predictor v2).
+
 Run:  python rewards.py --bench            (images/s of each reward, tiny configs, CPU)
 """
 import hashlib
@@ -518,17 +521,17 @@ class Judge:
 # The extra DrawBench scorers of AR-GRPO's T2I table (its test_t2i_rewards.py), usable as rewards too:
 #   pickscore    PickScore_v1 (Kirstain et al. 2023): transformers CLIPModel (CLIP-H/14 fine-tuned on
 #                Pick-a-Pic) with the processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, as PickScore's
-#                README loads them; score = exp(logit_scale) * cos(f_img, f_txt) (~100 cos, about 18-24
-#                on real images). AR-GRPO's own scorer divides this by 26 (eval.py reports both scales).
+#                README loads them; score = exp(logit_scale) * cos(f_img, f_txt), the checkpoint's own scale
+#                (CLIP training caps it at 100). AR-GRPO's scorer divides this by 26 (eval.py reports both).
 #   imagereward  ImageReward-v1.0 (Xu et al. 2023): BLIP ViT-L/16 image tokens cross-attended by a BERT-base
 #                text encoder; the [CLS] output goes through a 5-layer MLP with no activations;
-#                score = (mlp - 0.16717) / 1.03334, the library's normalisation (about -2 .. 2).
+#                score = (mlp - 0.16717) / 1.03334, the library's normalisation; unbounded, higher = preferred.
 #                The BLIP towers are transformers' BlipVisionModel / BlipTextModel (what the HF BLIP
 #                conversion maps Salesforce's BLIP onto); ImageReward.pt keys are renamed, strictly.
 #   aesthetic    LAION aesthetic predictor v2 (improved-aesthetic-predictor): OpenAI CLIP ViT-L/14 image
 #                embedding (open_clip "ViT-L-14-quickgelu", the openai weights), L2-normalised, through
 #                the sac+logos+ava1-l14-linearMSE MLP (768-1024-128-64-16-1, dropouts, no activations:
-#                an affine map). Trained on 1-10 ratings; typical images score about 4-7.
+#                an affine map), regressed on 1-10 ratings; unbounded, higher = more aesthetic; prompts unused.
 # DeQA (AR-GRPO's sixth scorer) runs behind its own server (reward-server); not implemented here.
 PICKSCORE_REPO, PICKSCORE_PROCESSOR_REPO = "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 IMAGEREWARD_REPO, IMAGEREWARD_FILE = "THUDM/ImageReward", "ImageReward.pt"
