@@ -373,16 +373,18 @@ def cmd_drawbench(args):
     except ValueError as e:
         raise SystemExit(f"error: --scorers: {e}") from None
     weights = {k: getattr(args, k) or getattr(targs, k, None) for k in SCORER_WEIGHTS}   # flag, else the run's
-    scorer = build_rewards(",".join(f"{n}:1" for n in names), device=device, tiny=args.tiny_scorers, seed=args.seed,
-                           judge_mode=getattr(targs, "judge_mode", "fast"),
-                           dtype=torch.bfloat16 if device.type == "cuda" else None, **weights)  # missing weights: now
+    scorer = build_rewards(",".join(f"{n}:1" for n in names), device=device, tiny=args.tiny_scorers,
+                           seed=args.seed, judge_mode=getattr(targs, "judge_mode", "fast"),
+                           dtype=torch.bfloat16 if device.type == "cuda" else None,
+                           **weights)                                 # missing weights stop here, before the GPTs
     base, tuned, vq, text, targs = load_pair(args, device)
     if base.config.model_type != "t2i":
         raise SystemExit("error: drawbench evaluates text-to-image models; this checkpoint is class-conditional")
     s = argparse.Namespace(**{k: getattr(targs, k) if getattr(args, k) is None else getattr(args, k)
                               for k in ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")})
     amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
-    config = {"tuned_ckpt": args.tuned, "base_ckpt": targs.gpt_ckpt or f"random init, seed {targs.seed} ({targs.gpt_model})",
+    base_ckpt = targs.gpt_ckpt or f"random init, seed {targs.seed} ({targs.gpt_model})"
+    config = {"tuned_ckpt": args.tuned, "base_ckpt": base_ckpt,
               "prompts_file": args.prompts, "prompts": prompts, "per_prompt": args.per_prompt, "seed": args.seed,
               "scorers": names, "tiny_scorers": args.tiny_scorers, "sampler": vars(s)}
     os.makedirs(os.path.join(args.out, "rows"), exist_ok=True)
@@ -408,10 +410,13 @@ def cmd_drawbench(args):
     report = {**config, "prompts": len(prompts), "images_per_model": len(prompts) * args.per_prompt,
               **drawbench_report(rows, names)}
     json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
-    grid_rows = [j for j in range(min(args.grid_rows, len(prompts)))]
-    load = lambda j, m: torch.from_numpy(np.load(os.path.join(args.out, "rows", f"{j:05d}_{m}.npy")))
-    grid, ncol = side_by_side([load(j, "base") for j in grid_rows], [load(j, "tuned") for j in grid_rows])
-    save_grid(grid, os.path.join(args.out, f"{args.prefix}grid.png"), nrow=ncol)
+    row = lambda j, m: os.path.join(args.out, "rows", f"{j:05d}_{m}.npy")
+    grid_rows = [j for j in range(min(args.grid_rows, len(prompts)))
+                 if all(os.path.isfile(row(j, m)) for m in ("base", "tuned"))]   # a resumed run may lack some
+    if grid_rows:
+        load = lambda j, m: torch.from_numpy(np.load(row(j, m)))
+        grid, ncol = side_by_side([load(j, "base") for j in grid_rows], [load(j, "tuned") for j in grid_rows])
+        save_grid(grid, os.path.join(args.out, f"{args.prefix}grid.png"), nrow=ncol)
     for n in names:
         b, t, d = report["base"][n], report["tuned"][n], report["delta"][n]
         print(f"{n:12s} base {b['mean']:.4f}  tuned {t['mean']:.4f}  delta {d['mean']:+.4f}"
@@ -421,28 +426,31 @@ def cmd_drawbench(args):
 
 
 def add_drawbench_args(sub):
-    d = sub.add_parser("drawbench", help="T2I: base vs tuned on a prompt set (DrawBench), N images per prompt, "
-                                         "CLIP/HPS/PickScore/ImageReward/Aesthetic (any reward) -> report.json, grid",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = sub.add_parser("drawbench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="T2I: base vs tuned on a prompt set (DrawBench), N images per prompt, scored by "
+                            "CLIP/HPS/PickScore/ImageReward/Aesthetic (any reward) -> report.json, grid")
     a = d.add_argument
-    a("--tuned", required=True, help="tuned T2I weights: train.py's OUT/ckpt.pt (or any GPT file with --base, --vq-ckpt)")
+    a("--tuned", required=True,
+      help="tuned T2I weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base, --vq-ckpt)")
     a("--base", default="", help="base weights ('' = the run's initial weights)")
     a("--vq-ckpt", default="", help="VQ weights ('' = the run's)")
     a("--t5-path", default="", help="FLAN-T5-XL directory ('' = the run's)")
     a("--prompts", default="", help="prompt file: AR-GRPO's drawbench_test_1000.json, .txt or .jsonl")
     a("--max-prompts", type=int, default=0, help="only the first K prompts (0 = all)")
-    a("--scorers", default=DRAWBENCH_SCORERS, help="comma-separated reward names (rewards.py), e.g. add color, maniqa")
+    a("--scorers", default=DRAWBENCH_SCORERS, help="comma-separated reward names of rewards.py (any)")
     a("--per-prompt", type=int, default=4, help="images per prompt and model (AR-GRPO's script: 4)")
     for flag, typ in (("--cfg-scale", float), ("--temperature", float), ("--top-k", int), ("--top-p", float),
                       ("--cfg-interval", int)):
-        a(flag, type=typ, default=None, help="sampler setting (default: the run's; AR-GRPO's script: cfg 2.0, top-k 2000)")
+        a(flag, type=typ, default=None,
+          help="sampler setting (default: the run's; AR-GRPO's eval script: cfg 2.0, top-k 2000)")
     a("--seed", type=int, default=0, help="prompt j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="images per sampling call")
     for flag in SCORER_WEIGHTS:
-        a("--" + flag.replace("_", "-"), default=None, help="scorer weights (default: the run's flag, else the cache)")
-    a("--tiny-scorers", action="store_true", help="tiny random scorer networks: offline tests only, numbers mean nothing")
-    a("--grid-rows", type=int, default=8), a("--grid-cols", type=int, default=4, help="images per model per grid row")
-    a("--out", default="out/drawbench", help="directory: report.json, grid.png, scores.jsonl (resume), config.json")
+        a("--" + flag.replace("_", "-"), default=None, help="scorer weights (default: the run's, else the cache)")
+    a("--tiny-scorers", action="store_true", help="tiny random scorer networks: offline tests only (meaningless)")
+    a("--grid-rows", type=int, default=8, help="prompts in grid.png")
+    a("--grid-cols", type=int, default=4, help="images per model per grid row")
+    a("--out", default="out/drawbench", help="folder: report.json, grid.png, scores.jsonl (resume), config.json")
     a("--prefix", default="", help="report / grid file name prefix")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")

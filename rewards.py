@@ -602,8 +602,8 @@ def load_pickscore(ctx):
     if ctx.tiny:   # CLIP-H's layout at width 32, 2 layers, 32 px, the real BPE vocabulary
         cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                           num_attention_heads=2, hidden_act="gelu"),
-                         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                            image_size=32, patch_size=8, hidden_act="gelu"),
+                         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=2, image_size=32, patch_size=8, hidden_act="gelu"),
                          projection_dim=16, logit_scale_init_value=math.log(100.0))
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed)
@@ -616,7 +616,8 @@ def load_pickscore(ctx):
         # the processor of the README (laion's); the PickScore_v1 repo carries a copy, used when laion's is absent
         proc = [PICKSCORE_PROCESSOR_REPO, "preprocessor_config.json", "tokenizer_config.json"]
         try:
-            proc_dir = _hub_dir(proc[0], "PickScore processor", "--pickscore-path", None, proc[1:], ["*.json", "*.txt"])
+            proc_dir = _hub_dir(proc[0], "PickScore processor", "--pickscore-path", None, proc[1:],
+                                ["*.json", "*.txt"])
         except RewardWeightsMissing:
             if not all(os.path.isfile(os.path.join(path, f)) for f in proc[1:]):
                 raise RewardWeightsMissing(
@@ -662,7 +663,8 @@ class ImageRewardNet(torch.nn.Module):
         img_mask = torch.ones(img.shape[:2], dtype=torch.long, device=img.device)
         txt = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=img,
                                 encoder_attention_mask=img_mask).last_hidden_state[:, 0]          # (B, Dt) [CLS]
-        return (self.mlp(txt.float()).squeeze(-1) - IMAGEREWARD_MEAN) / IMAGEREWARD_STD   # head in fp32 as the library
+        r = self.mlp(txt.float()).squeeze(-1)              # (B,) the head in fp32, as the library
+        return (r - IMAGEREWARD_MEAN) / IMAGEREWARD_STD
 
 
 def imagereward_configs(tiny):
@@ -676,8 +678,8 @@ def imagereward_configs(tiny):
                  num_attention_heads=2, max_position_embeddings=64, bos_token_id=len(_TINY_BERT_VOCAB),
                  sep_token_id=3, eos_token_id=3)
     else:
-        v = BlipVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                             image_size=224, patch_size=16, layer_norm_eps=1e-6)
+        v = BlipVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                             num_attention_heads=16, image_size=224, patch_size=16, layer_norm_eps=1e-6)
         t = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                  num_attention_heads=12, max_position_embeddings=512)
     # is_decoder=True only makes transformers build the cross-attention layers; the forward is bidirectional
@@ -703,8 +705,8 @@ def imagereward_state_dict(sd):
     for k, v in sd.items():
         if k.startswith(IMAGEREWARD_UNUSED):
             continue
-        m = re.fullmatch(r"blip\.visual_encoder\.(?:blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
-                         r"\.(weight|bias)|(.+))", k)
+        m = re.fullmatch(r"blip\.visual_encoder\.(?:blocks\.(\d+)\."
+                         r"(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)|(.+))", k)
         if m and m.group(1):
             out[f"vision_model.encoder.layers.{m.group(1)}.{_VIT_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"] = v
         elif m and m.group(4) in _VIT_NAMES:
@@ -753,14 +755,15 @@ def load_imagereward(ctx):
             net = ImageRewardNet(*imagereward_configs(tiny=True))
         tok = blip_tokenizer(_TINY_BERT_VOCAB)
     else:
-        path = _hub_file(IMAGEREWARD_REPO, [IMAGEREWARD_FILE], "ImageReward", "--imagereward-ckpt", ctx.imagereward_ckpt)
-        side = os.path.join(os.path.dirname(path), "vocab.txt")   # bert-base-uncased's vocab.txt next to the .pt works too
+        path = _hub_file(IMAGEREWARD_REPO, [IMAGEREWARD_FILE], "ImageReward", "--imagereward-ckpt",
+                         ctx.imagereward_ckpt)
+        side = os.path.join(os.path.dirname(path), "vocab.txt")   # bert-base-uncased's vocab.txt next to it
         try:
             vocab = side if os.path.isfile(side) else _hub_file(BERT_REPO, ["vocab.txt"], "", "")
         except RewardWeightsMissing:
-            raise RewardWeightsMissing(f"ImageReward: BLIP's tokenizer vocabulary {BERT_REPO}/vocab.txt is neither next "
-                                       f"to {path} nor in the huggingface_hub cache; put it next to the "
-                                       f"--imagereward-ckpt file") from None
+            raise RewardWeightsMissing(
+                f"ImageReward: BLIP's tokenizer vocabulary {BERT_REPO}/vocab.txt is neither next to {path} nor "
+                f"in the huggingface_hub cache; put it next to the --imagereward-ckpt file") from None
         net = imagereward_from_state(torch.load(path, map_location="cpu", weights_only=True),
                                      *imagereward_configs(tiny=False))
         tok = blip_tokenizer([w.rstrip("\n") for w in open(vocab, encoding="utf-8")])
@@ -776,7 +779,8 @@ def build_imagereward(ctx):
 
     def reward(x, prompts):
         # ImageReward.score: prompt padded to 35 tokens ([CLS] first, not [ENC]); CLIP's 224 px transform
-        t = tok(list(prompts), padding="max_length", truncation=True, max_length=35, return_tensors="pt").to(ctx.device)
+        t = tok(list(prompts), padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+        t = t.to(ctx.device)
         return net(clip_preprocess(x, size).to(ctx.dtype), t["input_ids"], t["attention_mask"]).float()
     return reward
 
@@ -793,8 +797,9 @@ def load_aesthetic(ctx):
     else:
         path = ctx.aesthetic_ckpt
         if not path:   # ImageReward's and AR-GRPO's download folders, then torch hub's
-            found = [p for p in (os.path.expanduser(f"~/.cache/ImageReward/{AESTHETIC_FILE}"),
-                                 os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE)) if os.path.isfile(p)]
+            places = (os.path.expanduser(f"~/.cache/ImageReward/{AESTHETIC_FILE}"),
+                      os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE))
+            found = [p for p in places if os.path.isfile(p)]
             path = found[0] if found else None
             if not path and hub_reachable():
                 path = os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE)
@@ -804,14 +809,15 @@ def load_aesthetic(ctx):
             raise RewardWeightsMissing(f"LAION aesthetic: MLP {AESTHETIC_FILE} not found at {where}; download "
                                        f"{AESTHETIC_URL} and pass --aesthetic-ckpt PATH")
         clip_path = _hub_file(AESTHETIC_CLIP_REPO, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
-                              "LAION aesthetic: CLIP ViT-L/14 (openai)", "--aesthetic-clip-ckpt", ctx.aesthetic_clip_ckpt)
+                              "LAION aesthetic: CLIP ViT-L/14 (openai)", "--aesthetic-clip-ckpt",
+                              ctx.aesthetic_clip_ckpt)
         clip = open_clip.create_model("ViT-L-14-quickgelu", pretrained=None)
         open_clip.load_checkpoint(clip, clip_path)
         mlp = LinearHead(768)
         mlp.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))   # strict: layers.{0,2,4,6,7}
     size = clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    ctx.cache["aesthetic"] = (_frozen(clip, ctx), _frozen(mlp, ctx).float(), size)   # the head in fp32, as the library
+    ctx.cache["aesthetic"] = (_frozen(clip, ctx), _frozen(mlp, ctx).float(), size)   # head in fp32, as the library
     return ctx.cache["aesthetic"]
 
 

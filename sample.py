@@ -114,8 +114,8 @@ def write_geneval(rows, out, per_prompt, sample_fn):
     (N, H, W, 3). Prompt folders that already hold all N images are skipped (a re-run resumes); each PNG is
     written to a temporary name first, so an interrupted run never leaves a truncated image behind."""
     from PIL import Image
-    todo = [i for i in range(len(rows))
-            if not all(os.path.isfile(os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")) for k in range(per_prompt))]
+    png = lambda i, k: os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
+    todo = [i for i in range(len(rows)) if not all(os.path.isfile(png(i, k)) for k in range(per_prompt))]
     if len(todo) < len(rows):
         print(f"resuming: {len(rows) - len(todo)} of {len(rows)} prompts already in {out}")
     for i in tqdm(todo, desc="geneval", unit="prompt", initial=len(rows) - len(todo), total=len(rows)):
@@ -124,9 +124,8 @@ def write_geneval(rows, out, per_prompt, sample_fn):
         with open(os.path.join(folder, "metadata.jsonl"), "w", encoding="utf-8") as f:
             f.write(json.dumps(rows[i]) + "\n")
         for k, im in enumerate(sample_fn(rows[i]["prompt"], i).numpy()):
-            path = os.path.join(folder, "samples", f"{k:04d}.png")
-            Image.fromarray(im).save(path + ".tmp", format="PNG")
-            os.replace(path + ".tmp", path)
+            Image.fromarray(im).save(png(i, k) + ".tmp", format="PNG")
+            os.replace(png(i, k) + ".tmp", png(i, k))
     print(f"wrote {out}: {len(rows)} prompt folders x {per_prompt} images (GenEval layout)")
 
 
@@ -162,9 +161,11 @@ def main(argv=None):
     p.add_argument("--classes", default=None, help="comma-separated class ids, or 'all' (default: 8 demo classes)")
     p.add_argument("--prompts", default=None, help="t2i prompt file (.txt or .jsonl)")
     p.add_argument("--per-class", "--per-prompt", type=int, default=1, help="samples per class id / prompt")
-    p.add_argument("--task", choices=["c2i", "t2i"], default=None, help="checked against the model; picks the tiny preset's")
-    p.add_argument("--geneval", default=None, help="GenEval's evaluation_metadata.jsonl: write its folder layout to "
-                                                  "--out DIR (DIR/<index:05d>/metadata.jsonl, samples/<k:04d>.png)")
+    p.add_argument("--task", choices=["c2i", "t2i"], default=None,
+                   help="checked against the model; picks the tiny preset's model")
+    p.add_argument("--geneval", default=None,
+                   help="GenEval's evaluation_metadata.jsonl: write its folder layout to --out DIR "
+                        "(DIR/<index:05d>/metadata.jsonl, DIR/<index:05d>/samples/<k:04d>.png)")
     p.add_argument("--cfg-scale", type=float, default=4.0)
     p.add_argument("--cfg-interval", type=int, default=-1, help="stop guidance after this token (-1: never)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -181,7 +182,8 @@ def main(argv=None):
     if args.geneval:   # before any model is built: bad input stops at once
         geneval = read_geneval(args.geneval)
         if args.out.endswith(".png") or args.npz or args.prompts or args.classes:
-            raise SystemExit("error: --geneval writes a folder: pass --out DIR (not a .png), and no --npz, --prompts or --classes")
+            raise SystemExit("error: --geneval writes a folder: pass --out DIR (not a .png), "
+                             "and no --npz, --prompts or --classes")
         if args.task == "c2i":
             raise SystemExit("error: --geneval needs a text-to-image model (--task t2i)")
         args.task = "t2i"
@@ -206,7 +208,7 @@ def main(argv=None):
     if args.task and args.task != c.model_type:
         raise SystemExit(f"error: --task {args.task}, but the checkpoint is a {c.model_type} model")
     if args.geneval:
-        def sample_prompt(prompt, index):   # prompt `index` draws from its own seed: a resumed run gets the same images
+        def sample_prompt(prompt, index):   # its own seed per prompt: a resumed run gets the same images
             g = torch.Generator(dev).manual_seed(args.seed * 1_000_003 + index)
             out = []
             for b in range(0, args.per_class, args.batch_size):
