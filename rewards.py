@@ -547,12 +547,15 @@ def to_uint8_hwc(x):  # (B, 3, H, W) in [0, 1] -> list of (H, W, 3) uint8 arrays
     return list((x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
 
 
+def _has_files(d, need):  # every name of `need` in folder d; a tuple = any one of its names
+    return bool(d) and all(any(os.path.isfile(os.path.join(d, f)) for f in (n if isinstance(n, tuple) else (n,)))
+                           for n in need)
+
+
 def _hub_dir(repo, what, flag, path, need, patterns=None):
     """A model folder: the flag's path, else the huggingface_hub snapshot (cache first, then the network).
     `need`: file names that must be inside (a tuple = any one of them). One-line RewardWeightsMissing."""
-    def complete(d):
-        return d and all(any(os.path.isfile(os.path.join(d, f)) for f in (n if isinstance(n, tuple) else (n,)))
-                         for n in need)
+    complete = lambda d: _has_files(d, need)
     if path:
         if not os.path.isdir(path):
             raise RewardWeightsMissing(f"{what}: model folder {path} (from {flag}) does not exist")
@@ -614,12 +617,12 @@ def load_pickscore(ctx):
         path = _hub_dir(PICKSCORE_REPO, "PickScore", "--pickscore-path", ctx.pickscore_path,
                         ["config.json", ("model.safetensors", "pytorch_model.bin")])
         # the processor of the README (laion's); the PickScore_v1 repo carries a copy, used when laion's is absent
-        proc = [PICKSCORE_PROCESSOR_REPO, "preprocessor_config.json", "tokenizer_config.json"]
+        need = [("preprocessor_config.json", "processor_config.json"), "tokenizer_config.json"]
         try:
-            proc_dir = _hub_dir(proc[0], "PickScore processor", "--pickscore-path", None, proc[1:],
+            proc_dir = _hub_dir(PICKSCORE_PROCESSOR_REPO, "PickScore processor", "--pickscore-path", None, need,
                                 ["*.json", "*.txt"])
         except RewardWeightsMissing:
-            if not all(os.path.isfile(os.path.join(path, f)) for f in proc[1:]):
+            if not _has_files(path, need):
                 raise RewardWeightsMissing(
                     f"PickScore: processor {PICKSCORE_PROCESSOR_REPO} (preprocessor_config.json, tokenizer files) "
                     f"not in the huggingface_hub cache and not in {path}; download it into the cache") from None

@@ -280,3 +280,21 @@ def test_missing_explicit_paths_name_the_flag(no_weights, tmp_path):
     torch.save(R.LinearHead(768).state_dict(), mlp)      # the MLP, but no CLIP ViT-L/14: named with its flag
     with pytest.raises(RewardWeightsMissing, match="--aesthetic-clip-ckpt"):
         build_rewards("aesthetic:1", aesthetic_ckpt=str(mlp))
+
+
+def test_pickscore_real_path_loads_a_saved_model_folder(no_weights, tmp_path):
+    """The real loader (from_pretrained on a folder given by --pickscore-path): laion's processor is not cached,
+    so the copy inside the PickScore folder is used, as on the hub; the scores equal the model's in memory."""
+    tiny = build_rewards("pickscore:1", tiny=True)
+    model, proc, _ = tiny.ctx.cache["pickscore"]
+    model.save_pretrained(tmp_path / "PickScore_v1")
+    proc.save_pretrained(tmp_path / "PickScore_v1")
+    real = build_rewards("pickscore:1", pickscore_path=str(tmp_path / "PickScore_v1"))
+    x = _images()
+    assert torch.allclose(real(x, PROMPTS)[0], tiny(x, PROMPTS)[0], atol=1e-5)
+    for f in ("preprocessor_config.json", "processor_config.json"):          # no processor anywhere: one line
+        if os.path.isfile(tmp_path / "PickScore_v1" / f):
+            os.remove(tmp_path / "PickScore_v1" / f)
+    with pytest.raises(RewardWeightsMissing, match="PickScore: processor laion/CLIP-ViT-H-14") as e:
+        build_rewards("pickscore:1", pickscore_path=str(tmp_path / "PickScore_v1"))
+    assert "\n" not in str(e.value)
