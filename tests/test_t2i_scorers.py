@@ -298,3 +298,21 @@ def test_pickscore_real_path_loads_a_saved_model_folder(no_weights, tmp_path):
     with pytest.raises(RewardWeightsMissing, match="PickScore: processor laion/CLIP-ViT-H-14") as e:
         build_rewards("pickscore:1", pickscore_path=str(tmp_path / "PickScore_v1"))
     assert "\n" not in str(e.value)
+
+
+def test_imagereward_real_path_reads_the_file_and_vocab(no_weights, tmp_path, monkeypatch):
+    """The real loader end to end (torch.load of ImageReward.pt, vocab.txt next to it, strict renaming) on a
+    checkpoint in the original layout, at tiny size (the configs swapped for the tiny ones)."""
+    sd = _random_state(blip_library_layout(tiny=True), seed=2)
+    torch.save(sd, tmp_path / "ImageReward.pt")
+    (tmp_path / "vocab.txt").write_text("\n".join(R._TINY_BERT_VOCAB) + "\n")
+    tiny_configs = R.imagereward_configs
+    monkeypatch.setattr(R, "imagereward_configs", lambda tiny: tiny_configs(tiny=True))
+    s = build_rewards("imagereward:1", imagereward_ckpt=str(tmp_path / "ImageReward.pt"))
+    net, tok = s.ctx.cache["imagereward"]
+    assert len(tok) == len(R._TINY_BERT_VOCAB) + 2 and not net.training
+    x = _images(2, 40, 40)
+    t = tok(PROMPTS[:2], padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+    with torch.no_grad():
+        want = reference_imagereward(sd, R.clip_preprocess(x, 32), t["input_ids"], t["attention_mask"])
+    assert torch.allclose(s(x, PROMPTS[:2])[0], want, rtol=1e-4, atol=1e-4)
