@@ -1,8 +1,15 @@
-"""eval.py: what a user measures and sees after an AR-GRPO run. Three commands:
+"""eval.py: what a user measures and sees after an AR-GRPO run. Four commands:
 
   python eval.py compare --tuned out/tiny/ckpt.pt --diversity pixel --out out/tiny/eval   # base vs tuned
   python eval.py fid --npz samples/B256.npz --ref VIRTUAL_imagenet256_labeled.npz          # FID/IS/P/R
   python eval.py plot out/tiny                                                             # curves -> PNG
+  python eval.py drawbench --tuned RUN/ckpt.pt --prompts drawbench_test_1000.json --out DIR  # T2I scorers
+
+drawbench: base vs tuned on a prompt set (AR-GRPO's DrawBench JSON), --per-prompt images of prompt j from the
+seed mix(seed, j) for both models, scored by --scorers (any reward; default clip, hps, pickscore, imagereward,
+aesthetic). Per scorer: mean over images, sem = std of the per-prompt means / sqrt(P), delta = tuned - base with
+the paired sem of the per-prompt differences; `argrpo_scale` = the means as AR-GRPO's script prints them.
+Resumable: every prompt's scores are appended to DIR/scores.jsonl, and a re-run skips the prompts there.
 
 compare: base = the run's initial weights (its --gpt-ckpt, or its seeded random init, rebuilt exactly
 as train.py builds its reference), unless --base names a file. For condition j (a class id or a
@@ -42,12 +49,13 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import train
 from checkpoint import BadCheckpoint, MissingCheckpoint, extract_state_dict, hub_reachable, load_checkpoint
 from grpo import policy_logprobs
 from model import generate
-from rewards import RewardWeightsMissing, build_rewards
+from rewards import RewardWeightsMissing, build_rewards, parse_spec
 from sample import read_prompts, save_grid, to_uint8
 
 
@@ -284,6 +292,181 @@ def cmd_compare(args):
     return report
 
 
+# ----------------------------------------------------------------------------- drawbench: T2I scores, base vs tuned
+DRAWBENCH_SCORERS = "clip,hps,pickscore,imagereward,aesthetic"
+# AR-GRPO's test_t2i_rewards.py prints clip / 5 (the cosine), hps / 5 (HPSv2's raw score) and PickScore / 26
+# (inside its PickScore class); ImageReward and the aesthetic score unchanged. report.json's `argrpo_scale`.
+ARGRPO_SCALE = {"clip": 1 / 5, "hps": 1 / 5, "pickscore": 1 / 26}
+ARGRPO_SCORERS = DRAWBENCH_SCORERS.split(",")
+SCORER_WEIGHTS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path", "imagereward_ckpt",
+                  "aesthetic_ckpt", "aesthetic_clip_ckpt")
+
+
+def run_args(path):
+    """train.py's args stored in a checkpoint, or None; memory-mapped, so the weights are not read here
+    (load_pair reads them, and reports a missing or bad file in one line)."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    a = ck.get("args") if isinstance(ck, dict) else None
+    return argparse.Namespace(**a) if isinstance(a, dict) else None
+
+
+@torch.no_grad()
+def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
+    """N images of prompt j from the generator seed mix(seed, j) (the same for base and tuned), scored:
+    ({scorer: [N floats]}, uint8 images (N, H, W, 3))."""
+    dev, N = next(model.parameters()).device, args.per_prompt
+    feats, mask = text([prompt])
+    gen = torch.Generator(dev).manual_seed(train.mix(args.seed, j))
+    images = []
+    for b in range(0, N, args.batch_size):                            # one generator: chunks change nothing
+        n = min(args.batch_size, N - b)
+        with amp:
+            tokens = generate(model, feats.expand(n, -1, -1), s.cfg_scale, s.temperature, s.top_k, s.top_p,
+                              s.cfg_interval, cond_mask=mask.expand(n, -1), generator=gen)     # (n, T)
+            images.append(vq.decode(tokens).float().clamp(-1, 1))                            # (n, 3, H, W)
+    images = torch.cat(images)
+    _, parts = scorer((images + 1) / 2, [prompt] * N)
+    return {k: v.float().cpu().tolist() for k, v in parts.items()}, to_uint8(images)
+
+
+def read_done(path):
+    """The per-prompt records of an interrupted run, by prompt index; a torn last line (killed mid-write)
+    is dropped and its prompt sampled again."""
+    done = {}
+    if os.path.isfile(path):
+        for line in open(path, encoding="utf-8"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[row["index"]] = row
+    return done
+
+
+def mean_sem(values):  # per-prompt means (P,) -> mean, standard error over prompts (None for one prompt)
+    x = torch.tensor(values, dtype=torch.float64)
+    return {"mean": x.mean().item(), "sem": (x.std() / math.sqrt(len(x))).item() if len(x) > 1 else None}
+
+
+def drawbench_report(rows, names):
+    """mean over all images (= mean of per-prompt means: every prompt has N images) and the standard error
+    over prompts; delta = tuned - base, its standard error from the per-prompt paired differences."""
+    out = {"base": {}, "tuned": {}, "delta": {}, "argrpo_scale": {"base": {}, "tuned": {}}}
+    for n in names:
+        per = {m: [float(np.mean(r[m][n])) for r in rows] for m in ("base", "tuned")}
+        for m in ("base", "tuned"):
+            out[m][n] = mean_sem(per[m])
+            if n in ARGRPO_SCORERS:
+                out["argrpo_scale"][m][n] = out[m][n]["mean"] * ARGRPO_SCALE.get(n, 1.0)
+        out["delta"][n] = mean_sem([t - b for b, t in zip(per["base"], per["tuned"])])
+    return out
+
+
+def cmd_drawbench(args):
+    device = torch.device(args.device)
+    args.task = "t2i"                                                 # for a --tuned file without train.py's args
+    if args.per_prompt < 1 or args.batch_size < 1:
+        raise SystemExit("error: --per-prompt and --batch-size must be >= 1")
+    targs = run_args(args.tuned)                                      # the run's flags, for the defaults below
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    elif targs is not None and targs.preset == "tiny":
+        prompts = train.TINY_PROMPTS
+    else:
+        raise SystemExit("error: drawbench needs --prompts FILE (e.g. AR-GRPO's drawbench_test_1000.json)")
+    prompts = prompts[:args.max_prompts or None]
+    try:
+        names = [n for n, _ in parse_spec(",".join(f"{n}:1" for n in args.scorers.split(",") if n.strip()))]
+    except ValueError as e:
+        raise SystemExit(f"error: --scorers: {e}") from None
+    weights = {k: getattr(args, k) or getattr(targs, k, None) for k in SCORER_WEIGHTS}   # flag, else the run's
+    scorer = build_rewards(",".join(f"{n}:1" for n in names), device=device, tiny=args.tiny_scorers,
+                           seed=args.seed, judge_mode=getattr(targs, "judge_mode", "fast"),
+                           dtype=torch.bfloat16 if device.type == "cuda" else None,
+                           **weights)                                 # missing weights stop here, before the GPTs
+    base, tuned, vq, text, targs = load_pair(args, device)
+    if base.config.model_type != "t2i":
+        raise SystemExit("error: drawbench evaluates text-to-image models; this checkpoint is class-conditional")
+    s = argparse.Namespace(**{k: getattr(targs, k) if getattr(args, k) is None else getattr(args, k)
+                              for k in ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")})
+    amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
+    base_ckpt = targs.gpt_ckpt or f"random init, seed {targs.seed} ({targs.gpt_model})"
+    config = {"tuned_ckpt": args.tuned, "base_ckpt": base_ckpt,
+              "prompts_file": args.prompts, "prompts": prompts, "per_prompt": args.per_prompt, "seed": args.seed,
+              "scorers": names, "tiny_scorers": args.tiny_scorers, "sampler": vars(s)}
+    os.makedirs(os.path.join(args.out, "rows"), exist_ok=True)
+    cfg_path, log_path = os.path.join(args.out, "config.json"), os.path.join(args.out, "scores.jsonl")
+    if os.path.isfile(cfg_path) and json.load(open(cfg_path)) != json.loads(json.dumps(config)):
+        raise SystemExit(f"error: {args.out} holds another evaluation (config.json differs); pass another --out")
+    json.dump(config, open(cfg_path, "w"), indent=1)
+    done = read_done(log_path)
+    todo = [j for j in range(len(prompts)) if j not in done]
+    if done:
+        print(f"resuming: {len(prompts) - len(todo)} of {len(prompts)} prompts already scored in {log_path}")
+    with open(log_path, "a", encoding="utf-8") as log:
+        for j in tqdm(todo, desc="drawbench", unit="prompt", initial=len(prompts) - len(todo), total=len(prompts)):
+            row = {"index": j, "prompt": prompts[j]}
+            for name, model in (("base", base), ("tuned", tuned)):
+                row[name], images = drawbench_prompt(model, vq, text, prompts[j], j, scorer, s, args, amp)
+                if j < args.grid_rows:                                 # kept on disk: a resumed run still has them
+                    np.save(os.path.join(args.out, "rows", f"{j:05d}_{name}.npy"), images[:args.grid_cols].numpy())
+            log.write(json.dumps(row) + "\n")
+            log.flush(), os.fsync(log.fileno())
+            done[j] = row
+    rows = [done[j] for j in range(len(prompts))]
+    report = {**config, "prompts": len(prompts), "images_per_model": len(prompts) * args.per_prompt,
+              **drawbench_report(rows, names)}
+    json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
+    row = lambda j, m: os.path.join(args.out, "rows", f"{j:05d}_{m}.npy")
+    grid_rows = [j for j in range(min(args.grid_rows, len(prompts)))
+                 if all(os.path.isfile(row(j, m)) for m in ("base", "tuned"))]   # a resumed run may lack some
+    if grid_rows:
+        load = lambda j, m: torch.from_numpy(np.load(row(j, m)))
+        grid, ncol = side_by_side([load(j, "base") for j in grid_rows], [load(j, "tuned") for j in grid_rows])
+        save_grid(grid, os.path.join(args.out, f"{args.prefix}grid.png"), nrow=ncol)
+    for n in names:
+        b, t, d = report["base"][n], report["tuned"][n], report["delta"][n]
+        print(f"{n:12s} base {b['mean']:.4f}  tuned {t['mean']:.4f}  delta {d['mean']:+.4f}"
+              + (f" +- {d['sem']:.4f}" if d["sem"] is not None else ""))
+    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png (a row per prompt: base | tuned)")
+    return report
+
+
+def add_drawbench_args(sub):
+    d = sub.add_parser("drawbench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="T2I: base vs tuned on a prompt set (DrawBench), N images per prompt, scored by "
+                            "CLIP/HPS/PickScore/ImageReward/Aesthetic (any reward) -> report.json, grid")
+    a = d.add_argument
+    a("--tuned", required=True,
+      help="tuned T2I weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base, --vq-ckpt)")
+    a("--base", default="", help="base weights ('' = the run's initial weights)")
+    a("--vq-ckpt", default="", help="VQ weights ('' = the run's)")
+    a("--t5-path", default="", help="FLAN-T5-XL directory ('' = the run's)")
+    a("--prompts", default="", help="prompt file: AR-GRPO's drawbench_test_1000.json, .txt or .jsonl")
+    a("--max-prompts", type=int, default=0, help="only the first K prompts (0 = all)")
+    a("--scorers", default=DRAWBENCH_SCORERS, help="comma-separated reward names of rewards.py (any)")
+    a("--per-prompt", type=int, default=4, help="images per prompt and model (AR-GRPO's script: 4)")
+    for flag, typ in (("--cfg-scale", float), ("--temperature", float), ("--top-k", int), ("--top-p", float),
+                      ("--cfg-interval", int)):
+        a(flag, type=typ, default=None,
+          help="sampler setting (default: the run's; AR-GRPO's eval script: cfg 2.0, top-k 2000)")
+    a("--seed", type=int, default=0, help="prompt j samples from seed mix(seed, j), the same for both models")
+    a("--batch-size", type=int, default=16, help="images per sampling call")
+    for flag in SCORER_WEIGHTS:
+        a("--" + flag.replace("_", "-"), default=None, help="scorer weights (default: the run's, else the cache)")
+    a("--tiny-scorers", action="store_true", help="tiny random scorer networks: offline tests only (meaningless)")
+    a("--grid-rows", type=int, default=8, help="prompts in grid.png")
+    a("--grid-cols", type=int, default=4, help="images per model per grid row")
+    a("--out", default="out/drawbench", help="folder: report.json, grid.png, scores.jsonl (resume), config.json")
+    a("--prefix", default="", help="report / grid file name prefix")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+
 # ----------------------------------------------------------------------------- fid
 def cmd_fid(args):
     ref, samples = np.load(args.ref), np.load(args.npz)["arr_0"]
@@ -382,6 +565,7 @@ def get_args(argv=None):
     f.add_argument("--inception-ckpt", default="", help=f"{INCEPTION_FILE} ('' = pyiqa's cache; 'random' = tests only)")
     f.add_argument("--batch-size", type=int, default=100)
     f.add_argument("--out", default="", help="report path ('' = NPZ_fid.json)")
+    add_drawbench_args(sub)
     pl = sub.add_parser("plot", help="training curves from RUN/metrics.jsonl as PNG")
     pl.add_argument("run", help="a train.py --out directory")
     pl.add_argument("--out", default="", help="PNG directory ('' = RUN/plots)")
@@ -399,7 +583,7 @@ def main(argv=None):
     print(json.dumps(vars(args)))
     if getattr(args, "cpu_threads", 0):
         torch.set_num_threads(args.cpu_threads)
-    return {"compare": cmd_compare, "fid": cmd_fid, "plot": cmd_plot}[args.cmd](args)
+    return {"compare": cmd_compare, "fid": cmd_fid, "plot": cmd_plot, "drawbench": cmd_drawbench}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ Qwen; pyiqa's cache for MANIQA); a missing file raises RewardWeightsMissing, one
 the file, where it was looked for and the flag to pass. tiny=True builds every paper reward
 from a tiny config with random weights (offline; what the tests use).
 
+T2I evaluation scorers, usable as rewards (section "T2I evaluation scorers" below): pickscore
+(PickScore_v1), imagereward (ImageReward-v1.0 on transformers' BLIP), aesthetic (LAION predictor v2).
+
 Run:  python rewards.py --bench            (images/s of each reward, tiny configs, CPU)
 """
 import hashlib
@@ -630,6 +633,326 @@ class Judge:
         return torch.cat(scores).float().to(x.device) / 4.0
 
 
+# ----------------------------------------------------------------------------- T2I evaluation scorers
+# The extra DrawBench scorers of AR-GRPO's T2I table (its test_t2i_rewards.py), usable as rewards too:
+#   pickscore    PickScore_v1 (Kirstain et al. 2023): transformers CLIPModel (CLIP-H/14 fine-tuned on
+#                Pick-a-Pic) with the processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, as PickScore's
+#                README loads them; score = exp(logit_scale) * cos(f_img, f_txt), the checkpoint's own scale
+#                (CLIP training caps it at 100). AR-GRPO's scorer divides this by 26 (eval.py reports both).
+#   imagereward  ImageReward-v1.0 (Xu et al. 2023): BLIP ViT-L/16 image tokens cross-attended by a BERT-base
+#                text encoder; the [CLS] output goes through a 5-layer MLP with no activations;
+#                score = (mlp - 0.16717) / 1.03334, the library's normalisation; unbounded, higher = preferred.
+#                The BLIP towers are transformers' BlipVisionModel / BlipTextModel (what the HF BLIP
+#                conversion maps Salesforce's BLIP onto); ImageReward.pt keys are renamed, strictly.
+#   aesthetic    LAION aesthetic predictor v2 (improved-aesthetic-predictor): OpenAI CLIP ViT-L/14 image
+#                embedding (open_clip "ViT-L-14-quickgelu", the openai weights), L2-normalised, through
+#                the sac+logos+ava1-l14-linearMSE MLP (768-1024-128-64-16-1, dropouts, no activations:
+#                an affine map), regressed on 1-10 ratings; unbounded, higher = more aesthetic; prompts unused.
+# DeQA (AR-GRPO's sixth scorer) runs behind its own server (reward-server); not implemented here.
+PICKSCORE_REPO, PICKSCORE_PROCESSOR_REPO = "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+IMAGEREWARD_REPO, IMAGEREWARD_FILE = "THUDM/ImageReward", "ImageReward.pt"
+IMAGEREWARD_MEAN, IMAGEREWARD_STD = 0.16717362830052426, 1.0333394966054072   # ImageReward.py
+BERT_REPO = "google-bert/bert-base-uncased"      # the BLIP tokenizer's vocabulary (vocab.txt)
+AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
+AESTHETIC_URL = ("https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
+                 "sac%2Blogos%2Bava1-l14-linearMSE.pth")
+AESTHETIC_CLIP_REPO = "timm/vit_large_patch14_clip_224.openai"   # open_clip's "openai" ViT-L/14 weights
+
+
+def to_uint8_hwc(x):  # (B, 3, H, W) in [0, 1] -> list of (H, W, 3) uint8 arrays, as AR-GRPO hands PIL images over
+    return list((x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+
+
+def _has_files(d, need):  # every name of `need` in folder d; a tuple = any one of its names
+    return bool(d) and all(any(os.path.isfile(os.path.join(d, f)) for f in (n if isinstance(n, tuple) else (n,)))
+                           for n in need)
+
+
+def _hub_dir(repo, what, flag, path, need, patterns=None):
+    """A model folder: the flag's path, else the huggingface_hub snapshot (cache first, then the network).
+    `need`: file names that must be inside (a tuple = any one of them). One-line RewardWeightsMissing."""
+    complete = lambda d: _has_files(d, need)
+    if path:
+        if not os.path.isdir(path):
+            raise RewardWeightsMissing(f"{what}: model folder {path} (from {flag}) does not exist")
+        if not complete(path):
+            raise RewardWeightsMissing(f"{what}: model folder {path} (from {flag}) lacks one of {need}")
+        return path
+    from huggingface_hub import constants, snapshot_download
+    found, _ = hub_fetch(lambda local: snapshot_download(repo, allow_patterns=patterns, local_files_only=local))
+    if complete(found):
+        return found
+    raise RewardWeightsMissing(
+        f"{what}: {repo} ({', '.join(n if isinstance(n, str) else n[0] for n in need)}) not found in the "
+        f"huggingface_hub cache ({constants.HF_HUB_CACHE}) and huggingface.co is unreachable; "
+        f"download it and pass {flag} FOLDER")
+
+
+class LinearHead(torch.nn.Module):
+    """The MLP head shared by ImageReward and the LAION aesthetic predictor: the same `layers` nn.Sequential in
+    both libraries (their ReLUs are commented out, so it is an affine map); weights at layers.{0,2,4,6,7}."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(dim, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2),
+            torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
+
+    def forward(self, x):  # (B, dim) -> (B, 1)
+        return self.layers(x)
+
+
+def clip_tokenizer_offline():
+    """transformers' CLIPTokenizer built from open_clip's bundled BPE file (the same vocabulary as OpenAI's
+    and LAION's CLIP tokenizers): the tiny PickScore's processor, no download."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPTokenizer
+    t = SimpleTokenizer()
+    special = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {special.get(k, k): v for k, v in t.encoder.items()}
+    return CLIPTokenizer(vocab=vocab, merges=[m for m, _ in sorted(t.bpe_ranks.items(), key=lambda kv: kv[1])])
+
+
+def load_pickscore(ctx):
+    """(transformers CLIPModel, CLIPProcessor, exp(logit_scale))."""
+    if "pickscore" in ctx.cache:
+        return ctx.cache["pickscore"]
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    if ctx.tiny:   # CLIP-H's layout at width 32, 2 layers, 32 px, the real BPE vocabulary
+        cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2, hidden_act="gelu"),
+                         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=2, image_size=32, patch_size=8, hidden_act="gelu"),
+                         projection_dim=16, logit_scale_init_value=math.log(100.0))
+        with torch.random.fork_rng():
+            torch.manual_seed(ctx.seed)
+            model = CLIPModel(cfg)
+        image_proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        processor = CLIPProcessor(image_processor=image_proc, tokenizer=clip_tokenizer_offline())
+    else:
+        path = _hub_dir(PICKSCORE_REPO, "PickScore", "--pickscore-path", ctx.pickscore_path,
+                        ["config.json", ("model.safetensors", "pytorch_model.bin")])
+        # the processor of the README (laion's); the PickScore_v1 repo carries a copy, used when laion's is absent
+        need = [("preprocessor_config.json", "processor_config.json"), "tokenizer_config.json"]
+        try:
+            proc_dir = _hub_dir(PICKSCORE_PROCESSOR_REPO, "PickScore processor", "--pickscore-path", None, need,
+                                ["*.json", "*.txt"])
+        except RewardWeightsMissing:
+            if not _has_files(path, need):
+                raise RewardWeightsMissing(
+                    f"PickScore: processor {PICKSCORE_PROCESSOR_REPO} (preprocessor_config.json, tokenizer files) "
+                    f"not in the huggingface_hub cache and not in {path}; download it into the cache") from None
+            proc_dir = path
+        model = CLIPModel.from_pretrained(path)
+        processor = CLIPProcessor.from_pretrained(proc_dir)
+    scale = model.logit_scale.detach().float().exp().item()   # before a bf16 cast would round it (~1 %)
+    ctx.cache["pickscore"] = (_frozen(model, ctx), processor, scale)
+    return ctx.cache["pickscore"]
+
+
+def build_pickscore(ctx):
+    model, processor, scale = load_pickscore(ctx)
+
+    def reward(x, prompts):
+        pix = processor(images=to_uint8_hwc(x), return_tensors="pt")["pixel_values"].to(ctx.device, ctx.dtype)
+        img = model.visual_projection(model.vision_model(pixel_values=pix).pooler_output).float()     # (B, D)
+        uniq = sorted(set(prompts))
+        t = processor(text=uniq, padding=True, truncation=True, max_length=77, return_tensors="pt").to(ctx.device)
+        txt = model.text_projection(model.text_model(input_ids=t["input_ids"],
+                                                     attention_mask=t["attention_mask"]).pooler_output).float()
+        txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]                  # (B, D)
+        cos = F.cosine_similarity(img, txt, dim=-1)
+        return scale * cos
+    return reward
+
+
+class ImageRewardNet(torch.nn.Module):
+    """ImageReward-v1.0 on transformers' BLIP: vision_model (BLIP ViT), text_encoder (BERT with
+    cross-attention to the image tokens), mlp (the head). forward -> the normalised score (B,)."""
+
+    def __init__(self, vision_cfg, text_cfg):
+        super().__init__()
+        from transformers import BlipTextModel, BlipVisionModel
+        self.vision_model = BlipVisionModel(vision_cfg)
+        self.text_encoder = BlipTextModel(text_cfg, add_pooling_layer=False)
+        self.mlp = LinearHead(text_cfg.hidden_size)
+
+    def forward(self, pixel_values, input_ids, attention_mask):
+        img = self.vision_model(pixel_values=pixel_values).last_hidden_state                      # (B, 1 + P, Dv)
+        img_mask = torch.ones(img.shape[:2], dtype=torch.long, device=img.device)
+        txt = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=img,
+                                encoder_attention_mask=img_mask).last_hidden_state[:, 0]          # (B, Dt) [CLS]
+        r = self.mlp(txt.float()).squeeze(-1)              # (B,) the head in fp32, as the library
+        return (r - IMAGEREWARD_MEAN) / IMAGEREWARD_STD
+
+
+def imagereward_configs(tiny):
+    """(BlipVisionConfig, BlipTextConfig): BLIP ViT-L/16 at 224 px (LayerNorm eps 1e-6 as BLIP's vit.py;
+    transformers' default is 1e-5) and ImageReward's med_config.json (BERT-base, vocab 30522 + [DEC], [ENC])."""
+    from transformers import BlipTextConfig, BlipVisionConfig
+    if tiny:
+        v = BlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=32, patch_size=8, layer_norm_eps=1e-6)
+        t = dict(vocab_size=len(_TINY_BERT_VOCAB) + 2, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=2, max_position_embeddings=64, bos_token_id=len(_TINY_BERT_VOCAB),
+                 sep_token_id=3, eos_token_id=3)
+    else:
+        v = BlipVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                             num_attention_heads=16, image_size=224, patch_size=16, layer_norm_eps=1e-6)
+        t = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                 num_attention_heads=12, max_position_embeddings=512)
+    # is_decoder=True only makes transformers build the cross-attention layers; the forward is bidirectional
+    text = BlipTextConfig(**t, encoder_hidden_size=v.hidden_size, layer_norm_eps=1e-12, is_decoder=True,
+                          hidden_act="gelu", pad_token_id=0)
+    return v, text
+
+
+_VIT_NAMES = {"cls_token": "embeddings.class_embedding", "pos_embed": "embeddings.position_embedding",
+              "patch_embed.proj.weight": "embeddings.patch_embedding.weight",
+              "patch_embed.proj.bias": "embeddings.patch_embedding.bias",
+              "norm.weight": "post_layernorm.weight", "norm.bias": "post_layernorm.bias"}
+_VIT_BLOCK_NAMES = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.qkv": "self_attn.qkv",
+                    "attn.proj": "self_attn.projection", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+IMAGEREWARD_UNUSED = ("blip.vision_proj.", "blip.text_proj.", "blip.text_encoder.embeddings.position_ids")
+
+
+def imagereward_state_dict(sd):
+    """ImageReward.pt (the ImageReward module's state dict: blip.visual_encoder.* in BLIP's timm-style ViT names,
+    blip.text_encoder.* in med.py's BERT names, mlp.layers.*) -> ImageRewardNet's names. Keys the score does
+    not use (the ITC projections, med.py's persistent position_ids) are dropped by name; any other is an error."""
+    out, unknown = {}, []
+    for k, v in sd.items():
+        if k.startswith(IMAGEREWARD_UNUSED):
+            continue
+        m = re.fullmatch(r"blip\.visual_encoder\.(?:blocks\.(\d+)\."
+                         r"(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)|(.+))", k)
+        if m and m.group(1):
+            out[f"vision_model.encoder.layers.{m.group(1)}.{_VIT_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"] = v
+        elif m and m.group(4) in _VIT_NAMES:
+            out["vision_model." + _VIT_NAMES[m.group(4)]] = v
+        elif k.startswith("blip.text_encoder."):
+            out["text_encoder." + k[len("blip.text_encoder."):]] = v     # med.py and BlipTextModel share names
+        elif k.startswith("mlp.layers."):
+            out[k] = v
+        else:
+            unknown.append(k)
+    if unknown:
+        raise ValueError(f"ImageReward checkpoint: unexpected keys {unknown[:5]}")
+    return out
+
+
+def imagereward_from_state(sd, vision_cfg, text_cfg):
+    """ImageRewardNet from ImageReward.pt's state dict, built on the meta device (no random init of 450M
+    parameters: every weight comes from the file; strict, so a missing or unexpected key is an error)."""
+    with torch.device("meta"):
+        net = ImageRewardNet(vision_cfg, text_cfg)
+    net.load_state_dict(imagereward_state_dict(sd), strict=True, assign=True)
+    emb = net.text_encoder.embeddings      # the one non-persistent buffer: positions 0..max-1
+    emb.position_ids = torch.arange(text_cfg.max_position_embeddings).expand(1, -1)
+    return net
+
+
+_TINY_BERT_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789,.")
+                    + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + ["photo", "of", "red", "cat", "dog"])
+
+
+def blip_tokenizer(vocab):
+    """BLIP's tokenizer (blip.init_tokenizer): BERT WordPiece, uncased, plus [DEC] (bos) and [ENC]."""
+    from transformers import BertTokenizer
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    tok.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    return tok
+
+
+def load_imagereward(ctx):
+    """(ImageRewardNet, tokenizer)."""
+    if "imagereward" in ctx.cache:
+        return ctx.cache["imagereward"]
+    if ctx.tiny:
+        with torch.random.fork_rng():
+            torch.manual_seed(ctx.seed)
+            net = ImageRewardNet(*imagereward_configs(tiny=True))
+        tok = blip_tokenizer(_TINY_BERT_VOCAB)
+    else:
+        path = _hub_file(IMAGEREWARD_REPO, [IMAGEREWARD_FILE], "ImageReward", "--imagereward-ckpt",
+                         ctx.imagereward_ckpt)
+        side = os.path.join(os.path.dirname(path), "vocab.txt")   # bert-base-uncased's vocab.txt next to it
+        try:
+            vocab = side if os.path.isfile(side) else _hub_file(BERT_REPO, ["vocab.txt"], "", "")
+        except RewardWeightsMissing:
+            raise RewardWeightsMissing(
+                f"ImageReward: BLIP's tokenizer vocabulary {BERT_REPO}/vocab.txt is neither next to {path} nor "
+                f"in the huggingface_hub cache; put it next to the --imagereward-ckpt file") from None
+        net = imagereward_from_state(torch.load(path, map_location="cpu", weights_only=True),
+                                     *imagereward_configs(tiny=False))
+        tok = blip_tokenizer([w.rstrip("\n") for w in open(vocab, encoding="utf-8")])
+    net = _frozen(net, ctx)
+    net.mlp.float()
+    ctx.cache["imagereward"] = (net, tok)
+    return ctx.cache["imagereward"]
+
+
+def build_imagereward(ctx):
+    net, tok = load_imagereward(ctx)
+    size = net.vision_model.config.image_size
+
+    def reward(x, prompts):
+        # ImageReward.score: prompt padded to 35 tokens ([CLS] first, not [ENC]); CLIP's 224 px transform
+        t = tok(list(prompts), padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+        t = t.to(ctx.device)
+        return net(clip_preprocess(x, size).to(ctx.dtype), t["input_ids"], t["attention_mask"]).float()
+    return reward
+
+
+def load_aesthetic(ctx):
+    """(open_clip ViT-L/14, MLP, image size)."""
+    if "aesthetic" in ctx.cache:
+        return ctx.cache["aesthetic"]
+    import open_clip
+    if ctx.tiny:
+        with torch.random.fork_rng():
+            torch.manual_seed(ctx.seed)
+            clip, mlp = _tiny_clip(quick_gelu=True), LinearHead(32)
+    else:
+        path = ctx.aesthetic_ckpt
+        if not path:   # ImageReward's and AR-GRPO's download folders, then torch hub's
+            places = (os.path.expanduser(f"~/.cache/ImageReward/{AESTHETIC_FILE}"),
+                      os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE))
+            found = [p for p in places if os.path.isfile(p)]
+            path = found[0] if found else None
+            if not path and hub_reachable():
+                path = os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE)
+                torch.hub.download_url_to_file(AESTHETIC_URL, path)
+        if not path or not os.path.isfile(path):
+            where = f"{path} (from --aesthetic-ckpt)" if ctx.aesthetic_ckpt else "~/.cache/ImageReward or torch hub"
+            raise RewardWeightsMissing(f"LAION aesthetic: MLP {AESTHETIC_FILE} not found at {where}; download "
+                                       f"{AESTHETIC_URL} and pass --aesthetic-ckpt PATH")
+        clip_path = _hub_file(AESTHETIC_CLIP_REPO, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
+                              "LAION aesthetic: CLIP ViT-L/14 (openai)", "--aesthetic-clip-ckpt",
+                              ctx.aesthetic_clip_ckpt)
+        clip = open_clip.create_model("ViT-L-14-quickgelu", pretrained=None)
+        open_clip.load_checkpoint(clip, clip_path)
+        mlp = LinearHead(768)
+        mlp.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))   # strict: layers.{0,2,4,6,7}
+    size = clip.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    ctx.cache["aesthetic"] = (_frozen(clip, ctx), _frozen(mlp, ctx).float(), size)   # head in fp32, as the library
+    return ctx.cache["aesthetic"]
+
+
+def build_aesthetic(ctx):
+    clip, mlp, size = load_aesthetic(ctx)
+
+    def reward(x, prompts):   # prompts unused: an image-only score
+        f = clip.encode_image(clip_preprocess(x, size).to(ctx.dtype)).float()             # (B, 768)
+        f = f / f.norm(dim=-1, keepdim=True)
+        return mlp(f).squeeze(-1)
+    return reward
+
+
+T2I_SCORERS = {"pickscore": build_pickscore, "imagereward": build_imagereward, "aesthetic": build_aesthetic}
+
+
 # ----------------------------------------------------------------------------- the ensemble
 def _builders():
     """name -> builder(ctx) returning fn(x, prompts) -> (B,). Paper builders come below."""
@@ -641,6 +964,7 @@ def _builders():
     b["maniqa"] = build_maniqa
     for name in QWEN_PARTS:
         b[name] = (lambda n: lambda ctx: Judge(ctx, n))(name)
+    b.update(T2I_SCORERS)
     return b
 
 
@@ -693,7 +1017,8 @@ class Rewards:
 
 
 def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt=None,
-                  qwen_path=None, judge_mode="fast", dtype=None, tiny=False, seed=0, judge_tokens=256):
+                  qwen_path=None, judge_mode="fast", dtype=None, tiny=False, seed=0, judge_tokens=256,
+                  pickscore_path=None, imagereward_ckpt=None, aesthetic_ckpt=None, aesthetic_clip_ckpt=None):
     """Build the scorer for `spec` ("name:weight,..."). Paths override the library caches;
     tiny=True builds the paper rewards with tiny random networks (tests, benchmarks);
     dtype (e.g. torch.bfloat16) is the reward models' compute dtype, default float32;
@@ -705,7 +1030,9 @@ def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt
     ctx = SimpleNamespace(device=torch.device(device), dtype=dtype or torch.float32, tiny=tiny,
                           clip_ckpt=clip_ckpt, hps_ckpt=hps_ckpt, maniqa_ckpt=maniqa_ckpt,
                           qwen_path=qwen_path, judge_mode=judge_mode, seed=seed,
-                          judge_tokens=judge_tokens, cache={})
+                          judge_tokens=judge_tokens, cache={}, pickscore_path=pickscore_path,
+                          imagereward_ckpt=imagereward_ckpt, aesthetic_ckpt=aesthetic_ckpt,
+                          aesthetic_clip_ckpt=aesthetic_clip_ckpt)
     fns = [builders[n](ctx) for n, _ in pairs]
     return Rewards([n for n, _ in pairs], [w for _, w in pairs], fns, ctx)
 

@@ -87,6 +87,48 @@ def _read_json_prompts(path):
     return prompts
 
 
+def read_geneval(path):
+    """GenEval's evaluation_metadata.jsonl: one JSON object per line with at least a string `prompt`
+    (and `tag`, `include`, ... which its evaluate_images.py reads back from each folder)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: GenEval metadata file {path} does not exist")
+    rows = []
+    for n, line in enumerate(open(path, encoding="utf-8"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"error: {path}:{n} is not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise SystemExit(f"error: {path}:{n} is not a GenEval metadata object (a JSON object with a 'prompt')")
+        rows.append(row)
+    if not rows:
+        raise SystemExit(f"error: GenEval metadata file {path} is empty")
+    return rows
+
+
+def write_geneval(rows, out, per_prompt, sample_fn):
+    """GenEval's layout, what its evaluate_images.py reads: out/<index:05d>/metadata.jsonl (that prompt's metadata
+    object, read with json.load) and out/<index:05d>/samples/<k:04d>.png. sample_fn(prompt, index) -> uint8
+    (N, H, W, 3). Prompt folders that already hold all N images are skipped (a re-run resumes); each PNG is
+    written to a temporary name first, so an interrupted run never leaves a truncated image behind."""
+    from PIL import Image
+    png = lambda i, k: os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
+    todo = [i for i in range(len(rows)) if not all(os.path.isfile(png(i, k)) for k in range(per_prompt))]
+    if len(todo) < len(rows):
+        print(f"resuming: {len(rows) - len(todo)} of {len(rows)} prompts already in {out}")
+    for i in tqdm(todo, desc="geneval", unit="prompt", initial=len(rows) - len(todo), total=len(rows)):
+        folder = os.path.join(out, f"{i:05d}")
+        os.makedirs(os.path.join(folder, "samples"), exist_ok=True)
+        with open(os.path.join(folder, "metadata.jsonl"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(rows[i]) + "\n")
+        for k, im in enumerate(sample_fn(rows[i]["prompt"], i).numpy()):
+            Image.fromarray(im).save(png(i, k) + ".tmp", format="PNG")
+            os.replace(png(i, k) + ".tmp", png(i, k))
+    print(f"wrote {out}: {len(rows)} prompt folders x {per_prompt} images (GenEval layout)")
+
+
 def to_uint8(images):  # (B, 3, H, W) in ~[-1, 1] -> (B, H, W, 3) uint8, exactly as LlamaGen/DiT's FID scripts
     return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
@@ -118,7 +160,12 @@ def main(argv=None):
     p.add_argument("--image-size-eval", type=int, default=None, help="resize the .npz samples to this size (bicubic)")
     p.add_argument("--classes", default=None, help="comma-separated class ids, or 'all' (default: 8 demo classes)")
     p.add_argument("--prompts", default=None, help="t2i prompt file (.txt or .jsonl)")
-    p.add_argument("--per-class", type=int, default=1, help="samples per class id / prompt")
+    p.add_argument("--per-class", "--per-prompt", type=int, default=1, help="samples per class id / prompt")
+    p.add_argument("--task", choices=["c2i", "t2i"], default=None,
+                   help="checked against the model; picks the tiny preset's model")
+    p.add_argument("--geneval", default=None,
+                   help="GenEval's evaluation_metadata.jsonl: write its folder layout to --out DIR "
+                        "(DIR/<index:05d>/metadata.jsonl, DIR/<index:05d>/samples/<k:04d>.png)")
     p.add_argument("--cfg-scale", type=float, default=4.0)
     p.add_argument("--cfg-interval", type=int, default=-1, help="stop guidance after this token (-1: never)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -132,13 +179,22 @@ def main(argv=None):
     p.add_argument("--npz", default=None, help="also write all samples as uint8 NHWC .npz (for FID)")
     args = p.parse_args(argv)
     print(vars(args))
+    if args.geneval:   # before any model is built: bad input stops at once
+        geneval = read_geneval(args.geneval)
+        if args.out.endswith(".png") or args.npz or args.prompts or args.classes:
+            raise SystemExit("error: --geneval writes a folder: pass --out DIR (not a .png), "
+                             "and no --npz, --prompts or --classes")
+        if args.task == "c2i":
+            raise SystemExit("error: --geneval needs a text-to-image model (--task t2i)")
+        args.task = "t2i"
 
     dev = torch.device(args.device)
     if args.preset == "tiny":
         torch.manual_seed(args.seed)
-        model = GPT(gpt_config("GPT-tiny", model_type="t2i" if args.prompts else "c2i")).to(dev).eval()
+        t2i = bool(args.prompts) or args.task == "t2i"
+        model = GPT(gpt_config("GPT-tiny", model_type="t2i" if t2i else "c2i")).to(dev).eval()
         vq = VQModel(VQ_PRESETS["VQ-tiny"]).to(dev).eval()
-        text = TextEncoder.tiny(model.config.caption_dim) if args.prompts else None
+        text = TextEncoder.tiny(model.config.caption_dim) if t2i else None
     else:
         try:
             model = load_gpt(args.gpt_ckpt, args.image_size, dev)
@@ -149,6 +205,20 @@ def main(argv=None):
     if args.precision == "bf16" or (args.precision is None and dev.type == "cuda"):
         model = model.to(torch.bfloat16)
     c = model.config
+    if args.task and args.task != c.model_type:
+        raise SystemExit(f"error: --task {args.task}, but the checkpoint is a {c.model_type} model")
+    if args.geneval:
+        def sample_prompt(prompt, index):   # its own seed per prompt: a resumed run gets the same images
+            g = torch.Generator(dev).manual_seed(args.seed * 1_000_003 + index)
+            out = []
+            for b in range(0, args.per_class, args.batch_size):
+                n = min(args.batch_size, args.per_class - b)
+                cond, mask = text([prompt] * n)
+                tokens = generate(model, cond, args.cfg_scale, args.temperature, args.top_k, args.top_p,
+                                  args.cfg_interval, cond_mask=mask, generator=g)
+                out.append(to_uint8(vq.decode(tokens)))
+            return torch.cat(out)
+        return write_geneval(geneval, args.out, args.per_class, sample_prompt)
     if c.model_type == "t2i":
         if not args.prompts:
             raise SystemExit("error: this is a text-to-image model: pass --prompts FILE")

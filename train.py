@@ -87,6 +87,8 @@ def get_args(argv=None):
     a("--rewards", default=PAPER_REWARDS, help="'name:weight,...' (rewards.py); weight-free: color, brightness, colorfulness, jpeg")
     a("--clip-ckpt", default=None), a("--hps-ckpt", default=None), a("--maniqa-ckpt", default=None)
     a("--qwen-path", default=None), a("--judge-mode", default="fast", choices=["fast", "generate"])
+    for flag in ("--pickscore-path", "--imagereward-ckpt", "--aesthetic-ckpt", "--aesthetic-clip-ckpt"):
+        a(flag, default=None, help="weights of the pickscore / imagereward / aesthetic rewards (rewards.py)")
     # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0 for c2i / 4.0 for t2i)
     a("--cfg-scale", type=float, default=2.0), a("--cfg-interval", type=int, default=-1)
     a("--temperature", type=float, default=1.0), a("--top-k", type=int, default=0), a("--top-p", type=float, default=1.0)
@@ -287,7 +289,10 @@ def main(argv=None):
     scorer = build_rewards(args.rewards, device=device, clip_ckpt=args.clip_ckpt, hps_ckpt=args.hps_ckpt,
                            maniqa_ckpt=args.maniqa_ckpt, qwen_path=args.qwen_path, judge_mode=args.judge_mode,
                            dtype=torch.bfloat16 if device.type == "cuda" and args.bf16 else None,
-                           seed=args.seed)  # first: missing reward weights stop the run before anything heavy
+                           seed=args.seed, pickscore_path=args.pickscore_path,
+                           imagereward_ckpt=args.imagereward_ckpt, aesthetic_ckpt=args.aesthetic_ckpt,
+                           aesthetic_clip_ckpt=args.aesthetic_clip_ckpt)
+    # (first: missing reward weights stop the run before anything heavy)
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
     if master:
