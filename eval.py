@@ -272,7 +272,7 @@ def cmd_compare(args):
                               for k in ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")})
     spec = args.rewards or targs.rewards
     weights = {k: getattr(args, k, None) or getattr(targs, k, None)                # a flag here, else the run's
-               for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path")}
+               for k in SCORER_WEIGHTS}
     scorer = build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"), seed=args.seed,
                            dtype=torch.bfloat16 if device.type == "cuda" else None, **weights)
     amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
@@ -553,6 +553,8 @@ def get_args(argv=None):
     a("--hps-ckpt", default=None, help="HPS_v2.1_compressed.pt (default: the run's flag, else the HF cache)")
     a("--maniqa-ckpt", default=None, help="MANIQA ckpt_koniq10k.pt (default: the run's flag, else pyiqa's cache)")
     a("--qwen-path", default=None, help="Qwen2.5-VL-3B-Instruct folder (default: the run's, else the HF cache)")
+    for flag in SCORER_WEIGHTS[4:]:  # the T2I scorers' weights (see drawbench)
+        a("--" + flag.replace("_", "-"), default=None, help="scorer weights (default: the run's, else the cache)")
     for flag, typ in (("--cfg-scale", float), ("--temperature", float), ("--top-k", int), ("--top-p", float), ("--cfg-interval", int)):
         a(flag, type=typ, default=None, help="sampler setting (default: the run's)")
     a("--seed", type=int, default=0, help="condition j samples from seed mix(seed, j), the same for both models")
