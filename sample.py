@@ -87,6 +87,27 @@ def _read_json_prompts(path):
     return prompts
 
 
+def range_errors(args, checks):
+    """The first numeric flag outside its range, as one line for `parser.error`, else None.
+    checks: (flag, predicate, what it must be); flags whose value is None (unset) are skipped.
+    A NaN fails every predicate, since every comparison with NaN is False."""
+    for flag, ok, must in checks:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None and not ok(value):
+            return f"{flag} must be {must}, got {value}"
+    return None
+
+
+# the sampler flags (sample.py, train.py, eval.py compare): temperature 0 / top-p 0 would sample greedily
+SAMPLER_CHECKS = [
+    ("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0 (1 = no guidance)"),
+    ("--cfg-interval", lambda v: v >= -1, ">= -1 (-1 = guidance at every token)"),
+    ("--temperature", lambda v: 0 < v < math.inf, "a finite number > 0"),
+    ("--top-k", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("--top-p", lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
+]
+
+
 def to_uint8(images):  # (B, 3, H, W) in ~[-1, 1] -> (B, H, W, 3) uint8, exactly as LlamaGen/DiT's FID scripts
     return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
