@@ -122,11 +122,17 @@ def extract_state_dict(ckpt):
     return sd
 
 
-def read(name_or_path, config_cls, flag):
+def read(name_or_path, config_cls, flag, meta=None):
     """resolve + load: (path, state dict, the stored config as `config_cls` or None).
-    Our checkpoints store the config as a plain dict under `config`; released files have none."""
+    Our checkpoints store the config as a plain dict under `config`; released files have none.
+    `meta`, a dict, receives the stored `image_size` (train.py's checkpoints keep it) when there is one."""
     path = resolve(name_or_path, flag)
     raw = load_checkpoint(path)
+    if meta is not None and isinstance(raw, dict):
+        run_args = raw.get("args") if isinstance(raw.get("args"), dict) else {}
+        size = raw.get("image_size", run_args.get("image_size"))
+        if isinstance(size, int):
+            meta["image_size"] = size
     config = None
     if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
         names = {f.name for f in fields(config_cls)}

@@ -108,6 +108,28 @@ SAMPLER_CHECKS = [
 ]
 
 
+def check_writable(path, flag, is_dir=False, suffixes=None):
+    """Stop now, in one line, when `path` cannot be written, rather than after hours of work: the
+    directory (or the file's parent) is created and a probe file written and removed there."""
+    if not path:
+        return
+    if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
+        raise SystemExit(f"error: {flag} {path}: the file name must end in {' or '.join(suffixes)}")
+    if not is_dir and os.path.isdir(path):
+        raise SystemExit(f"error: {flag} {path} is a directory; give a file name")
+    folder = path if is_dir else os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write_test.{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+        if not is_dir and os.path.exists(path) and not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and os.path.abspath(e.filename) != os.path.abspath(path) else ""
+        raise SystemExit(f"error: cannot write {flag} {path}: {e.strerror or e}{where}") from None
+
+
 def to_uint8(images):  # (B, 3, H, W) in ~[-1, 1] -> (B, H, W, 3) uint8, exactly as LlamaGen/DiT's FID scripts
     return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
@@ -152,7 +174,16 @@ def main(argv=None):
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
     p.add_argument("--npz", default=None, help="also write all samples as uint8 NHWC .npz (for FID)")
     args = p.parse_args(argv)
+    error = range_errors(args, SAMPLER_CHECKS + [
+        ("--per-class", lambda v: v >= 1, ">= 1"), ("--batch-size", lambda v: v >= 1, ">= 1"),
+        ("--seed", lambda v: v >= 0, ">= 0"), ("--image-size", lambda v: v > 0, "> 0"),
+        ("--image-size-eval", lambda v: v > 0, "> 0")])
+    if error:
+        p.error(error)
     print(vars(args))
+    # output paths first: a bad --npz must not cost the whole sampling run
+    check_writable(args.out, "--out", suffixes=[".png", ".jpg", ".jpeg", ".webp"])
+    check_writable(args.npz, "--npz", suffixes=[".npz"])
 
     dev = torch.device(args.device)
     if args.preset == "tiny":
@@ -189,7 +220,7 @@ def main(argv=None):
 
     g = torch.Generator(dev).manual_seed(args.seed)
     out = []
-    for i in tqdm(range(0, len(conds), args.batch_size), desc="sampling"):
+    for i in tqdm(range(0, len(conds), args.batch_size), desc="sampling", unit="batch"):
         chunk = conds[i:i + args.batch_size]
         mask = None
         if text is not None:

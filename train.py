@@ -42,7 +42,7 @@ from checkpoint import BadCheckpoint, MissingCheckpoint, load_checkpoint, remove
 from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
 from model import GPT, TextEncoder, generate, gpt_checkpoint, gpt_config, load_gpt
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
-from sample import SAMPLER_CHECKS, range_errors, read_prompts, save_grid, to_uint8
+from sample import SAMPLER_CHECKS, check_writable, range_errors, read_prompts, save_grid, to_uint8
 from vq import VQ_PRESETS, VQModel, load_vq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -313,13 +313,7 @@ def prepare_run(args, argv):
         raise SystemExit(f"error: {args.out} already holds a run ({', '.join(held)}): pass --resume to continue "
                          f"it or --overwrite to start it over (or choose another --out)")
     if master:
-        try:  # an unwritable --out (or a full disk) fails here, not after the models are loaded
-            os.makedirs(args.out, exist_ok=True)
-            probe = os.path.join(args.out, f".write_test.{os.getpid()}")
-            open(probe, "w").close()
-            os.remove(probe)
-        except OSError as e:
-            raise SystemExit(f"error: cannot write to --out {args.out}: {e.strerror or e}") from None
+        check_writable(args.out, "--out", is_dir=True)  # unwritable: fails here, not after the models load
         removed = remove_stale_tmp(ckpt_path)  # left by a run killed while saving
         if removed:
             print(f"removed {len(removed)} stale temporary checkpoint file(s): {', '.join(removed)}")
@@ -536,7 +530,7 @@ def main(argv=None):
             stop_if_nonfinite({f"weight {bad[0]}": float("nan")} if bad else {}, step, saved)
             if master:
                 try:
-                    save_atomic({**gpt_checkpoint(policy), "optimizer": opt.state_dict(),
+                    save_atomic({**gpt_checkpoint(policy, args.image_size), "optimizer": opt.state_dict(),
                                  "step": step + 1, "rng": rngs, "args": vars(args)}, ckpt_path)
                 except OSError as e:  # a full disk: save_atomic left the previous checkpoint as it was
                     raise SystemExit(f"error: cannot write {ckpt_path} at step {step + 1}: {e.strerror or e} "
