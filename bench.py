@@ -53,7 +53,7 @@ def floor_step(model, batch):
     return step
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="GPT-B", help="GPT preset (random weights)")
     p.add_argument("--images", default="4,16", help="comma-separated numbers of images per batch")
@@ -63,7 +63,7 @@ def main():
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--repeat", type=int, default=3, help="best of N runs")
     p.add_argument("--official", default="", help="path to a FoundationVision/LlamaGen checkout: time its generate() too, same weights")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     try:
         sizes = [int(x) for x in args.images.split(",")]
     except ValueError:
