@@ -150,14 +150,13 @@ def get_args(argv=None):
     return args
 
 
-finite = lambda lo: (lambda v: lo <= v < math.inf)      # noqa: E731  a finite number >= lo
-positive = lambda v: 0 < v < math.inf                   # noqa: E731
 RANGE_CHECKS = [  # (flag, predicate, what it must be); the sampler flags are in sample.SAMPLER_CHECKS
     ("--image-size", lambda v: v > 0, "> 0"), ("--num-classes", lambda v: v >= 0, ">= 0 (0 = all classes)"),
-    ("--beta", finite(0), "a finite number >= 0"), ("--clip-eps", lambda v: 0 < v < 1, "in (0, 1)"),
-    ("--micro-batch", lambda v: v >= 0, ">= 0 (0 = the whole minibatch)"),
-    ("--minibatches", lambda v: v >= 1, ">= 1"), ("--lr", positive, "a finite number > 0"),
-    ("--weight-decay", finite(0), "a finite number >= 0"), ("--grad-clip", positive, "a finite number > 0"),
+    ("--beta", lambda v: 0 <= v < math.inf, "a finite number >= 0"), ("--clip-eps", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("--micro-batch", lambda v: v >= 0, ">= 0 (0 = the whole minibatch)"), ("--minibatches", lambda v: v >= 1, ">= 1"),
+    ("--lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
+    ("--weight-decay", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    ("--grad-clip", lambda v: 0 < v < math.inf, "a finite number > 0"),
     ("--seed", lambda v: v >= 0, ">= 0"), ("--save-every", lambda v: v >= 1, ">= 1 (steps between checkpoints)"),
     ("--image-every", lambda v: v >= 0, ">= 0 (0 = only the first step)"),
     ("--cpu-threads", lambda v: v >= 0, ">= 0 (0 = torch's default)"),
