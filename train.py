@@ -614,6 +614,8 @@ def run(argv=None):
         code = f"error: {e}"
     except SystemExit as e:
         code = e.code
+    except OSError as e:  # e.g. a full disk while writing metrics or a sample grid: ckpt.pt is the last complete one
+        code = f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
     except BaseException:
         if not _PROCESS_GROUP_STARTED:
             raise
