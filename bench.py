@@ -10,18 +10,23 @@ shows what attention, RoPE, sampling and Python overhead cost on top.
     python bench.py --official ~/LlamaGen      # also time the official generate() (a LlamaGen checkout)
 """
 import argparse
+import math
 import time
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from model import GPT, generate, gpt_config
+from sample import range_errors
 
 
-def timed(fns, device, repeat):
+def timed(fns, device, repeat, bar=None):
     """Best-of-`repeat` seconds for each function, run interleaved so machine noise hits all alike."""
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
+        if bar is not None:
+            bar.update(1)
         for i, fn in enumerate(fns):
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -48,7 +53,7 @@ def floor_step(model, batch):
     return step
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="GPT-B", help="GPT preset (random weights)")
     p.add_argument("--images", default="4,16", help="comma-separated numbers of images per batch")
@@ -58,7 +63,16 @@ def main():
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--repeat", type=int, default=3, help="best of N runs")
     p.add_argument("--official", default="", help="path to a FoundationVision/LlamaGen checkout: time its generate() too, same weights")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    try:
+        sizes = [int(x) for x in args.images.split(",")]
+    except ValueError:
+        p.error(f"--images must be comma-separated integers, got {args.images!r}")
+    error = range_errors(args, [("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+                                ("--image-size", lambda v: v > 0 and v % 16 == 0, "a positive multiple of 16"),
+                                ("--repeat", lambda v: v >= 1, ">= 1")])
+    if error or min(sizes) < 1:
+        p.error(error or f"--images must all be >= 1, got {args.images}")
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     torch.manual_seed(0)
@@ -76,8 +90,9 @@ def main():
         official = (ref.to(dev, dtype).eval(), official_generate)
     print(f"{args.model} {args.dtype} on {dev} ({torch.get_num_threads()} threads), {N} tokens/image, "
           f"cfg {args.cfg_scale}")
-    for n in [int(x) for x in args.images.split(",")]:
-        cond = torch.randint(0, 1000, (n,), device=dev)
+    bar = tqdm(total=len(sizes) * args.repeat, desc="bench", unit="run")
+    for n in sizes:
+        cond = torch.randint(0, model.config.num_classes, (n,), device=dev)
         batch = 2 * n if args.cfg_scale != 1.0 else n
         g = torch.Generator(dev).manual_seed(0)
         generate(model, cond[:1], args.cfg_scale, generator=g)  # warm-up
@@ -86,10 +101,11 @@ def main():
         if official:
             fns.append(lambda: official[1](official[0], cond, N, cfg_scale=args.cfg_scale))
         with torch.no_grad():
-            t_gen, t_floor, *t_off = timed(fns, dev, args.repeat)
-        print(f"images {n:3d} (decode batch {batch:3d}): sampler {t_gen:7.2f} s = {1e3 * t_gen / N:7.2f} ms/step, "
+            t_gen, t_floor, *t_off = timed(fns, dev, args.repeat, bar)
+        tqdm.write(f"images {n:3d} (decode batch {batch:3d}): sampler {t_gen:7.2f} s = {1e3 * t_gen / N:7.2f} ms/step, "
               f"{n * N / t_gen:8.1f} tokens/s | floor {1e3 * t_floor / N:7.2f} ms/step | ratio {t_gen / t_floor:.2f}x"
               + (f" | official {1e3 * t_off[0] / N:7.2f} ms/step = {t_off[0] / t_floor:.2f}x floor" if t_off else ""))
+    bar.close()
 
 
 if __name__ == "__main__":

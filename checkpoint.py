@@ -11,9 +11,11 @@
   `weights_only=True` refuses; we allow-list exactly that class.
 - `check_keys(module, sd)`: strict loading with an error that names what is missing/unexpected.
 - `save_atomic(obj, path)`: write to a temporary file, fsync, then `os.replace`, so a run killed
-  mid-save never leaves a truncated checkpoint behind.
+  mid-save never leaves a truncated checkpoint behind; `remove_stale_tmp(path)` deletes the
+  temporary files such a kill leaves.
 """
 import argparse
+import glob
 import os
 import re
 import socket
@@ -122,11 +124,17 @@ def extract_state_dict(ckpt):
     return sd
 
 
-def read(name_or_path, config_cls, flag):
+def read(name_or_path, config_cls, flag, meta=None):
     """resolve + load: (path, state dict, the stored config as `config_cls` or None).
-    Our checkpoints store the config as a plain dict under `config`; released files have none."""
+    Our checkpoints store the config as a plain dict under `config`; released files have none.
+    `meta`, a dict, receives the stored `image_size` (train.py's checkpoints keep it) when there is one."""
     path = resolve(name_or_path, flag)
     raw = load_checkpoint(path)
+    if meta is not None and isinstance(raw, dict):
+        run_args = raw.get("args") if isinstance(raw.get("args"), dict) else {}
+        size = raw.get("image_size", run_args.get("image_size"))
+        if isinstance(size, int):
+            meta["image_size"] = size
     config = None
     if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
         names = {f.name for f in fields(config_cls)}
@@ -151,15 +159,34 @@ def check_keys(module, sd, what="checkpoint"):
 
 
 def save_atomic(obj, path):
-    """torch.save to `path` so that `path` is always either the old or the complete new file."""
+    """torch.save to `path` so that `path` is always either the old or the complete new file.
+    A failed write (full disk, ...) removes its temporary file and re-raises; a process killed
+    mid-save leaves `path.tmp.<pid>`, which `remove_stale_tmp` clears when the next run starts."""
     path = str(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def remove_stale_tmp(path):
+    """Delete the `path.tmp.<pid>` files of saves that never finished (their process was killed:
+    each is a partial checkpoint, up to the full size). Returns the removed paths.
+    Call it only when no other process can be saving to `path`."""
+    removed = []
+    for tmp in glob.glob(glob.escape(str(path)) + ".tmp.*"):
+        if re.fullmatch(r"\d+", tmp.rsplit(".", 1)[1]):
+            os.remove(tmp)
+            removed.append(tmp)
+    return removed
 
 
 # ----------------------------------------------------------------------------- TorchScript archives, read as data

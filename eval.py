@@ -56,7 +56,7 @@ from checkpoint import BadCheckpoint, MissingCheckpoint, extract_state_dict, hub
 from grpo import policy_logprobs
 from model import generate
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
-from sample import read_prompts, save_grid, to_uint8
+from sample import SAMPLER_CHECKS, check_writable, range_errors, read_prompts, save_grid, to_uint8
 
 
 # ----------------------------------------------------------------------------- metrics (pure functions)
@@ -151,11 +151,11 @@ def build_inception(ckpt="", device="cpu"):
 
 
 @torch.no_grad()
-def inception_features(net, images, batch_size=100):
+def inception_features(net, images, batch_size=100, desc="inception"):
     """uint8 (n, H, W, 3) -> pool3 features (n, 2048), unbiased logits (n, 1008), float64 on the CPU."""
     from pyiqa.archs.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x as tf_resize
     dev, pools = next(net.parameters()).device, []
-    for i in range(0, len(images), batch_size):
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
         x = torch.as_tensor(images[i:i + batch_size]).to(dev).permute(0, 3, 1, 2).float()   # (b, 3, H, W) in [0, 255]
         x = (tf_resize(x, size=(299, 299), align_corners=False) - 128) / 128
         for name, layer in net.named_children():
@@ -200,11 +200,11 @@ def load_pair(args, device):
 
 
 @torch.no_grad()
-def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp):
+def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, desc="evaluate"):
     """Sample, score and measure one model on every condition; returns (metrics, a few uint8 images per condition)."""
     rewards, parts, ents, divs, keep = [], {}, [], [], []
     dev, G = next(model.parameters()).device, args.per_class
-    for j, (c, prompt) in enumerate(zip(conds, prompts)):
+    for j, (c, prompt) in enumerate(tqdm(list(zip(conds, prompts)), desc=desc, unit="condition")):
         mask = None
         if text is None:
             cond = torch.full((G,), c, device=dev)                                # (G,) class ids
@@ -245,6 +245,7 @@ def side_by_side(base_rows, tuned_rows, min_px=64):
 
 
 def cmd_compare(args):
+    check_writable(args.out, "--out", is_dir=True)                         # before hours of sampling
     device = torch.device(args.device)
     base, tuned, vq, text, targs = load_pair(args, device)
     c = base.config
@@ -278,8 +279,8 @@ def cmd_compare(args):
     amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
     results, grids = {}, {}
     for name, model in (("base", base), ("tuned", tuned)):
-        results[name], grids[name] = evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp)
-        print(f"{name:6s}", " ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
+        results[name], grids[name] = evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, name)
+        tqdm.write(f"{name:6s} " + " ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     report = {"tuned_ckpt": args.tuned, "base_ckpt": targs.gpt_ckpt or f"random init, seed {targs.seed} ({targs.gpt_model})",
               "task": c.model_type, "conditions": conds, "per_class": args.per_class, "seed": args.seed,
               "rewards": spec, "diversity_metric": args.diversity, "sampler": vars(s), **results,
@@ -369,8 +370,7 @@ def drawbench_report(rows, names):
 def cmd_drawbench(args):
     device = torch.device(args.device)
     args.task = "t2i"                                                 # for a --tuned file without train.py's args
-    if args.per_prompt < 1 or args.batch_size < 1:
-        raise SystemExit("error: --per-prompt and --batch-size must be >= 1")
+    check_writable(args.out, "--out", is_dir=True)                         # before hours of sampling
     targs = run_args(args.tuned)                                      # the run's flags, for the defaults below
     if args.prompts:
         prompts = read_prompts(args.prompts)
@@ -469,6 +469,10 @@ def add_drawbench_args(sub):
 
 # ----------------------------------------------------------------------------- fid
 def cmd_fid(args):
+    for flag, path in (("--npz", args.npz), ("--ref", args.ref)):
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: {flag} {path} does not exist")
+    check_writable(args.out or os.path.splitext(args.npz)[0] + "_fid.json", "--out")  # before the features
     ref, samples = np.load(args.ref), np.load(args.npz)["arr_0"]
     if samples.dtype != np.uint8 or samples.ndim != 4 or samples.shape[-1] != 3:
         raise SystemExit(f"error: {args.npz} arr_0 must be uint8 (N, H, W, 3), got {samples.dtype} {samples.shape}")
@@ -476,8 +480,8 @@ def cmd_fid(args):
         raise SystemExit(f"error: samples are {samples.shape[1]} px but the reference is {ref['arr_0'].shape[1]} px: "
                          f"resample with sample.py --image-size-eval {ref['arr_0'].shape[1]}")
     net = build_inception(args.inception_ckpt, args.device)
-    pool, logits = inception_features(net, samples, args.batch_size)
-    ref_pool = inception_features(net, ref["arr_0"], args.batch_size)[0] if "arr_0" in ref else None
+    pool, logits = inception_features(net, samples, args.batch_size, "inception (samples)")
+    ref_pool = inception_features(net, ref["arr_0"], args.batch_size, "inception (reference)")[0] if "arr_0" in ref else None
     mu_r, sigma_r = (ref["mu"], ref["sigma"]) if "mu" in ref else feature_stats(ref_pool)
     report = {"npz": args.npz, "ref": args.ref, "samples": len(samples), "features": args.inception_ckpt or INCEPTION_FILE,
               "fid": fid_from_stats(*feature_stats(pool), mu_r, sigma_r), "inception_score": inception_score(logits)}
@@ -516,7 +520,7 @@ def cmd_plot(args):
         ax.grid(alpha=0.3), ax.legend(fontsize=8)
 
     out = args.out or os.path.join(args.run, "plots")
-    os.makedirs(out, exist_ok=True)
+    check_writable(out, "--out", is_dir=True)
     fig_all, axes = plt.subplots(2, 3, figsize=(15, 7))
     for ax_all, (name, keys) in zip(axes.flat, panels.items()):
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -577,7 +581,21 @@ def get_args(argv=None):
     for s in (c, f):
         s.add_argument("--device", default=dev)
         s.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # every numeric flag in its range, one line, before anything loads
+    checks = {"compare": SAMPLER_CHECKS + [
+        ("--per-class", lambda v: v >= 2, ">= 2 (diversity is a mean over pairs)"),
+        ("--batch-size", lambda v: v >= 1, ">= 1"), ("--seed", lambda v: v >= 0, ">= 0"),
+        ("--grid-rows", lambda v: v >= 0, ">= 0"), ("--grid-cols", lambda v: v >= 1, ">= 1")],
+        "drawbench": SAMPLER_CHECKS + [
+        ("--per-prompt", lambda v: v >= 1, ">= 1"), ("--max-prompts", lambda v: v >= 0, ">= 0 (0 = all)"),
+        ("--batch-size", lambda v: v >= 1, ">= 1"), ("--seed", lambda v: v >= 0, ">= 0"),
+        ("--grid-rows", lambda v: v >= 0, ">= 0"), ("--grid-cols", lambda v: v >= 1, ">= 1")],
+        "fid": [("--batch-size", lambda v: v >= 1, ">= 1")]}.get(args.cmd, [])
+    error = range_errors(args, checks + ([("--cpu-threads", lambda v: v >= 0, ">= 0")] if args.cmd != "plot" else []))
+    if error:
+        p.error(error)
+    return args
 
 
 def main(argv=None):

@@ -366,13 +366,17 @@ def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"
     """Build a GPT from a released file/name or a checkpoint of ours (which stores its config).
     The resolution (not in the weights) comes from `config`, the stored config, or a `_256`/`_384`/`_512`
     file name; `image_size` is checked against it (a 384px model on a 256 grid is an error, not garbage)."""
-    path, sd, stored = read(ckpt, GPTConfig, flag)
+    meta = {}
+    path, sd, stored = read(ckpt, GPTConfig, flag, meta)
     config = config or stored
     m = re.search(r"_(\d{3,4})(?:\.pt)?$", os.path.basename(str(ckpt)))
-    trained = math.isqrt(config.block_size) * 16 if config else int(m.group(1)) if m else None
+    # the pixel size: stored by train.py (any VQ), else 16 px per token (LlamaGen's VQ-16), else the file name
+    trained = meta.get("image_size") or (math.isqrt(config.block_size) * 16 if config else int(m.group(1)) if m else None)
     if image_size is not None and trained is not None and image_size != trained:
-        raise BadCheckpoint(f"{os.path.basename(str(ckpt))} was trained at {trained}px "
-                            f"({trained // 16}x{trained // 16} tokens) but --image-size is {image_size}")
+        side = math.isqrt(config.block_size) if config else trained // 16
+        how = "" if "image_size" in meta or not config else " at 16 px per token"
+        raise BadCheckpoint(f"{os.path.basename(str(ckpt))} was trained at {trained}px{how} "
+                            f"({side}x{side} tokens) but --image-size is {image_size}")
     if config is None:
         if trained is None and image_size is None:
             raise BadCheckpoint(f"cannot tell the resolution of {path}; pass --image-size (256, 384 or 512)")
@@ -386,9 +390,11 @@ def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"
     return model.to(device).eval()
 
 
-def gpt_checkpoint(model):
-    """What we save: the weights plus the config, so `load_gpt` needs no flags."""
-    return {"model": model.state_dict(), "config": asdict(model.config)}
+def gpt_checkpoint(model, image_size=None):
+    """What we save: the weights plus the config (and the pixel size, which the config cannot tell
+    when the VQ is not 16 px per token), so `load_gpt` needs no flags."""
+    return {"model": model.state_dict(), "config": asdict(model.config),
+            **({"image_size": image_size} if image_size else {})}
 
 
 # ----------------------------------------------------------------------------- T2I text condition

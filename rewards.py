@@ -979,6 +979,8 @@ def parse_spec(spec, valid=None):
             weight = float(w) if w.strip() else 1.0
         except ValueError:
             raise ValueError(f"reward weight must be a number: {item!r} in {spec!r}") from None
+        if not math.isfinite(weight):  # a NaN / inf weight would put NaN into every update
+            raise ValueError(f"reward weight must be finite: {item!r} in {spec!r}")
         names = QWEN_PARTS if name == "qwen" else [name]
         for n in names:
             if n not in valid:

@@ -129,6 +129,49 @@ def write_geneval(rows, out, per_prompt, sample_fn):
     print(f"wrote {out}: {len(rows)} prompt folders x {per_prompt} images (GenEval layout)")
 
 
+def range_errors(args, checks):
+    """The first numeric flag outside its range, as one line for `parser.error`, else None.
+    checks: (flag, predicate, what it must be); flags whose value is None (unset) are skipped.
+    A NaN fails every predicate, since every comparison with NaN is False."""
+    for flag, ok, must in checks:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None and not ok(value):
+            return f"{flag} must be {must}, got {value}"
+    return None
+
+
+# the sampler flags (sample.py, train.py, eval.py compare): temperature 0 / top-p 0 would sample greedily
+SAMPLER_CHECKS = [
+    ("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0 (1 = no guidance)"),
+    ("--cfg-interval", lambda v: v >= -1, ">= -1 (-1 = guidance at every token)"),
+    ("--temperature", lambda v: 0 < v < math.inf, "a finite number > 0"),
+    ("--top-k", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("--top-p", lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
+]
+
+
+def check_writable(path, flag, is_dir=False, suffixes=None):
+    """Stop now, in one line, when `path` cannot be written, rather than after hours of work: the
+    directory (or the file's parent) is created and a probe file written and removed there."""
+    if not path:
+        return
+    if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
+        raise SystemExit(f"error: {flag} {path}: the file name must end in {' or '.join(suffixes)}")
+    if not is_dir and os.path.isdir(path):
+        raise SystemExit(f"error: {flag} {path} is a directory; give a file name")
+    folder = path if is_dir else os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write_test.{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+        if not is_dir and os.path.exists(path) and not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and os.path.abspath(e.filename) != os.path.abspath(path) else ""
+        raise SystemExit(f"error: cannot write {flag} {path}: {e.strerror or e}{where}") from None
+
+
 def to_uint8(images):  # (B, 3, H, W) in ~[-1, 1] -> (B, H, W, 3) uint8, exactly as LlamaGen/DiT's FID scripts
     return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
@@ -178,6 +221,12 @@ def main(argv=None):
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
     p.add_argument("--npz", default=None, help="also write all samples as uint8 NHWC .npz (for FID)")
     args = p.parse_args(argv)
+    error = range_errors(args, SAMPLER_CHECKS + [
+        ("--per-class", lambda v: v >= 1, ">= 1"), ("--batch-size", lambda v: v >= 1, ">= 1"),
+        ("--seed", lambda v: v >= 0, ">= 0"), ("--image-size", lambda v: v > 0, "> 0"),
+        ("--image-size-eval", lambda v: v > 0, "> 0")])
+    if error:
+        p.error(error)
     print(vars(args))
     if args.geneval:   # before any model is built: bad input stops at once
         geneval = read_geneval(args.geneval)
@@ -187,6 +236,10 @@ def main(argv=None):
         if args.task == "c2i":
             raise SystemExit("error: --geneval needs a text-to-image model (--task t2i)")
         args.task = "t2i"
+        check_writable(args.out, "--out", is_dir=True)
+    else:  # output paths first: a bad --npz must not cost the whole sampling run
+        check_writable(args.out, "--out", suffixes=[".png", ".jpg", ".jpeg", ".webp"])
+    check_writable(args.npz, "--npz", suffixes=[".npz"])
 
     dev = torch.device(args.device)
     if args.preset == "tiny":
@@ -238,7 +291,7 @@ def main(argv=None):
 
     g = torch.Generator(dev).manual_seed(args.seed)
     out = []
-    for i in tqdm(range(0, len(conds), args.batch_size), desc="sampling"):
+    for i in tqdm(range(0, len(conds), args.batch_size), desc="sampling", unit="batch"):
         chunk = conds[i:i + args.batch_size]
         mask = None
         if text is not None:

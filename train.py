@@ -27,19 +27,22 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
+import traceback
 from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from checkpoint import BadCheckpoint, MissingCheckpoint, load_checkpoint, save_atomic
+from checkpoint import BadCheckpoint, MissingCheckpoint, load_checkpoint, remove_stale_tmp, save_atomic
 from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
 from model import GPT, TextEncoder, generate, gpt_checkpoint, gpt_config, load_gpt
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
-from sample import read_prompts, save_grid, to_uint8
+from sample import SAMPLER_CHECKS, check_writable, range_errors, read_prompts, save_grid, to_uint8
 from vq import VQ_PRESETS, VQModel, load_vq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,7 +72,8 @@ DEFAULT_PRESET = {"c2i": "paper-c2i-b256", "t2i": "paper-t2i-xl"}
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                allow_abbrev=False)  # resume tells given flags from defaults by their full names
     a = p.add_argument
     a("--task", choices=["c2i", "t2i"], default="c2i", help="class-to-image (ImageNet ids) or text-to-image")
     a("--preset", choices=list(PRESETS), default=None, help="hyperparameters + checkpoints; default: the paper's run for --task")
@@ -110,7 +114,8 @@ def get_args(argv=None):
     # run
     a("--steps", type=int, default=400), a("--seed", type=int, default=42)
     a("--out", default="out/run", help="metrics.jsonl, args.json, ckpt.pt, samples/")
-    a("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    a("--resume", action="store_true", help="continue from OUT/ckpt.pt (an error if there is none)")
+    a("--overwrite", action="store_true", help="start over in an OUT that already holds a run (its files are replaced)")
     a("--save-every", type=int, default=50), a("--image-every", type=int, default=50)
     a("--tensorboard", action="store_true", help="also write TensorBoard curves and images to OUT/tb")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -134,7 +139,30 @@ def get_args(argv=None):
         parse_spec(args.rewards)
     except ValueError as e:
         p.error(str(e))
+    # every numeric flag in its meaningful range, one line each (NaN fails every comparison)
+    error = range_errors(args, SAMPLER_CHECKS + RANGE_CHECKS)
+    if error is None and args.clip_eps_high is not None and not 0 < args.clip_eps_high < math.inf:
+        error = f"--clip-eps-high must be a finite number > 0, got {args.clip_eps_high}"
+    if error is None and not all(0 <= b < 1 for b in args.adam_betas):
+        error = f"--adam-betas must both be in [0, 1), got {args.adam_betas}"
+    if error is None and args.resume and args.overwrite:
+        error = "--resume continues the run in --out, --overwrite starts it over: pass one of them"
+    if error:
+        p.error(error)
     return args
+
+
+RANGE_CHECKS = [  # (flag, predicate, what it must be); the sampler flags are in sample.SAMPLER_CHECKS
+    ("--image-size", lambda v: v > 0, "> 0"), ("--num-classes", lambda v: v >= 0, ">= 0 (0 = all classes)"),
+    ("--beta", lambda v: 0 <= v < math.inf, "a finite number >= 0"), ("--clip-eps", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("--micro-batch", lambda v: v >= 0, ">= 0 (0 = the whole minibatch)"), ("--minibatches", lambda v: v >= 1, ">= 1"),
+    ("--lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
+    ("--weight-decay", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    ("--grad-clip", lambda v: 0 < v < math.inf, "a finite number > 0"),
+    ("--seed", lambda v: v >= 0, ">= 0"), ("--save-every", lambda v: v >= 1, ">= 1 (steps between checkpoints)"),
+    ("--image-every", lambda v: v >= 0, ">= 0 (0 = only the first step)"),
+    ("--cpu-threads", lambda v: v >= 0, ">= 0 (0 = torch's default)"),
+]
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -142,6 +170,8 @@ def setup_distributed(device):
     """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them this is a single process."""
     if "RANK" not in os.environ:
         return 0, 1, torch.device(device)
+    global _PROCESS_GROUP_STARTED
+    _PROCESS_GROUP_STARTED = True  # from here on, leave through run()'s os._exit (see run)
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     if device.startswith("cuda"):
         torch.cuda.set_device(local)
@@ -278,9 +308,83 @@ def load_prompts(args):
     return read_prompts(args.prompts)
 
 
+# ----------------------------------------------------------------------------- run directory and resume
+RUN_FILES = ["ckpt.pt", "metrics.jsonl", "summary.json", "args.json"]
+# flags that may differ on --resume: run logistics (taken as given, not recorded) and hyper-parameters
+# (applied from the resumed step on and recorded); any other flag given with a new value is refused
+RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every", "tensorboard", "device",
+               "cpu_threads", "preset", "resumes", "clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path",
+               "pickscore_path", "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt"}
+RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps", "clip_eps_high",
+                  "inner_epochs", "minibatches", "micro_batch", "cfg_scale", "cfg_interval", "temperature",
+                  "top_k", "top_p"}
+
+
+def given(key, argv):
+    """Was --key given on the command line (rather than left to its default or preset)?"""
+    flag = "--" + key.replace("_", "-")
+    return any(a == flag or a.startswith(flag + "=") or a == f"--no-{flag[2:]}" for a in argv)
+
+
+def prepare_run(args, argv):
+    """Check --out before anything loads; returns (args, the checkpoint to resume or None).
+    A directory holding a run is never overwritten silently: --resume continues it, --overwrite
+    starts over (removing the run's files), anything else is a one-line error. On --resume, flags
+    not given take the checkpoint's values (so a bare --resume continues exactly); a given flag in
+    RESUME_APPLIED changes the run from here on and is recorded in args.resumes; any other given
+    change is refused."""
+    ckpt_path = os.path.join(args.out, "ckpt.pt")
+    master = int(os.environ.get("RANK", 0)) == 0
+    held = [f for f in ("ckpt.pt", "metrics.jsonl") if os.path.exists(os.path.join(args.out, f))]
+    if args.resume and not os.path.isfile(ckpt_path):
+        raise SystemExit(f"error: --resume: {ckpt_path} does not exist, nothing to resume "
+                         f"(check --out, or drop --resume to start a new run)")
+    if held and not args.resume and not args.overwrite:
+        raise SystemExit(f"error: {args.out} already holds a run ({', '.join(held)}): pass --resume to continue "
+                         f"it or --overwrite to start it over (or choose another --out)")
+    if master:
+        check_writable(args.out, "--out", is_dir=True)  # unwritable: fails here, not after the models load
+        removed = remove_stale_tmp(ckpt_path)  # left by a run killed while saving
+        if removed:
+            print(f"removed {len(removed)} stale temporary checkpoint file(s): {', '.join(removed)}")
+        if args.overwrite:
+            for f in RUN_FILES:
+                if os.path.exists(os.path.join(args.out, f)):
+                    os.remove(os.path.join(args.out, f))
+            for d in ("samples", "tb"):
+                shutil.rmtree(os.path.join(args.out, d), ignore_errors=True)
+    if not args.resume:
+        return args, None
+    ck = load_checkpoint(ckpt_path)
+    old, new = dict(ck.get("args") or {}), vars(args)
+    changed, refused = {}, []
+    for k in sorted(set(old) & set(new) - RESUME_FREE):
+        if old[k] == new[k]:
+            continue
+        if not given(k, argv):
+            new[k] = old[k]                        # not asked for: the run continues as it was
+        elif k in RESUME_APPLIED:
+            changed[k] = [old[k], new[k]]
+        else:
+            refused.append(f"--{k.replace('_', '-')} ({old[k]} -> {new[k]})")
+    if refused:
+        raise SystemExit(f"error: --resume cannot change {', '.join(refused)}: it would be another experiment; "
+                         f"start a new run (another --out, or --overwrite)")
+    if ck["step"] >= args.steps:
+        raise SystemExit(f"error: {ckpt_path} is at step {ck['step']}, --steps {args.steps}: nothing to do "
+                         f"(raise --steps to train longer)")
+    if (args.prompts_per_rank * args.group_size) % args.minibatches:
+        raise SystemExit(f"error: --minibatches {args.minibatches} must divide --prompts-per-rank x --group-size = "
+                         f"{args.prompts_per_rank * args.group_size}")
+    args.resumes = list(old.get("resumes", [])) + ([{"step": ck["step"], "changed": changed}] if changed else [])
+    return args, ck
+
+
 # ----------------------------------------------------------------------------- training
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = get_args(argv)
+    args, ck = prepare_run(args, argv)
     check_files(args)
     pool = load_prompts(args)
     if args.cpu_threads:
@@ -294,7 +398,7 @@ def main(argv=None):
                            aesthetic_clip_ckpt=args.aesthetic_clip_ckpt)
     # (first: missing reward weights stop the run before anything heavy)
     master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+    log = tqdm.write if master else (lambda *a, **k: None)  # lines above the progress bar
     if master:
         os.makedirs(args.out, exist_ok=True)
         json.dump(vars(args), open(os.path.join(args.out, "args.json"), "w"), indent=1)
@@ -318,16 +422,19 @@ def main(argv=None):
 
     # resume: weights, optimizer, step, RNG states; metrics of steps not covered by the checkpoint are dropped
     start, ckpt_path, metrics_path = 0, os.path.join(args.out, "ckpt.pt"), os.path.join(args.out, "metrics.jsonl")
-    if args.resume and os.path.exists(ckpt_path):
-        ck = load_checkpoint(ckpt_path)
+    if ck is not None:  # read by prepare_run
         policy.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        for group in opt.param_groups:  # the stored values unless this command line changed them (prepare_run)
+            group.update(lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
         start = ck["step"]
         if len(ck["rng"]) == world:
             torch.set_rng_state(ck["rng"][rank]["cpu"])
             if device.type == "cuda" and ck["rng"][rank]["cuda"] is not None:
                 torch.cuda.set_rng_state(ck["rng"][rank]["cuda"])
-        log(f"resumed from {ckpt_path} at step {start}")
+        changes = args.resumes[-1]["changed"] if args.resumes and args.resumes[-1]["step"] == start else {}
+        log(f"resumed from {ckpt_path} at step {start}" + "".join(f" | {k} {a} -> {b}" for k, (a, b) in changes.items()))
+        del ck
     if master:
         kept = [l for l in open(metrics_path)] if start and os.path.exists(metrics_path) else []
         with open(metrics_path, "w") as f:
@@ -342,6 +449,8 @@ def main(argv=None):
             torch.cuda.synchronize()
         return time.time()
 
+    saved = start  # the step of the checkpoint on disk (0: none yet)
+    bar = tqdm(total=args.steps, initial=start, desc="train", unit="step", disable=not master, dynamic_ncols=True)
     for step in range(start, args.steps):
         t0 = sync()
         torch.manual_seed(mix(args.seed, step, rank))  # any other randomness of this step (reward crops)
@@ -376,6 +485,7 @@ def main(argv=None):
         rewards_all = all_gather(reward.float().to(device), world)                 # (world * B,)
         adv_all, zero_std_frac = group_advantages(rewards_all, G, std=args.adv_std)
         adv = adv_all[rank * B:(rank + 1) * B]                                     # (B,)
+        stop_if_nonfinite(nonfinite_rewards(parts, rewards_all, adv_all, world, device), step, saved)
         t2 = sync()
 
         # -- 4. log-probs of the rollout policy (pi_old) and the reference, same micro-batches as the update
@@ -407,6 +517,8 @@ def main(argv=None):
                     stats.append({"loss": loss.item(), "pg_loss": pg.mean().item(), "kl": kl.mean().item(),
                                   **diagnostics(ratio, adv[idx], logp.detach(), old[idx], args.clip_eps, args.clip_eps_high)})
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip).item()
+                # the gradient is all-reduced, so every rank sees the same norm and stops together
+                stop_if_nonfinite({} if math.isfinite(grad_norm) else {"gradient norm": grad_norm}, step, saved)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
         t4 = sync()
@@ -423,6 +535,8 @@ def main(argv=None):
              **m, "zero_std_frac": zero_std_frac, "lr": opt.param_groups[0]["lr"],
              "t_rollout": t1 - t0, "t_reward": t2 - t1, "t_logp": t3 - t2, "t_update": t4 - t3, "t_step": t4 - t0,
              "images_per_s": world * B / (t4 - t0)}
+        if step == start and start and args.resumes and args.resumes[-1]["step"] == start:
+            m.update(resumed_at=start, **changed_metrics(args.resumes[-1]["changed"]))
         if master:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
@@ -445,10 +559,21 @@ def main(argv=None):
             rngs = [rng] * world
             if world > 1:
                 dist.all_gather_object(rngs, rng)
+            bad = [n for n, p in policy.named_parameters() if not torch.isfinite(p).all()]
+            stop_if_nonfinite({f"weight {bad[0]}": float("nan")} if bad else {}, step, saved)
             if master:
-                save_atomic({**gpt_checkpoint(policy), "optimizer": opt.state_dict(),
-                             "step": step + 1, "rng": rngs, "args": vars(args)}, ckpt_path)
+                try:
+                    save_atomic({**gpt_checkpoint(policy, args.image_size), "optimizer": opt.state_dict(),
+                                 "step": step + 1, "rng": rngs, "args": vars(args)}, ckpt_path)
+                except OSError as e:  # a full disk: save_atomic left the previous checkpoint as it was
+                    raise SystemExit(f"error: cannot write {ckpt_path} at step {step + 1}: {e.strerror or e} "
+                                     f"({'step %d is still on disk' % saved if saved else 'no checkpoint yet'})")
+            saved = step + 1
+        bar.update(1)
+    bar.close()
 
+    if writer:
+        writer.close()
     # ranks must hold identical weights: compare per-tensor float64 sums and sums of squares across ranks
     check = torch.stack([f(p.detach().double()) for p in policy.parameters() for f in (torch.sum, lambda x: x.square().sum())])
     sync_diff = (all_gather(check[None].to(device), world) - check.to(device)).abs().max().item()
@@ -460,8 +585,84 @@ def main(argv=None):
         dist.destroy_process_group()
 
 
-if __name__ == "__main__":
+# ----------------------------------------------------------------------------- non-finite values
+class NonFinite(RuntimeError):
+    """A NaN / inf reward, advantage, loss, gradient or weight. The run stops (one line) before it
+    reaches the optimizer or the disk: the last checkpoint stays as it was."""
+
+
+def nonfinite_rewards(parts, rewards_all, adv_all, world, device):
+    """{what: count} of the non-finite values of this step, the same on every rank (all-reduced)."""
+    counts = torch.tensor([(~torch.isfinite(v.float())).sum().item() for v in parts.values()], dtype=torch.float64,
+                          device=device)                                   # one count per reward component
+    if world > 1:
+        dist.all_reduce(counts)
+    bad = {f"reward {n!r}": int(c) for n, c in zip(parts, counts.tolist()) if c}
+    for what, x in (("weighted reward total", rewards_all), ("advantage", adv_all)):  # global on every rank
+        if not bad and not torch.isfinite(x).all():
+            bad[what] = int((~torch.isfinite(x)).sum())
+    return bad
+
+
+def stop_if_nonfinite(bad, step, saved):
+    if bad:
+        what = ", ".join(f"{k} ({v} non-finite value{'s' if v != 1 else ''})" if isinstance(v, int) else f"{k} ({v})"
+                         for k, v in bad.items())
+        raise NonFinite(f"step {step + 1}: {what}: stopped before the update; "
+                        + (f"the checkpoint of step {saved} is intact" if saved else "no checkpoint was written"))
+
+
+def changed_metrics(changed):
+    """The hyper-parameters a --resume changed, as numbers for metrics.jsonl: changed_<flag> = new value."""
+    out = {}
+    for k, (_, new) in changed.items():
+        if isinstance(new, (list, tuple)):
+            out.update({f"changed_{k}_{i}": v for i, v in enumerate(new)})
+        elif new is not None:
+            out[f"changed_{k}"] = new
+    return out
+
+
+# ----------------------------------------------------------------------------- process exit
+_PROCESS_GROUP_STARTED = False
+
+
+def run(argv=None):
+    """main() with one-line errors, and an exit that cannot abort in a distributed run.
+
+    Why torchrun ranks used to die with SIGABRT ("terminate called without an active exception")
+    after 'done': DDP's constructor (its parameter-shape check) keeps references to the process group
+    that destroy_process_group() cannot drop (torch 2.x), so gloo's two worker threads outlive main().
+    A worker drops its reference to a finished collective a moment after the caller's wait() returns;
+    when that is the last reference to a tensor created in Python, the drop takes the GIL. If the
+    interpreter is already finalizing (rank 1 exits right after its last all_gather), taking the GIL
+    ends the thread (pthread_exit) inside a noexcept destructor, and C++ calls std::terminate.
+    (pytorch/pytorch#179291 describes the same race.) A barrier only narrows the window. So a
+    distributed rank, once main() has returned and the process group is destroyed, leaves with
+    os._exit after flushing its output: the interpreter is never torn down under live gloo threads.
+    Every file train.py writes is closed by then (json.dump / `with` blocks, the TensorBoard writer)."""
     try:
-        main()
-    except (MissingCheckpoint, BadCheckpoint, RewardWeightsMissing) as e:  # one line, no traceback
-        sys.exit(f"error: {e}")
+        main(argv)
+        code = 0
+    except (MissingCheckpoint, BadCheckpoint, RewardWeightsMissing, NonFinite) as e:  # one line, no traceback
+        code = f"error: {e}"
+    except SystemExit as e:
+        code = e.code
+    except OSError as e:  # e.g. a full disk while writing metrics or a sample grid: ckpt.pt is the last complete one
+        code = f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    except BaseException:
+        if not _PROCESS_GROUP_STARTED:
+            raise
+        traceback.print_exc()
+        code = 1
+    if _PROCESS_GROUP_STARTED:
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+            code = 1
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code or 0)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()
