@@ -31,9 +31,11 @@ Run the tests:  python -m pytest tests/test_grpo.py
 import torch
 
 
-def group_advantages(rewards, group_size, eps=1e-4, std="group"):
+def group_advantages(rewards, group_size, eps=1e-4, std="group", zero_flat=True):
     """rewards (B,) with B = P*G group-contiguous -> (advantages (B,), zero_std_frac).
-    std="group": divide by each group's unbiased std; std="global": by the batch's."""
+    std="group": divide by each group's unbiased std; std="global": by the batch's.
+    zero_flat=False is AR-GRPO's code: no special case for all-equal groups, whose
+    (r - mean) / (0 + eps) is whatever rounding of the mean leaves (0, or ~ulp(r) / eps)."""
     r = rewards.float().view(-1, group_size)                        # (P, G)
     mean = r.mean(dim=1, keepdim=True)                              # (P, 1)
     if std == "group":
@@ -44,7 +46,9 @@ def group_advantages(rewards, group_size, eps=1e-4, std="group"):
         raise ValueError(f"std must be 'group' or 'global', got {std!r}")
     # all-equal groups: r - mean may be a rounding error away from 0, so zero them explicitly
     flat = (r.max(dim=1, keepdim=True).values == r.min(dim=1, keepdim=True).values)  # (P, 1)
-    adv = torch.where(flat, torch.zeros_like(r), (r - mean) / (sd + eps))
+    adv = (r - mean) / (sd + eps)
+    if zero_flat:
+        adv = torch.where(flat, torch.zeros_like(r), adv)
     return adv.view(-1), flat.float().mean().item()
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import BadCheckpoint, check_keys, hub_reachable, read
+from checkpoint import BadCheckpoint, check_keys, read
 
 
 @dataclass
@@ -389,57 +389,3 @@ def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"
 def gpt_checkpoint(model):
     """What we save: the weights plus the config, so `load_gpt` needs no flags."""
     return {"model": model.state_dict(), "config": asdict(model.config)}
-
-
-# ----------------------------------------------------------------------------- T2I text condition
-
-class TextEncoder:
-    """FLAN-T5-XL encoder features as LlamaGen's T2I models expect them: 120 tokens, LEFT-padded,
-    padded rows zeroed, with the mask (1 = real token). `__call__(prompts) -> (feats (B, 120, C), mask (B, 120))`."""
-
-    def __init__(self, model, tokenizer, max_length=120):
-        self.model, self.tokenizer, self.max_length = model.eval().requires_grad_(False), tokenizer, max_length
-
-    @classmethod
-    def from_pretrained(cls, name_or_path="google/flan-t5-xl", device="cpu", dtype=torch.float32):
-        from transformers import AutoTokenizer, T5EncoderModel
-        local = os.path.isdir(name_or_path) or not hub_reachable()  # offline: the cache or nothing, at once
-        try:
-            tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-            model = T5EncoderModel.from_pretrained(name_or_path, dtype=dtype, local_files_only=local)
-        except OSError as e:
-            raise BadCheckpoint(f"cannot load the T5 text encoder {name_or_path!r} ({type(e).__name__}); "
-                                f"download google/flan-t5-xl and pass --t5-path DIR") from None
-        return cls(model.to(device), tok)
-
-    @classmethod
-    def tiny(cls, caption_dim=32, seed=0):
-        """A random 2-layer T5 and a byte-level tokenizer: the offline stand-in for tests."""
-        from tokenizers import Tokenizer, models, pre_tokenizers, processors
-        from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-        vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-        # sorted: alphabet() comes from a set, whose order changes with every process (hash seed)
-        vocab.update({ch: i + 3 for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))})
-        tk = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
-        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-        tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-        torch.manual_seed(seed)
-        cfg = T5Config(vocab_size=len(vocab), d_model=caption_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-        return cls(T5EncoderModel(cfg), tok)
-
-    @torch.no_grad()
-    def __call__(self, prompts):
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("TextEncoder expects a list of strings")
-        dev = next(self.model.parameters()).device
-        t = self.tokenizer(list(prompts), max_length=self.max_length, padding="max_length", truncation=True,
-                           return_tensors="pt").to(dev)
-        feats = self.model(input_ids=t.input_ids, attention_mask=t.attention_mask).last_hidden_state.float()
-        mask = t.attention_mask.bool()  # (B, 120), right-padded by the tokenizer
-        n = mask.sum(1, keepdim=True)  # real tokens per prompt
-        # move padding to the front, as LlamaGen's samplers do: row j takes source (j - pad) mod 120
-        src = (torch.arange(self.max_length, device=dev)[None] - (self.max_length - n)) % self.max_length
-        feats = feats.gather(1, src[..., None].expand_as(feats))
-        mask = mask.gather(1, src)
-        return feats * mask[..., None], mask.float()

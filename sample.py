@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import GPT, TextEncoder, generate, gpt_config, load_gpt
+from model import GPT, generate, gpt_config, load_gpt
+from text import TextEncoder
 from vq import VQ_PRESETS, VQModel, load_vq
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from grpo import grpo_loss, policy_logprobs
-from model import GPT, TextEncoder, generate, gpt_config
+from model import GPT, generate, gpt_config
+from text import TextEncoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # one thread per process: tiny models gain nothing from more, and the CI machine has 2 cores
