@@ -109,15 +109,16 @@ def diagnostics(ratio, adv, logp, logp_old, eps=0.2, eps_high=None, mask=None):
 
 
 def policy_logprobs(model, cond, tokens, policy="cfg", cfg_scale=1.0, temperature=1.0, top_k=0,
-                    top_p=1.0, cond_mask=None, cfg_interval=-1):
+                    top_p=1.0, cond_mask=None, cfg_interval=-1, pad_self_attend=True):
     """Teacher-forced log-probs of the sampled tokens under the policy definition (see top).
-    tokens (B, N) -> (logp (B, N) with grad, entropy (B, N) without grad)."""
+    tokens (B, N) -> (logp (B, N) with grad, entropy (B, N) without grad). pad_self_attend: see
+    GPT.attn_mask (False: AR-GRPO's training pass on right-padded captions)."""
     from model import cfg_logits, process_logits
     if policy == "cond":   # the paper: conditional branch only, temperature only (no truncation,
         # since a sampled token may lie outside the conditional branch's own top-k set)
-        logprobs = (model(cond, tokens, cond_mask=cond_mask) / temperature).log_softmax(-1)
+        logprobs = (model(cond, tokens, cond_mask, pad_self_attend) / temperature).log_softmax(-1)
     elif policy == "cfg":  # the distribution generate() sampled from
-        logits = cfg_logits(model, cond, tokens, cfg_scale, cond_mask=cond_mask, cfg_interval=cfg_interval)
+        logits = cfg_logits(model, cond, tokens, cfg_scale, cond_mask, cfg_interval, pad_self_attend)
         logprobs = process_logits(logits, temperature, top_k, top_p)            # (B, N, V)
     else:
         raise ValueError(f"policy must be 'cond' or 'cfg', got {policy!r}")

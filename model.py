@@ -240,37 +240,39 @@ class GPT(nn.Module):
             cond = cond.to(self.tok_embeddings.weight.dtype)
         return self.cls_embedding(cond)
 
-    def attn_mask(self, cond_mask, L, start=0):
+    def attn_mask(self, cond_mask, L, start=0, pad_self_attend=True):
         """Boolean mask (B, 1, L, start+L) for queries at positions start..start+L-1, or None (c2i):
-        causal, padded caption columns off, the diagonal always on (every position sees itself)."""
+        causal, padded caption columns off, the diagonal on (every position sees itself). With
+        pad_self_attend=False (AR-GRPO's teacher-forced pass) a padded caption row does not see
+        itself; it must have a real caption row before it (right padding), else its row is empty."""
         if cond_mask is None:
             return None
         B, n = len(cond_mask), start + L
         keys = torch.cat([cond_mask.bool(), cond_mask.new_ones(B, n - cond_mask.shape[1], dtype=torch.bool)], 1)
         q = torch.arange(start, n, device=keys.device)[:, None]  # query positions (L, 1)
         k = torch.arange(n, device=keys.device)[None]  # key positions (1, n)
-        return ((keys[:, None] & (k <= q)) | (k == q))[:, None]
+        return ((keys[:, None] & (k <= q)) | ((k == q) & pad_self_attend))[:, None]
 
-    def forward(self, cond, tokens, cond_mask=None):
+    def forward(self, cond, tokens, cond_mask=None, pad_self_attend=True):
         """Teacher forcing: (B,) or (B, T, C) cond, tokens (B, N) -> logits (B, N, V), fp32;
         logits[:, i] predicts tokens[:, i] from the condition and tokens[:, :i]."""
         T = self.config.cls_token_num
         h = torch.cat([self.embed_cond(cond), self.tok_embeddings(tokens[:, :-1])], 1)  # (B, T+N-1, D)
         h = F.dropout(h, self.config.token_dropout_p, self.training)
         L = h.shape[1]
-        rot, mask = self.rotations(0, L, h.device), self.attn_mask(cond_mask, L)
+        rot, mask = self.rotations(0, L, h.device), self.attn_mask(cond_mask, L, pad_self_attend=pad_self_attend)
         for layer in self.layers:
             h = layer(h, rot, mask)
         return self.output(self.norm(h[:, T - 1:])).float()
 
 
-def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1):
+def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1, pad_self_attend=True):
     """Teacher-forced guided logits (B, N, V): what `generate` samples from, before temperature etc."""
     if cfg_scale == 1.0:
-        return model(cond, tokens, cond_mask)
+        return model(cond, tokens, cond_mask, pad_self_attend)
     B, null = len(tokens), getattr(model, "module", model).null_cond(cond)  # `module`: a DDP-wrapped GPT
     mask2 = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
-    both = model(torch.cat([cond, null]), torch.cat([tokens, tokens]), mask2)
+    both = model(torch.cat([cond, null]), torch.cat([tokens, tokens]), mask2, pad_self_attend)
     lc, lu = both[:B], both[B:]
     guided = lu + (lc - lu) * cfg_scale
     if cfg_interval > -1:  # the official sampler stops guiding after token cfg_interval + 1

@@ -8,11 +8,14 @@
     left   LlamaGen's sampler (autoregressive/sample/sample_t2i.py): real tokens moved to the end,
            padded rows zeroed.
 
-Both pass the same mask to the GPT (padded columns off as attention keys). Since the condition
-positions have zero RoPE (their queries and keys are 0), the conditional branch gives the same
-logits in both layouts, and the padded rows never matter. What differs is the CFG null branch: the
-null caption (`uncond_embedding`, 120 rows) is masked with the same mask, so it contributes its
-FIRST n rows under right padding and its LAST n rows under left padding (n = caption tokens).
+Both pass the same mask to the GPT (padded columns off as attention keys). The condition positions
+have zero RoPE (their queries and keys are 0), so where the real rows sit does not change what the
+image tokens see, with two exceptions:
+  - the first image token is predicted from the LAST condition row: the real '</s>' when
+    left-padded, a padded row (T5's output at a pad position, kept) when right-padded; AR-GRPO's
+    sampler lets that row attend to itself, its training forward does not (`pad_self_attend`);
+  - the CFG null caption (`uncond_embedding`, 120 rows) is masked with the same mask, so the null
+    branch sees its FIRST n rows under right padding and its LAST n rows under left padding.
 
 Cleaning is DeepFloyd-IF's `clean_caption` (via PixArt), which LlamaGen and AR-GRPO both run twice
 before T5 (`T5Embedder.text_preprocessing`). Written here from its rule list; it uses ftfy (already

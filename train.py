@@ -402,7 +402,10 @@ def main(argv=None):
         # -- 4. log-probs of the rollout policy (pi_old) and the reference, same micro-batches as the update
         def logprobs(m, idx):
             return policy_logprobs(m, cond[idx], tokens[idx], args.policy, args.cfg_scale, args.temperature, args.top_k,
-                                   args.top_p, None if cond_mask is None else cond_mask[idx], args.cfg_interval)
+                                   args.top_p, None if cond_mask is None else cond_mask[idx], args.cfg_interval,
+                                   # AR-GRPO's training pass (right padding, cond): padded caption rows do not
+                                   # see themselves; cfg keeps the sampler's mask (rho == 1 on-policy)
+                                   pad_self_attend=args.caption_pad == "left" or args.policy == "cfg")
         old, ref, ent = torch.empty(B, N, device=device), torch.empty(B, N, device=device), torch.empty(B, N, device=device)
         with torch.no_grad(), amp:
             for idx in torch.arange(B, device=device).split(micro):
