@@ -629,6 +629,56 @@ def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt
     return Rewards([n for n, _ in pairs], [w for _, w in pairs], fns, ctx)
 
 
+# ----------------------------------------------------------------------------- judge agreement
+def spearman(a, b):
+    """Spearman rank correlation of two score lists (average ranks for ties); nan when either is constant."""
+    def ranks(x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        r = torch.empty_like(x)
+        r[x.argsort()] = torch.arange(len(x), dtype=torch.float64)
+        for v in x.unique():                  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r - r.mean()
+    ra, rb = ranks(a), ranks(b)
+    den = (ra.norm() * rb.norm()).item()
+    return (ra @ rb).item() / den if den > 0 else float("nan")
+
+
+def agreement_images(folder=None, n=32, size=256):
+    """The fixed image set: the images of `folder` (sorted; prompt = file name, '_' -> ' '), or n
+    synthetic ones (seed 0: smooth random colour fields with noise, from flat to busy)."""
+    import numpy as np
+    from PIL import Image
+    if folder:
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".png", ".jpg", ".jpeg")))
+        load = lambda f: np.asarray(Image.open(os.path.join(folder, f)).convert("RGB").resize((size, size)))
+        x = torch.stack([torch.from_numpy(load(f)).permute(2, 0, 1) for f in files]).float() / 255
+        return x, [os.path.splitext(f)[0].replace("_", " ") for f in files]
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(n, 3, 4, 4, generator=g)
+    x = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    noise = torch.linspace(0, 0.5, n).view(n, 1, 1, 1) * torch.randn(n, 3, size, size, generator=g)
+    return (x + noise).clamp(0, 1), ["a photo of a colourful pattern"] * n
+
+
+def judge_agreement(x, prompts, names=QWEN_PARTS, **kw):
+    """Fast vs generate judge on the same images: per question, the Spearman rank correlation of
+    the two scores, the generate-mode failure fraction and both means."""
+    out = {}
+    for name in names:
+        scores, stats = {}, None
+        for mode in ("fast", "generate"):
+            scorer = build_rewards(f"{name}:1", judge_mode=mode, **kw)
+            scores[mode] = torch.cat([scorer(x[i:i + 8], prompts[i:i + 8])[1][name].cpu()
+                                      for i in range(0, len(prompts), 8)])
+            stats = scorer.stats() if mode == "generate" else stats
+        out[name] = {"spearman": spearman(scores["fast"], scores["generate"]),
+                     "generate_fail_frac": stats[f"{name}/failures"] / stats[f"{name}/answers"],
+                     "mean_fast": scores["fast"].mean().item(), "mean_generate": scores["generate"].mean().item()}
+        print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- benchmark
 def benchmark(names, device="cpu", tiny=True, batch=8, size=256, repeats=3, dtype=None, judge_tokens=256):
     """images/s of each reward alone (model load excluded, one warm-up call), and the fast
@@ -667,8 +717,17 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--judge-tokens", type=int, default=256)
+    ap.add_argument("--agreement", action="store_true", help="fast vs generate judge: Spearman rank correlation")
+    ap.add_argument("--images", default=None, help="--agreement: a folder of images (default: 32 synthetic)")
+    ap.add_argument("--qwen-path", default=None)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    if args.agreement:
+        x, prompts = agreement_images(args.images, size=args.size)
+        print(f"judge agreement: {len(prompts)} images, {'real' if args.real else 'tiny random'} judge, {args.device}")
+        judge_agreement(x, prompts, device=args.device, tiny=not args.real, qwen_path=args.qwen_path,
+                        dtype=torch.bfloat16 if args.bf16 else None, judge_tokens=args.judge_tokens)
+        raise SystemExit
     print(f"device {args.device}, {'real' if args.real else 'tiny random'} models, batch {args.batch}, "
           f"{args.size} px, {torch.get_num_threads()} threads")
     benchmark(args.rewards.split(","), args.device, tiny=not args.real, batch=args.batch, size=args.size,

@@ -18,8 +18,10 @@ Gradients across ranks: each rank's loss is the mean over its local tokens (equa
 rank), DDP averages gradients, so the update equals one process running the whole global batch.
 
   python train.py --task c2i --preset tiny                 # CPU, offline, random tiny models, ~15 s
-  torchrun --nproc_per_node 4 train.py --task c2i          # the paper's C2I run (GPT-B 256)
-  torchrun --nproc_per_node 4 train.py --task t2i --prompts prompts.txt   # the paper's T2I run
+  torchrun --nproc_per_node 4 train.py --task c2i          # AR-GRPO's C2I recipe on GPT-B 256
+  torchrun --nproc_per_node 4 train.py --task c2i --preset paper-c2i-xl384   # AR-GRPO's run_c2i_train.sh
+  torchrun --nproc_per_node 4 train.py --task t2i --prompts coco_captions_30000.json   # run_t2i_train.sh
+  python train.py --task t2i --dry-run                     # what a preset means: every flag, as JSON
 """
 import argparse
 import copy
@@ -83,7 +85,7 @@ def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--task", choices=["c2i", "t2i"], default="c2i", help="class-to-image (ImageNet ids) or text-to-image")
-    a("--preset", choices=list(PRESETS), default=None, help="hyperparameters + checkpoints; default: the paper's run for --task")
+    a("--preset", choices=list(PRESETS), default=None, help="hyperparameters + checkpoints; default: AR-GRPO's recipe for --task (paper-c2i-b256 / paper-t2i-xl)")
     # models
     a("--gpt-ckpt", default="", help="policy/reference weights: a file, a released name (c2i_B_256), or '' = random --gpt-model")
     a("--gpt-model", default="GPT-B", help="architecture for random init (only without --gpt-ckpt)")
@@ -92,7 +94,8 @@ def get_args(argv=None):
     a("--t5-path", default="", help="FLAN-T5-XL directory (t2i); '' = a tiny random T5 (tiny preset)")
     a("--image-size", type=int, default=256)
     # data
-    a("--prompts", default="", help="t2i prompts: a .txt (one per line) or .jsonl ('prompt' or 'caption' field)")
+    a("--prompts", default="", help="t2i prompts: a .txt (one per line), a .jsonl ('prompt' or 'caption' field) "
+                                    "or AR-GRPO's .json list (coco_captions_30000.json)")
     a("--num-classes", type=int, default=0, help="c2i: draw class ids from [0, K) (0 = all classes of the model)")
     # rewards
     a("--rewards", default=PAPER_REWARDS, help="'name:weight,...' (rewards.py); weight-free: color, brightness, colorfulness, jpeg")
@@ -273,7 +276,8 @@ def load_prompts(args):
     if not args.prompts:
         if args.preset == "tiny":
             return TINY_PROMPTS
-        raise SystemExit("error: t2i needs --prompts FILE (.txt, one prompt per line, or .jsonl with a 'prompt' field)")
+        raise SystemExit("error: t2i needs --prompts FILE (.txt, one prompt per line, .jsonl with a 'prompt' field, "
+                         "or AR-GRPO's .json list)")
     return read_prompts(args.prompts)
 
 
