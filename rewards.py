@@ -522,7 +522,8 @@ class Judge:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             out = self.model.generate(**inputs, max_new_tokens=self.ctx.judge_tokens)
-        return self.processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        new = out[:, inputs["input_ids"].shape[1]:]                     # (b, <= judge_tokens), the answers
+        return self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)
 
     def generate(self, x, prompts):
         """AR-GRPO's judge: answer, parse (`judge_score`); an image whose answer does not parse is
