@@ -31,9 +31,11 @@ Run the tests:  python -m pytest tests/test_grpo.py
 import torch
 
 
-def group_advantages(rewards, group_size, eps=1e-4, std="group"):
+def group_advantages(rewards, group_size, eps=1e-4, std="group", zero_flat=True):
     """rewards (B,) with B = P*G group-contiguous -> (advantages (B,), zero_std_frac).
-    std="group": divide by each group's unbiased std; std="global": by the batch's."""
+    std="group": divide by each group's unbiased std; std="global": by the batch's.
+    zero_flat=False is AR-GRPO's code: no special case for all-equal groups, whose
+    (r - mean) / (0 + eps) is whatever rounding of the mean leaves (0, or ~ulp(r) / eps)."""
     r = rewards.float().view(-1, group_size)                        # (P, G)
     mean = r.mean(dim=1, keepdim=True)                              # (P, 1)
     if std == "group":
@@ -44,7 +46,9 @@ def group_advantages(rewards, group_size, eps=1e-4, std="group"):
         raise ValueError(f"std must be 'group' or 'global', got {std!r}")
     # all-equal groups: r - mean may be a rounding error away from 0, so zero them explicitly
     flat = (r.max(dim=1, keepdim=True).values == r.min(dim=1, keepdim=True).values)  # (P, 1)
-    adv = torch.where(flat, torch.zeros_like(r), (r - mean) / (sd + eps))
+    adv = (r - mean) / (sd + eps)
+    if zero_flat:
+        adv = torch.where(flat, torch.zeros_like(r), adv)
     return adv.view(-1), flat.float().mean().item()
 
 
@@ -105,15 +109,16 @@ def diagnostics(ratio, adv, logp, logp_old, eps=0.2, eps_high=None, mask=None):
 
 
 def policy_logprobs(model, cond, tokens, policy="cfg", cfg_scale=1.0, temperature=1.0, top_k=0,
-                    top_p=1.0, cond_mask=None, cfg_interval=-1):
+                    top_p=1.0, cond_mask=None, cfg_interval=-1, pad_self_attend=True):
     """Teacher-forced log-probs of the sampled tokens under the policy definition (see top).
-    tokens (B, N) -> (logp (B, N) with grad, entropy (B, N) without grad)."""
+    tokens (B, N) -> (logp (B, N) with grad, entropy (B, N) without grad). pad_self_attend: see
+    GPT.attn_mask (False: AR-GRPO's training pass on right-padded captions)."""
     from model import cfg_logits, process_logits
     if policy == "cond":   # the paper: conditional branch only, temperature only (no truncation,
         # since a sampled token may lie outside the conditional branch's own top-k set)
-        logprobs = (model(cond, tokens, cond_mask=cond_mask) / temperature).log_softmax(-1)
+        logprobs = (model(cond, tokens, cond_mask, pad_self_attend) / temperature).log_softmax(-1)
     elif policy == "cfg":  # the distribution generate() sampled from
-        logits = cfg_logits(model, cond, tokens, cfg_scale, cond_mask=cond_mask, cfg_interval=cfg_interval)
+        logits = cfg_logits(model, cond, tokens, cfg_scale, cond_mask, cfg_interval, pad_self_attend)
         logprobs = process_logits(logits, temperature, top_k, top_p)            # (B, N, V)
     else:
         raise ValueError(f"policy must be 'cond' or 'cfg', got {policy!r}")

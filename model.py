@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import BadCheckpoint, check_keys, hub_reachable, read
+from checkpoint import BadCheckpoint, check_keys, read
 
 
 @dataclass
@@ -240,37 +240,39 @@ class GPT(nn.Module):
             cond = cond.to(self.tok_embeddings.weight.dtype)
         return self.cls_embedding(cond)
 
-    def attn_mask(self, cond_mask, L, start=0):
+    def attn_mask(self, cond_mask, L, start=0, pad_self_attend=True):
         """Boolean mask (B, 1, L, start+L) for queries at positions start..start+L-1, or None (c2i):
-        causal, padded caption columns off, the diagonal always on (every position sees itself)."""
+        causal, padded caption columns off, the diagonal on (every position sees itself). With
+        pad_self_attend=False (AR-GRPO's teacher-forced pass) a padded caption row does not see
+        itself; it must have a real caption row before it (right padding), else its row is empty."""
         if cond_mask is None:
             return None
         B, n = len(cond_mask), start + L
         keys = torch.cat([cond_mask.bool(), cond_mask.new_ones(B, n - cond_mask.shape[1], dtype=torch.bool)], 1)
         q = torch.arange(start, n, device=keys.device)[:, None]  # query positions (L, 1)
         k = torch.arange(n, device=keys.device)[None]  # key positions (1, n)
-        return ((keys[:, None] & (k <= q)) | (k == q))[:, None]
+        return ((keys[:, None] & (k <= q)) | ((k == q) & pad_self_attend))[:, None]
 
-    def forward(self, cond, tokens, cond_mask=None):
+    def forward(self, cond, tokens, cond_mask=None, pad_self_attend=True):
         """Teacher forcing: (B,) or (B, T, C) cond, tokens (B, N) -> logits (B, N, V), fp32;
         logits[:, i] predicts tokens[:, i] from the condition and tokens[:, :i]."""
         T = self.config.cls_token_num
         h = torch.cat([self.embed_cond(cond), self.tok_embeddings(tokens[:, :-1])], 1)  # (B, T+N-1, D)
         h = F.dropout(h, self.config.token_dropout_p, self.training)
         L = h.shape[1]
-        rot, mask = self.rotations(0, L, h.device), self.attn_mask(cond_mask, L)
+        rot, mask = self.rotations(0, L, h.device), self.attn_mask(cond_mask, L, pad_self_attend=pad_self_attend)
         for layer in self.layers:
             h = layer(h, rot, mask)
         return self.output(self.norm(h[:, T - 1:])).float()
 
 
-def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1):
+def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1, pad_self_attend=True):
     """Teacher-forced guided logits (B, N, V): what `generate` samples from, before temperature etc."""
     if cfg_scale == 1.0:
-        return model(cond, tokens, cond_mask)
+        return model(cond, tokens, cond_mask, pad_self_attend)
     B, null = len(tokens), getattr(model, "module", model).null_cond(cond)  # `module`: a DDP-wrapped GPT
     mask2 = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
-    both = model(torch.cat([cond, null]), torch.cat([tokens, tokens]), mask2)
+    both = model(torch.cat([cond, null]), torch.cat([tokens, tokens]), mask2, pad_self_attend)
     lc, lu = both[:B], both[B:]
     guided = lu + (lc - lu) * cfg_scale
     if cfg_interval > -1:  # the official sampler stops guiding after token cfg_interval + 1
@@ -395,57 +397,3 @@ def gpt_checkpoint(model, image_size=None):
     when the VQ is not 16 px per token), so `load_gpt` needs no flags."""
     return {"model": model.state_dict(), "config": asdict(model.config),
             **({"image_size": image_size} if image_size else {})}
-
-
-# ----------------------------------------------------------------------------- T2I text condition
-
-class TextEncoder:
-    """FLAN-T5-XL encoder features as LlamaGen's T2I models expect them: 120 tokens, LEFT-padded,
-    padded rows zeroed, with the mask (1 = real token). `__call__(prompts) -> (feats (B, 120, C), mask (B, 120))`."""
-
-    def __init__(self, model, tokenizer, max_length=120):
-        self.model, self.tokenizer, self.max_length = model.eval().requires_grad_(False), tokenizer, max_length
-
-    @classmethod
-    def from_pretrained(cls, name_or_path="google/flan-t5-xl", device="cpu", dtype=torch.float32):
-        from transformers import AutoTokenizer, T5EncoderModel
-        local = os.path.isdir(name_or_path) or not hub_reachable()  # offline: the cache or nothing, at once
-        try:
-            tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-            model = T5EncoderModel.from_pretrained(name_or_path, dtype=dtype, local_files_only=local)
-        except OSError as e:
-            raise BadCheckpoint(f"cannot load the T5 text encoder {name_or_path!r} ({type(e).__name__}); "
-                                f"download google/flan-t5-xl and pass --t5-path DIR") from None
-        return cls(model.to(device), tok)
-
-    @classmethod
-    def tiny(cls, caption_dim=32, seed=0):
-        """A random 2-layer T5 and a byte-level tokenizer: the offline stand-in for tests."""
-        from tokenizers import Tokenizer, models, pre_tokenizers, processors
-        from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-        vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-        # sorted: alphabet() comes from a set, whose order changes with every process (hash seed)
-        vocab.update({ch: i + 3 for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))})
-        tk = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
-        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-        tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-        torch.manual_seed(seed)
-        cfg = T5Config(vocab_size=len(vocab), d_model=caption_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-        return cls(T5EncoderModel(cfg), tok)
-
-    @torch.no_grad()
-    def __call__(self, prompts):
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("TextEncoder expects a list of strings")
-        dev = next(self.model.parameters()).device
-        t = self.tokenizer(list(prompts), max_length=self.max_length, padding="max_length", truncation=True,
-                           return_tensors="pt").to(dev)
-        feats = self.model(input_ids=t.input_ids, attention_mask=t.attention_mask).last_hidden_state.float()
-        mask = t.attention_mask.bool()  # (B, 120), right-padded by the tokenizer
-        n = mask.sum(1, keepdim=True)  # real tokens per prompt
-        # move padding to the front, as LlamaGen's samplers do: row j takes source (j - pad) mod 120
-        src = (torch.arange(self.max_length, device=dev)[None] - (self.max_length - n)) % self.max_length
-        feats = feats.gather(1, src[..., None].expand_as(feats))
-        mask = mask.gather(1, src)
-        return feats * mask[..., None], mask.float()

@@ -31,11 +31,15 @@ The paper's rewards (Kwai-Klear/AR-GRPO, img_gen_grpo_rewards.py), with its scal
     qwen_fake   "Is the image an AI-generated image? If yes, give 0 score, otherwise 1", / 4.
     qwen_weird  "Is there any strange feature in the image? If yes, 0, otherwise 1", / 4.
     qwen        shorthand for the three judge rewards above, each with the given weight.
-    A malformed judge answer is a counted failure and scores 0 (as in the paper after its
-    retries). Judge modes: "generate" = batched greedy generation + JSON parsing (the paper's
-    behaviour, batched); "fast" = ONE forward pass per image and question with the answer
-    prefix '```json\n{\n    "score": ' forced, reading the next-token distribution over the
-    score digits: E[score] = sum_d d p(d) / sum_d p(d) (d in 0..5 for qwen_score, 0..1 else).
+    Judge modes. "generate" (the paper presets) is AR-GRPO's judge (reward_utils/qwen_vl_reward.py):
+    the image after a JPEG round trip (PIL default quality), the question text then the image,
+    <= 256 new tokens with the model's own generation config, the answer repaired by json_repair
+    and its "score" read (no range check); an unparseable answer is asked again, 3 attempts in
+    all, then 0 (counted in stats()). Batched with left padding (AR-GRPO: one image at a time).
+    "fast" = ONE forward pass per image and question with the answer prefix
+    '```json\n{\n    "score": ' forced, reading the next-token distribution over the score
+    digits: E[score] = sum_d d p(d) / sum_d p(d) (d in 0..5 for qwen_score, 0..1 else): a
+    different, cheaper judge (README: its rank agreement with "generate").
 
 Weights: a local path flag, else the standard library cache (huggingface_hub for CLIP, HPS and
 Qwen; pyiqa's cache for MANIQA); a missing file raises RewardWeightsMissing, one line naming
@@ -75,31 +79,36 @@ def quantise(s):
     return values[torch.bucketize(s, edges, right=True)]
 
 
-_SCORE_RE = re.compile(r'"?score"?\s*[:=]\s*"?\s*(-?\d+(?:\.\d+)?)')
-
-
-def parse_judge_answer(text, max_score):
-    """The judge's "score" from its answer, or None when the answer is malformed.
-    Accepts a ```json block or bare JSON; falls back to a regex for JSON with the trailing
-    comma the paper's own example teaches ('"score": 0,}'). Never eval()s. A score outside
-    [0, max_score] or not finite counts as malformed."""
+def judge_score(text):
+    """The judge's score from its answer, exactly as AR-GRPO parses it (reward_utils/qwen_vl_reward.py):
+    the body of a ```json block fenced by newlines (else the whole answer), repaired by json_repair
+    (trailing commas, a truncated string or object, text around the JSON...), json.loads, then
+    float(answer["score"]). None where any step fails (AR-GRPO: an exception, then a retry).
+    No range check: a score of 7 is 7 (AR-GRPO's reward is then 7/4). Never eval()s."""
+    from json_repair import repair_json
     if not isinstance(text, str):
         return None
-    block = re.search(r"```json\s*(.*?)(```|$)", text, re.S)
-    body = block.group(1) if block else text
-    value = None
+    m = re.search(r"```json\n(.*?)\n```", text, re.S)
+    body = m.group(1).strip() if m else text.strip()
     try:
-        obj = json.loads(body.strip())
-        if isinstance(obj, dict) and "score" in obj:
-            value = float(obj["score"])
-    except (ValueError, TypeError):
-        pass
-    if value is None:
-        m = _SCORE_RE.search(body)
-        value = float(m.group(1)) if m else None
-    if value is None or not math.isfinite(value) or not 0 <= value <= max_score:
+        return float(json.loads(repair_json(body.strip()))["score"])
+    except Exception:   # as AR-GRPO: whatever went wrong (no JSON, no "score", not a number) is a failure
         return None
-    return value
+
+
+def jpeg_round_trip(x):
+    """What AR-GRPO's judge sees: images (B, 3, H, W) in [0, 1] -> PIL images after torchvision's
+    to_pil_image (x * 255, truncated to uint8) and a JPEG save / load at PIL's default quality (75)."""
+    import io
+    from PIL import Image
+    u8 = (x.float() * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()   # (B, H, W, 3), truncated
+    out = []
+    for img in u8:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG")
+        buf.seek(0)
+        out.append(Image.open(buf).convert("RGB"))
+    return out
 
 
 def prompt_color(prompt):
@@ -487,6 +496,7 @@ QWEN_PARTS = list(JUDGE)
 QWEN_REPO = "Qwen/Qwen2.5-VL-3B-Instruct"
 ANSWER_PREFIX = '```json\n{\n    "score": '   # fast mode: the answer up to the score digit
 JUDGE_BATCH = 16          # images per judge forward / generate call
+JUDGE_ATTEMPTS = 3        # generate mode: AR-GRPO asks again after a failed parse, 3 tries in all
 
 
 def judge_text(question, answer_prefix=""):
@@ -589,7 +599,8 @@ def load_qwen(ctx):
 
 
 class Judge:
-    """One judge question as a reward: (B,3,H,W), prompts -> score / 4, (B,)."""
+    """One judge question as a reward: (B,3,H,W), prompts -> score / 4, (B,). Both modes judge the
+    image AR-GRPO's judge sees: after a JPEG round trip (`jpeg_round_trip`), text before image."""
 
     def __init__(self, ctx, name):
         self.ctx, (self.question, self.max_score) = ctx, JUDGE[name]
@@ -598,34 +609,59 @@ class Judge:
         digits = [tok.encode(str(d), add_special_tokens=False) for d in range(self.max_score + 1)]
         assert all(len(d) == 1 for d in digits), "each score digit must be one token"
         self.digit_ids = [d[0] for d in digits]
-        self.stats = {"answers": 0, "failures": 0}   # generate mode: malformed answers (score 0)
+        # generate mode, cumulative: images judged, answers generated, images scored 0 after
+        # JUDGE_ATTEMPTS unparseable answers, non-finite scores (set to 0)
+        self.stats = {"answers": 0, "attempts": 0, "failures": 0, "nonfinite": 0}
 
-    def _inputs(self, x, prompts, prefix):
+    def _inputs(self, images, prompts, prefix):
         texts = [judge_text(self.question.format(p) if "{}" in self.question else self.question, prefix)
                  for p in prompts]
-        inputs = self.processor(text=texts, images=list(x.cpu()), do_rescale=False, padding=True, return_tensors="pt")
+        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")  # uint8 PIL: /255
         inputs = inputs.to(self.ctx.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.ctx.dtype)
         return inputs
 
     def fast(self, x, prompts):
         """One forward pass: E[score] from p(next token = d | ... '"score": '), d = 0..max."""
-        inputs = self._inputs(x, prompts, ANSWER_PREFIX)
+        inputs = self._inputs(jpeg_round_trip(x), prompts, ANSWER_PREFIX)
         logits = self.model(**inputs, logits_to_keep=1).logits[:, -1].float()   # (b, V), left padded
         p = logits.softmax(-1)[:, self.digit_ids]                                # (b, max+1)
         d = torch.arange(self.max_score + 1, device=p.device, dtype=p.dtype)
         self.stats["digit_mass"] = p.sum(1).mean().item()   # how much the judge wants a digit here
         return (p * d).sum(1) / p.sum(1)
 
+    def answer(self, images, prompts):
+        """One generated answer per image: <= judge_tokens new tokens (256 in AR-GRPO) with the
+        model's own generation config (do_sample, temperature, top-k/p as its
+        generation_config.json says), batched with left padding. The sampling seed is drawn from
+        the global RNG, which train.py seeds per step: a run (and its resume) repeats exactly."""
+        inputs = self._inputs(images, prompts, "")
+        seed = int(torch.randint(2 ** 62, (1,)).item())
+        devices = [self.ctx.device] if self.ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.model.generate(**inputs, max_new_tokens=self.ctx.judge_tokens)
+        new = out[:, inputs["input_ids"].shape[1]:]                     # (b, <= judge_tokens), the answers
+        return self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)
+
     def generate(self, x, prompts):
-        """The paper's judge, batched: greedy answer (<= 256 tokens), JSON parsed, failure -> 0."""
-        inputs = self._inputs(x, prompts, "")
-        out = self.model.generate(**inputs, max_new_tokens=self.ctx.judge_tokens, do_sample=False)
-        texts = self.processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        scores = [parse_judge_answer(t, self.max_score) for t in texts]
-        self.stats["answers"] += len(scores)
-        self.stats["failures"] += sum(s is None for s in scores)
-        return torch.tensor([s or 0.0 for s in scores], device=x.device)
+        """AR-GRPO's judge: answer, parse (`judge_score`); an image whose answer does not parse is
+        asked again, JUDGE_ATTEMPTS times in all, then scores 0. No range check. A non-finite score
+        (json allows NaN) counts 0: AR-GRPO sums the reward components with nansum."""
+        images, scores, todo = jpeg_round_trip(x), [None] * len(prompts), list(range(len(prompts)))
+        for _ in range(JUDGE_ATTEMPTS):
+            if not todo:
+                break
+            texts = self.answer([images[i] for i in todo], [prompts[i] for i in todo])
+            self.stats["attempts"] += len(todo)
+            for i, t in zip(todo, texts):
+                scores[i] = judge_score(t)
+            todo = [i for i in todo if scores[i] is None]
+        self.stats["answers"] += len(prompts)
+        self.stats["failures"] += len(todo)
+        bad = [s is not None and not math.isfinite(s) for s in scores]
+        self.stats["nonfinite"] += sum(bad)
+        return torch.tensor([0.0 if s is None or b else s for s, b in zip(scores, bad)], device=x.device)
 
     def __call__(self, x, prompts):
         run = self.fast if self.ctx.judge_mode == "fast" else self.generate
@@ -1019,7 +1055,7 @@ class Rewards:
 
 
 def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt=None,
-                  qwen_path=None, judge_mode="fast", dtype=None, tiny=False, seed=0, judge_tokens=256,
+                  qwen_path=None, judge_mode="generate", dtype=None, tiny=False, seed=0, judge_tokens=256,
                   pickscore_path=None, imagereward_ckpt=None, aesthetic_ckpt=None, aesthetic_clip_ckpt=None):
     """Build the scorer for `spec` ("name:weight,..."). Paths override the library caches;
     tiny=True builds the paper rewards with tiny random networks (tests, benchmarks);
@@ -1037,6 +1073,56 @@ def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt
                           aesthetic_clip_ckpt=aesthetic_clip_ckpt)
     fns = [builders[n](ctx) for n, _ in pairs]
     return Rewards([n for n, _ in pairs], [w for _, w in pairs], fns, ctx)
+
+
+# ----------------------------------------------------------------------------- judge agreement
+def spearman(a, b):
+    """Spearman rank correlation of two score lists (average ranks for ties); nan when either is constant."""
+    def ranks(x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        r = torch.empty_like(x)
+        r[x.argsort()] = torch.arange(len(x), dtype=torch.float64)
+        for v in x.unique():                  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r - r.mean()
+    ra, rb = ranks(a), ranks(b)
+    den = (ra.norm() * rb.norm()).item()
+    return (ra @ rb).item() / den if den > 0 else float("nan")
+
+
+def agreement_images(folder=None, n=32, size=256):
+    """The fixed image set: the images of `folder` (sorted; prompt = file name, '_' -> ' '), or n
+    synthetic ones (seed 0: smooth random colour fields with noise, from flat to busy)."""
+    import numpy as np
+    from PIL import Image
+    if folder:
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".png", ".jpg", ".jpeg")))
+        load = lambda f: np.asarray(Image.open(os.path.join(folder, f)).convert("RGB").resize((size, size)))
+        x = torch.stack([torch.from_numpy(load(f)).permute(2, 0, 1) for f in files]).float() / 255
+        return x, [os.path.splitext(f)[0].replace("_", " ") for f in files]
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(n, 3, 4, 4, generator=g)
+    x = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    noise = torch.linspace(0, 0.5, n).view(n, 1, 1, 1) * torch.randn(n, 3, size, size, generator=g)
+    return (x + noise).clamp(0, 1), ["a photo of a colourful pattern"] * n
+
+
+def judge_agreement(x, prompts, names=QWEN_PARTS, **kw):
+    """Fast vs generate judge on the same images: per question, the Spearman rank correlation of
+    the two scores, the generate-mode failure fraction and both means."""
+    out = {}
+    for name in names:
+        scores, stats = {}, None
+        for mode in ("fast", "generate"):
+            scorer = build_rewards(f"{name}:1", judge_mode=mode, **kw)
+            scores[mode] = torch.cat([scorer(x[i:i + 8], prompts[i:i + 8])[1][name].cpu()
+                                      for i in range(0, len(prompts), 8)])
+            stats = scorer.stats() if mode == "generate" else stats
+        out[name] = {"spearman": spearman(scores["fast"], scores["generate"]),
+                     "generate_fail_frac": stats[f"{name}/failures"] / stats[f"{name}/answers"],
+                     "mean_fast": scores["fast"].mean().item(), "mean_generate": scores["generate"].mean().item()}
+        print(name, json.dumps(out[name]), flush=True)
+    return out
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -1077,8 +1163,17 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--judge-tokens", type=int, default=256)
+    ap.add_argument("--agreement", action="store_true", help="fast vs generate judge: Spearman rank correlation")
+    ap.add_argument("--images", default=None, help="--agreement: a folder of images (default: 32 synthetic)")
+    ap.add_argument("--qwen-path", default=None)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    if args.agreement:
+        x, prompts = agreement_images(args.images, size=args.size)
+        print(f"judge agreement: {len(prompts)} images, {'real' if args.real else 'tiny random'} judge, {args.device}")
+        judge_agreement(x, prompts, device=args.device, tiny=not args.real, qwen_path=args.qwen_path,
+                        dtype=torch.bfloat16 if args.bf16 else None, judge_tokens=args.judge_tokens)
+        raise SystemExit
     print(f"device {args.device}, {'real' if args.real else 'tiny random'} models, batch {args.batch}, "
           f"{args.size} px, {torch.get_num_threads()} threads")
     benchmark(args.rewards.split(","), args.device, tiny=not args.real, batch=args.batch, size=args.size,

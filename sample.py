@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import GPT, TextEncoder, generate, gpt_config, load_gpt
+from model import GPT, generate, gpt_config, load_gpt
+from text import TextEncoder
 from vq import VQ_PRESETS, VQModel, load_vq
 
 
@@ -202,7 +203,11 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=None, help="checked against the checkpoint (256, 384, 512)")
     p.add_argument("--image-size-eval", type=int, default=None, help="resize the .npz samples to this size (bicubic)")
     p.add_argument("--classes", default=None, help="comma-separated class ids, or 'all' (default: 8 demo classes)")
-    p.add_argument("--prompts", default=None, help="t2i prompt file (.txt or .jsonl)")
+    p.add_argument("--prompts", default=None, help="t2i prompt file (.txt, .jsonl or AR-GRPO's .json list)")
+    p.add_argument("--caption-pad", choices=["left", "right"], default="left",
+                   help="t2i: left = LlamaGen's sampler, right = AR-GRPO's training and evaluation (text.py)")
+    p.add_argument("--clean-captions", action=argparse.BooleanOptionalAction, default=True,
+                   help="t2i: DeepFloyd-IF caption cleaning, twice, before T5 (LlamaGen and AR-GRPO do)")
     p.add_argument("--per-class", "--per-prompt", type=int, default=1, help="samples per class id / prompt")
     p.add_argument("--task", choices=["c2i", "t2i"], default=None,
                    help="checked against the model; picks the tiny preset's model")
@@ -247,12 +252,14 @@ def main(argv=None):
         t2i = bool(args.prompts) or args.task == "t2i"
         model = GPT(gpt_config("GPT-tiny", model_type="t2i" if t2i else "c2i")).to(dev).eval()
         vq = VQModel(VQ_PRESETS["VQ-tiny"]).to(dev).eval()
-        text = TextEncoder.tiny(model.config.caption_dim) if t2i else None
+        text_kw = dict(pad=args.caption_pad, clean=args.clean_captions)
+        text = TextEncoder.tiny(model.config.caption_dim, **text_kw) if t2i else None
     else:
         try:
             model = load_gpt(args.gpt_ckpt, args.image_size, dev)
             vq = load_vq(args.vq_ckpt or ("vq_ds16_t2i" if model.config.model_type == "t2i" else "vq_ds16_c2i"), dev)
-            text = TextEncoder.from_pretrained(args.t5_path, dev) if model.config.model_type == "t2i" else None
+            text = (TextEncoder.from_pretrained(args.t5_path, dev, pad=args.caption_pad, clean=args.clean_captions)
+                    if model.config.model_type == "t2i" else None)
         except (FileNotFoundError, ValueError) as e:  # MissingCheckpoint / BadCheckpoint: one line
             raise SystemExit(f"error: {e}\n(offline? try: python sample.py --preset tiny)")
     if args.precision == "bf16" or (args.precision is None and dev.type == "cuda"):

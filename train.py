@@ -18,8 +18,10 @@ Gradients across ranks: each rank's loss is the mean over its local tokens (equa
 rank), DDP averages gradients, so the update equals one process running the whole global batch.
 
   python train.py --task c2i --preset tiny                 # CPU, offline, random tiny models, ~15 s
-  torchrun --nproc_per_node 4 train.py --task c2i          # the paper's C2I run (GPT-B 256)
-  torchrun --nproc_per_node 4 train.py --task t2i --prompts prompts.txt   # the paper's T2I run
+  torchrun --nproc_per_node 4 train.py --task c2i          # AR-GRPO's C2I recipe on GPT-B 256
+  torchrun --nproc_per_node 4 train.py --task c2i --preset paper-c2i-xl384   # AR-GRPO's run_c2i_train.sh
+  torchrun --nproc_per_node 4 train.py --task t2i --prompts coco_captions_30000.json   # run_t2i_train.sh
+  python train.py --task t2i --dry-run                     # what a preset means: every flag, as JSON
 """
 import argparse
 import copy
@@ -40,9 +42,10 @@ from tqdm import tqdm
 
 from checkpoint import BadCheckpoint, MissingCheckpoint, load_checkpoint, remove_stale_tmp, save_atomic
 from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
-from model import GPT, TextEncoder, generate, gpt_checkpoint, gpt_config, load_gpt
+from model import GPT, generate, gpt_checkpoint, gpt_config, load_gpt
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
 from sample import SAMPLER_CHECKS, check_writable, range_errors, read_prompts, save_grid, to_uint8
+from text import TextEncoder
 from vq import VQ_PRESETS, VQModel, load_vq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,23 +53,33 @@ PAPER_REWARDS = "clip:1,clip_q:1,hps:1,hps_q:1,maniqa:1,qwen:1"  # C2I run of th
 TINY_PROMPTS = ["a red fox in the snow", "a bowl of blueberries", "a lemon on a table", "a green forest",
                 "a purple flower", "an orange sunset", "a white cat", "a night sky"]
 
+# AR-GRPO's released code (Kwai-Klear/AR-GRPO 65947ad), what every paper preset shares on top of
+# its model: README "Fidelity to AR-GRPO's code" lists each item with its file, line and alternative.
+PAPER_CODE = dict(policy="cond", judge_mode="generate", zero_flat_groups=False, caption_pad="right",
+                  clean_captions=True, pure_bf16=False, lr=1e-5)
+# HF Trainer's linear decay to 0 over num_train_epochs=20 epochs of (prompts / prompts per step) steps
+LR_DECAY_C2I = 20 * 1281167 // 4        # ImageNet train images, 4 prompts per step (4 GPUs x 8 / G 8)
+LR_DECAY_T2I = 20 * 30000 // 8          # coco_captions_30000.json, 8 prompts per step (4 GPUs x 16 / 8)
+
 # Presets: one plain dict each; any flag given on the command line wins over its preset.
 PRESETS = {
     "tiny": dict(gpt_model="GPT-tiny", gpt_ckpt="", vq_model="palette", vq_ckpt="", image_size=16,
                  rewards="color:1", prompts_per_rank=4, group_size=8, steps=100, lr=3e-3, beta=0.01,
-                 cfg_scale=2.0, save_every=25, image_every=25, cpu_threads=1),
+                 cfg_scale=2.0, save_every=25, image_every=25, cpu_threads=1, policy="cfg", judge_mode="fast",
+                 zero_flat_groups=True, caption_pad="left"),
     "paper-c2i-b256": dict(task="c2i", gpt_ckpt="checkpoints/c2i_B_256.pt", vq_ckpt="checkpoints/vq_ds16_c2i.pt",
                            image_size=256, rewards=PAPER_REWARDS, prompts_per_rank=1, group_size=8,
-                           steps=400, beta=0.1, cfg_scale=2.0),
+                           steps=400, beta=0.1, cfg_scale=2.0, lr_decay_steps=LR_DECAY_C2I, **PAPER_CODE),
     "paper-c2i-l256": dict(task="c2i", gpt_ckpt="checkpoints/c2i_L_256.pt", vq_ckpt="checkpoints/vq_ds16_c2i.pt",
                            image_size=256, rewards=PAPER_REWARDS, prompts_per_rank=1, group_size=8,
-                           steps=400, beta=0.1, cfg_scale=2.0),
+                           steps=400, beta=0.1, cfg_scale=2.0, lr_decay_steps=LR_DECAY_C2I, **PAPER_CODE),
     "paper-c2i-xl384": dict(task="c2i", gpt_ckpt="checkpoints/c2i_XL_384.pt", vq_ckpt="checkpoints/vq_ds16_c2i.pt",
                             image_size=384, rewards=PAPER_REWARDS, prompts_per_rank=1, group_size=8,
-                            steps=400, beta=0.1, cfg_scale=2.0),
+                            steps=400, beta=0.1, cfg_scale=2.0, lr_decay_steps=LR_DECAY_C2I, **PAPER_CODE),
     "paper-t2i-xl": dict(task="t2i", gpt_ckpt="checkpoints/t2i_XL_stage1_256.pt", vq_ckpt="checkpoints/vq_ds16_t2i.pt",
                          t5_path="checkpoints/flan-t5-xl", image_size=256, rewards=PAPER_REWARDS,
-                         prompts_per_rank=2, group_size=8, steps=600, beta=1.0, cfg_scale=4.0),
+                         prompts_per_rank=2, group_size=8, steps=600, beta=1.0, cfg_scale=4.0,
+                         lr_decay_steps=LR_DECAY_T2I, **{**PAPER_CODE, "pure_bf16": True}),
 }
 DEFAULT_PRESET = {"c2i": "paper-c2i-b256", "t2i": "paper-t2i-xl"}
 
@@ -76,7 +89,7 @@ def get_args(argv=None):
                                 allow_abbrev=False)  # resume tells given flags from defaults by their full names
     a = p.add_argument
     a("--task", choices=["c2i", "t2i"], default="c2i", help="class-to-image (ImageNet ids) or text-to-image")
-    a("--preset", choices=list(PRESETS), default=None, help="hyperparameters + checkpoints; default: the paper's run for --task")
+    a("--preset", choices=list(PRESETS), default=None, help="hyperparameters + checkpoints; default: AR-GRPO's recipe for --task (paper-c2i-b256 / paper-t2i-xl)")
     # models
     a("--gpt-ckpt", default="", help="policy/reference weights: a file, a released name (c2i_B_256), or '' = random --gpt-model")
     a("--gpt-model", default="GPT-B", help="architecture for random init (only without --gpt-ckpt)")
@@ -85,12 +98,15 @@ def get_args(argv=None):
     a("--t5-path", default="", help="FLAN-T5-XL directory (t2i); '' = a tiny random T5 (tiny preset)")
     a("--image-size", type=int, default=256)
     # data
-    a("--prompts", default="", help="t2i prompts: a .txt (one per line) or .jsonl ('prompt' or 'caption' field)")
+    a("--prompts", default="", help="t2i prompts: a .txt (one per line), a .jsonl ('prompt' or 'caption' field) "
+                                    "or AR-GRPO's .json list (coco_captions_30000.json)")
     a("--num-classes", type=int, default=0, help="c2i: draw class ids from [0, K) (0 = all classes of the model)")
     # rewards
     a("--rewards", default=PAPER_REWARDS, help="'name:weight,...' (rewards.py); weight-free: color, brightness, colorfulness, jpeg")
     a("--clip-ckpt", default=None), a("--hps-ckpt", default=None), a("--maniqa-ckpt", default=None)
-    a("--qwen-path", default=None), a("--judge-mode", default="fast", choices=["fast", "generate"])
+    a("--qwen-path", default=None)
+    a("--judge-mode", default="generate", choices=["fast", "generate"],
+      help="generate = AR-GRPO's judge (answer, repair, parse, 3 attempts); fast = one forward pass, E[score digit]")
     for flag in ("--pickscore-path", "--imagereward-ckpt", "--aesthetic-ckpt", "--aesthetic-clip-ckpt"):
         a(flag, default=None, help="weights of the pickscore / imagereward / aesthetic rewards (rewards.py)")
     # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0 for c2i / 4.0 for t2i)
@@ -99,7 +115,7 @@ def get_args(argv=None):
     # GRPO
     a("--prompts-per-rank", type=int, default=1, help="P: prompts per rank per step")
     a("--group-size", type=int, default=8, help="G: samples per prompt")
-    a("--policy", choices=["cond", "cfg"], default="cfg",
+    a("--policy", choices=["cond", "cfg"], default="cond",
       help="log-probs of the conditional branch (the paper's code) or of the guided distribution sampled from")
     a("--adv-std", choices=["group", "global"], default="group", help="advantage denominator: group std (GRPO) or batch std (Flow-GRPO)")
     a("--beta", type=float, default=0.1, help="weight of the k3 KL to the reference")
@@ -120,6 +136,20 @@ def get_args(argv=None):
     a("--tensorboard", action="store_true", help="also write TensorBoard curves and images to OUT/tb")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = torch's default; tiny models run best on 1)")
+    # fidelity to AR-GRPO's code (README, "Fidelity to AR-GRPO's code"): the paper presets set these
+    a("--zero-flat-groups", action=argparse.BooleanOptionalAction, default=False,
+      help="advantage exactly 0 for a group whose rewards are all equal (AR-GRPO: no special case, "
+           "(r - mean) / (std + 1e-4) whatever rounding leaves)")
+    a("--lr-decay-steps", type=int, default=0,
+      help="linear LR decay to 0 over this many steps, as HF Trainer over AR-GRPO's 20 epochs (0 = constant)")
+    a("--caption-pad", choices=["left", "right"], default="right",
+      help="t2i caption features: right = AR-GRPO (padded rows kept), left = LlamaGen's sampler (zeroed)")
+    a("--clean-captions", action=argparse.BooleanOptionalAction, default=True,
+      help="t2i: DeepFloyd-IF caption cleaning, twice, before T5 (LlamaGen and AR-GRPO do)")
+    a("--pure-bf16", action=argparse.BooleanOptionalAction, default=False,
+      help="bf16 weights, grads and AdamW state for policy, reference and VQ (AR-GRPO's t2i "
+           "--force_model_bf16); updates below half a bf16 ulp are lost")
+    a("--dry-run", action="store_true", help="print the resolved configuration as JSON (flag names) and exit")
     # a preset's values become the defaults, so explicit flags still override them
     first, _ = p.parse_known_args(argv)
     preset = first.preset or DEFAULT_PRESET[first.task]
@@ -162,6 +192,7 @@ RANGE_CHECKS = [  # (flag, predicate, what it must be); the sampler flags are in
     ("--seed", lambda v: v >= 0, ">= 0"), ("--save-every", lambda v: v >= 1, ">= 1 (steps between checkpoints)"),
     ("--image-every", lambda v: v >= 0, ">= 0 (0 = only the first step)"),
     ("--cpu-threads", lambda v: v >= 0, ">= 0 (0 = torch's default)"),
+    ("--lr-decay-steps", lambda v: v >= 0, ">= 0 (0 = constant)"),
 ]
 
 
@@ -287,10 +318,12 @@ def build_models(args, device):
     text = None
     if args.task == "t2i":
         dtype = torch.bfloat16 if device.type == "cuda" and args.bf16 else torch.float32
+        # runs saved before these flags existed were left-padded, uncleaned: rebuild them as trained
+        kw = dict(pad=getattr(args, "caption_pad", "left"), clean=getattr(args, "clean_captions", False))
         if args.t5_path:
             check_t5_width(args.t5_path, policy.config.caption_dim)   # before the T5 weights are read
-        text = (TextEncoder.from_pretrained(args.t5_path, device=device, dtype=dtype) if args.t5_path
-                else TextEncoder.tiny(policy.config.caption_dim, seed=args.seed))
+        text = (TextEncoder.from_pretrained(args.t5_path, device=device, dtype=dtype, **kw) if args.t5_path
+                else TextEncoder.tiny(policy.config.caption_dim, seed=args.seed, **kw))
         text.model.to(device)
     return policy, reference, vq, text
 
@@ -304,7 +337,8 @@ def load_prompts(args):
     if not args.prompts:
         if args.preset == "tiny":
             return TINY_PROMPTS
-        raise SystemExit("error: t2i needs --prompts FILE (.txt, one prompt per line, or .jsonl with a 'prompt' field)")
+        raise SystemExit("error: t2i needs --prompts FILE (.txt, one prompt per line, .jsonl with a 'prompt' field, "
+                         "or AR-GRPO's .json list)")
     return read_prompts(args.prompts)
 
 
@@ -313,11 +347,11 @@ RUN_FILES = ["ckpt.pt", "metrics.jsonl", "summary.json", "args.json"]
 # flags that may differ on --resume: run logistics (taken as given, not recorded) and hyper-parameters
 # (applied from the resumed step on and recorded); any other flag given with a new value is refused
 RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every", "tensorboard", "device",
-               "cpu_threads", "preset", "resumes", "clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path",
+               "cpu_threads", "preset", "resumes", "dry_run", "clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path",
                "pickscore_path", "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt"}
 RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps", "clip_eps_high",
                   "inner_epochs", "minibatches", "micro_batch", "cfg_scale", "cfg_interval", "temperature",
-                  "top_k", "top_p"}
+                  "top_k", "top_p", "lr_decay_steps"}
 
 
 def given(key, argv):
@@ -381,9 +415,27 @@ def prepare_run(args, argv):
 
 
 # ----------------------------------------------------------------------------- training
+def dry_run(args):
+    """The resolved configuration, flag names as keys (what a preset means), as one JSON line."""
+    print(json.dumps({k.replace("_", "-"): v for k, v in vars(args).items() if k != "dry_run"}))
+
+
+def judge_metrics(before, after):
+    """This step's judge counters from the scorer's cumulative stats() (generate mode): the fraction
+    of judged images scored 0 because no answer parsed, and answers generated per judged image."""
+    d = {k: after[k] - before.get(k, 0) for k in after if k.endswith(("/answers", "/attempts", "/failures"))}
+    n = sum(v for k, v in d.items() if k.endswith("/answers"))
+    if not n:
+        return {}
+    return {"judge_fail_frac": sum(v for k, v in d.items() if k.endswith("/failures")) / n,
+            "judge_attempts": sum(v for k, v in d.items() if k.endswith("/attempts")) / n}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = get_args(argv)
+    if args.dry_run:
+        return dry_run(args)
     args, ck = prepare_run(args, argv)
     check_files(args)
     pool = load_prompts(args)
@@ -407,6 +459,8 @@ def main(argv=None):
     amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and args.bf16 else nullcontext()
 
     policy, reference, vq, text = build_models(args, device)
+    if args.pure_bf16:  # AR-GRPO's --force_model_bf16: no fp32 master weights; AdamW state follows
+        policy.to(torch.bfloat16), reference.to(torch.bfloat16), vq.to(torch.bfloat16)
     if args.task == "c2i":
         pool = pool[:policy.config.num_classes]  # a model with K classes draws ids from [0, K)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
@@ -453,6 +507,9 @@ def main(argv=None):
     bar = tqdm(total=args.steps, initial=start, desc="train", unit="step", disable=not master, dynamic_ncols=True)
     for step in range(start, args.steps):
         t0 = sync()
+        if args.lr_decay_steps:  # HF Trainer's linear schedule (no warmup), stateless: resume-proof
+            for group in opt.param_groups:
+                group["lr"] = args.lr * max(0.0, 1 - step / args.lr_decay_steps)
         torch.manual_seed(mix(args.seed, step, rank))  # any other randomness of this step (reward crops)
         # -- 1. prompts: one global draw from (seed, step), this rank takes its slice
         g = torch.Generator().manual_seed(mix(args.seed, step))
@@ -481,9 +538,11 @@ def main(argv=None):
         # -- 3. decode, score, advantages over the global batch (groups never straddle ranks)
         with torch.no_grad(), amp:
             images = (vq.decode(tokens).float().clamp(-1, 1) + 1) / 2                 # (B, 3, H, W) in [0, 1]
+        judge_before = scorer.stats()
         reward, parts = scorer(images, prompts)                                    # (B,), {name: (B,)}
+        judge = judge_metrics(judge_before, scorer.stats())
         rewards_all = all_gather(reward.float().to(device), world)                 # (world * B,)
-        adv_all, zero_std_frac = group_advantages(rewards_all, G, std=args.adv_std)
+        adv_all, zero_std_frac = group_advantages(rewards_all, G, std=args.adv_std, zero_flat=args.zero_flat_groups)
         adv = adv_all[rank * B:(rank + 1) * B]                                     # (B,)
         stop_if_nonfinite(nonfinite_rewards(parts, rewards_all, adv_all, world, device), step, saved)
         t2 = sync()
@@ -491,7 +550,10 @@ def main(argv=None):
         # -- 4. log-probs of the rollout policy (pi_old) and the reference, same micro-batches as the update
         def logprobs(m, idx):
             return policy_logprobs(m, cond[idx], tokens[idx], args.policy, args.cfg_scale, args.temperature, args.top_k,
-                                   args.top_p, None if cond_mask is None else cond_mask[idx], args.cfg_interval)
+                                   args.top_p, None if cond_mask is None else cond_mask[idx], args.cfg_interval,
+                                   # AR-GRPO's training pass (right padding, cond): padded caption rows do not
+                                   # see themselves; cfg keeps the sampler's mask (rho == 1 on-policy)
+                                   pad_self_attend=args.caption_pad == "left" or args.policy == "cfg")
         old, ref, ent = torch.empty(B, N, device=device), torch.empty(B, N, device=device), torch.empty(B, N, device=device)
         with torch.no_grad(), amp:
             for idx in torch.arange(B, device=device).split(micro):
@@ -528,7 +590,7 @@ def main(argv=None):
         m["ratio_min"], m["ratio_max"] = min(s["ratio_min"] for s in stats), max(s["ratio_max"] for s in stats)
         m.update({f"reward_{n}": v.float().mean().item() for n, v in parts.items()})
         m.update(entropy=ent.mean().item(), logp_gap_sampler=(old - logp_sampler).mean().item(),
-                 logp_gap_sampler_max=(old - logp_sampler).abs().max().item(), grad_norm=grad_norm)
+                 logp_gap_sampler_max=(old - logp_sampler).abs().max().item(), grad_norm=grad_norm, **judge)
         m = all_reduce(m, world, device)
         m = {"step": step, "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std().item(),
              "reward_group_std": rewards_all.view(-1, G).std(1).mean().item() if G > 1 else 0.0,

@@ -27,6 +27,19 @@ def test_zero_std_groups_are_zero_not_nan():
     assert torch.equal(adv, torch.zeros(2)) and zero_frac == 1.0
 
 
+def test_ar_grpo_flat_groups_keep_the_rounding_leak():
+    """AR-GRPO's code has no special case: (r - mean) / (std + 1e-4) with the float32 rounding of
+    mean and std. --no-zero-flat-groups (the paper presets) reproduces it; 1.1 rounds exactly."""
+    r = torch.tensor([2.9] * 8 + [1.1] * 8 + [1.0, 3.0] * 4)
+    ours, frac = group_advantages(r, group_size=8)
+    paper, frac_paper = group_advantages(r, group_size=8, zero_flat=False)
+    mean, sd = r.view(3, 8).mean(1, keepdim=True), r.view(3, 8).std(1, keepdim=True)
+    assert torch.equal(paper, ((r.view(3, 8) - mean) / (sd + 1e-4)).view(-1))
+    assert paper[:8].abs().min() > 1e-3 and torch.equal(paper[8:16], torch.zeros(8))   # the leak: ~2.4e-3
+    assert torch.equal(ours[:16], torch.zeros(16)) and torch.equal(ours[16:], paper[16:])
+    assert frac == frac_paper == pytest.approx(2 / 3)
+
+
 def test_global_std():
     r = torch.tensor([0.0, 2.0, 10.0, 14.0])
     adv, zero_frac = group_advantages(r, group_size=2, eps=0.0, std="global")

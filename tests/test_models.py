@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from checkpoint import BadCheckpoint, MissingCheckpoint, save_atomic
-from model import (GPT, GPTConfig, TextEncoder, cfg_logits, generate, gpt_checkpoint,
-                   gpt_config, load_gpt, process_logits)
+from model import (GPT, GPTConfig, cfg_logits, generate, gpt_checkpoint, gpt_config, load_gpt,
+                   process_logits)
+from text import TextEncoder
 from vq import VQ_PRESETS, VQConfig, VQModel, load_vq
 
 GOLDEN = os.environ.get("GOLDEN_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "golden"))
@@ -241,7 +242,7 @@ def test_tiny_text_encoder_same_in_every_process():
     vocabulary order once came from a set, whose iteration order follows the per-process hash seed."""
     import subprocess
     import sys
-    code = ("from model import TextEncoder; t = TextEncoder.tiny(); "
+    code = ("from text import TextEncoder; t = TextEncoder.tiny(); "
             "print(t.tokenizer('a red fox, Zebra!').input_ids)")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

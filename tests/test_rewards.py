@@ -19,24 +19,31 @@ def test_quantise_matches_hand_values_including_s_ge_1():
     assert torch.equal(R.quantise(s), want)
 
 
-@pytest.mark.parametrize("text,max_score,want", [
-    ('```json\n{"description": "a dog", "score": 3.5, "explanation": "x"}\n```', 5, 3.5),
-    ('{"score": 4}', 5, 4.0),
-    ('```json\n{\n    "score": 1,\n}\n```', 1, 1.0),          # trailing comma of the paper's example
-    ('blah "score": 0.5 blah', 1, 0.5),                     # no JSON at all, regex fallback
-    ('```json\n{"score": "2"}\n```', 5, 2.0),               # score as a string
-    ('```json\n{"score": 7}\n```', 5, None),                # out of range
-    ('```json\n{"score": -1}\n```', 5, None),
-    ('{"score": NaN}', 5, None),
-    ('{"score": "high"}', 5, None),
-    ('the image is nice', 5, None),
-    ('', 5, None),
-    (None, 5, None),
-    ('```json\n{"score": __import__("os").getcwd()}\n```', 5, None),   # never eval'd
-    ('{"score": [1, 2]}', 5, None),
+@pytest.mark.parametrize("text,want", [
+    ('```json\n{"description": "a dog", "score": 3.5, "explanation": "x"}\n```', 3.5),
+    ('{"score": 4}', 4.0),
+    ('```json\n{\n    "score": 1,\n}\n```', 1.0),           # trailing comma of the paper's own example
+    ('```json\n{"description": "a fish", "score": 2.5, "explanation": "The ima', 2.5),  # cut at 256 tokens
+    ('Sure! Here it is: {"score": 0} Hope it helps.', 0.0),   # text around the JSON
+    ("{'score': 1}", 1.0),                                     # single quotes
+    ('```json\n{"score": "2"}\n```', 2.0),                   # score as a string
+    ('```json\n{"score": 7}\n```', 7.0),                     # no range check (AR-GRPO: 7 / 4)
+    ('{"score": -1}', -1.0),
+    ('{"score": "high"}', None),
+    ('{"rating": 3}', None),                                   # no "score" key
+    ('{"a": 1}{"score": 2}', None),                            # two objects: repaired into a list
+    ('the image is nice', None),
+    ('', None),
+    (None, None),
+    ('```json\n{"score": __import__("os").getcwd()}\n```', None),   # never eval'd
+    ('{"score": [1, 2]}', None),
 ])
-def test_parse_judge_answer(text, max_score, want):
-    assert R.parse_judge_answer(text, max_score) == want
+def test_judge_score_parses_as_ar_grpo(text, want):
+    assert R.judge_score(text) == want
+
+
+def test_judge_score_nan_passes_the_parse():
+    assert math.isnan(R.judge_score('{"score": NaN}'))       # json allows it; Judge.generate makes it 0
 
 
 def test_prompt_color_is_deterministic_and_distinct():
@@ -208,7 +215,7 @@ def test_qwen_fast_judge_batched_equals_single_and_reads_digits(judge):
     digits = [tok.convert_tokens_to_ids(str(d)) for d in range(6)]
     for i in range(3):
         text = R.judge_text(R.QWEN_SCORE_PROMPT.format(prompts[i]), R.ANSWER_PREFIX)
-        inp = proc(text=[text], images=[x[i]], do_rescale=False, return_tensors="pt")
+        inp = proc(text=[text], images=R.jpeg_round_trip(x[i:i + 1]), return_tensors="pt")
         with torch.no_grad():
             p = model(**inp).logits[0, -1].softmax(-1)[digits]
         want = (p * torch.arange(6.0)).sum() / p.sum() / 4
@@ -216,27 +223,82 @@ def test_qwen_fast_judge_batched_equals_single_and_reads_digits(judge):
     _frozen_models(judge)
 
 
-def test_qwen_generate_mode_parses_and_counts_failures(judge, monkeypatch):
-    gen = build_rewards("qwen_score:1,qwen_fake:1", tiny=True, judge_mode="generate", judge_tokens=4)
-    x = _images(2, 56, 56)
-    total, parts = gen(x, PROMPTS[:2])           # random tiny model: gibberish -> counted failures
-    assert torch.equal(total, torch.zeros(2))
-    assert gen.stats() == {"qwen_score/answers": 2, "qwen_score/failures": 2,
-                           "qwen_fake/answers": 2, "qwen_fake/failures": 2}
-    # canned answers through the real decode + parse + /4 path
-    model, proc = gen.ctx.cache["qwen"]
-    answers = ['```json\n{"description": "fish", "score": 3.5, "explanation": "ok"}\n```', 'no idea']
+def test_jpeg_round_trip_is_what_ar_grpos_judge_sees():
+    """AR-GRPO: torchvision's to_pil_image on the float image, JPEG at PIL's default quality, reloaded."""
+    import io
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms.functional import to_pil_image
+    x = _images(2, 40, 48)
+    got = R.jpeg_round_trip(x)
+    for i, img in enumerate(got):
+        buf = io.BytesIO()
+        to_pil_image(x[i].float()).save(buf, format="JPEG")
+        assert img.mode == "RGB" and np.array_equal(np.asarray(img), np.asarray(Image.open(buf).convert("RGB")))
+    raw = (x[0] * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.abs(np.asarray(got[0]).astype(int) - raw).max() > 2       # lossy: not the raw pixels
 
-    def fake_generate(input_ids, **kw):
-        new = [proc.tokenizer.encode(a, add_special_tokens=False) for a in answers]
-        n = max(map(len, new))
-        pad = proc.tokenizer.pad_token_id
+
+def canned_generate(proc, script, calls):
+    """A stand-in for model.generate: call k answers script[k] (one text per image in the batch)."""
+    def generate(input_ids, **kw):
+        calls.append((len(input_ids), kw))
+        new = [proc.tokenizer.encode(a, add_special_tokens=False) for a in script[len(calls) - 1]]
+        n, pad = max(map(len, new)), proc.tokenizer.pad_token_id
         return torch.cat([input_ids, torch.tensor([t + [pad] * (n - len(t)) for t in new])], 1)
-    monkeypatch.setattr(model, "generate", fake_generate)
-    _, parts = gen(x, PROMPTS[:2])
-    assert torch.allclose(parts["qwen_score"], torch.tensor([3.5 / 4, 0.0]))
-    assert torch.allclose(parts["qwen_fake"], torch.tensor([0.0, 0.0]))      # 3.5 > 1: malformed
-    assert gen.stats()["qwen_score/failures"] == 3 and gen.stats()["qwen_fake/failures"] == 4
+    return generate
+
+
+def test_qwen_generate_mode_retries_parses_and_counts(monkeypatch):
+    gen = build_rewards("qwen_score:1", tiny=True, judge_mode="generate", judge_tokens=4)
+    judge, (model, proc) = gen.fns[0], gen.ctx.cache["qwen"]
+    seen = []   # the images that reach the processor: the JPEG round trip of the input
+    real_processor = judge.processor
+    monkeypatch.setattr(judge, "processor", lambda **kw: seen.append(kw["images"]) or real_processor(**kw))
+    monkeypatch.setattr(judge.processor, "tokenizer", proc.tokenizer, raising=False)
+    x = _images(3, 56, 56)
+    calls = []
+    script = [["no idea", '```json\n{"score": 7}\n```', "garbage"],     # attempt 1: images 0, 1, 2
+              ['```json\n{\n    "score": 3.5,\n}\n```', "still nothing"],  # attempt 2: images 0, 2
+              ["nope"]]                                                    # attempt 3: image 2
+    monkeypatch.setattr(model, "generate", canned_generate(proc, script, calls))
+    total, parts = gen(x, PROMPTS[:3])
+    assert torch.allclose(parts["qwen_score"], torch.tensor([3.5 / 4, 7 / 4, 0.0]))  # no range check
+    assert [n for n, _ in calls] == [3, 2, 1]                                        # only failures asked again
+    sampling = {"do_sample", "temperature", "top_k", "top_p", "num_beams", "generation_config"}
+    assert all(kw["max_new_tokens"] == 4 and not sampling & set(kw)
+               for _, kw in calls)                                   # else the model's own generation config
+    assert gen.stats() == {"qwen_score/answers": 3, "qwen_score/attempts": 6, "qwen_score/failures": 1,
+                           "qwen_score/nonfinite": 0}
+    import numpy as np
+    want = R.jpeg_round_trip(x)
+    assert [len(b) for b in seen] == [3, 2, 1]
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(seen[1], [want[0], want[2]]))
+    # a NaN score parses (json allows it), is not retried, and counts 0 (AR-GRPO sums with nansum)
+    calls.clear()
+    script[:] = [['{"score": NaN}', '{"score": 1}', '{"score": 0}']]
+    _, parts = gen(x, PROMPTS[:3])
+    assert torch.equal(parts["qwen_score"], torch.tensor([0.0, 0.25, 0.0])) and len(calls) == 1
+    assert gen.stats()["qwen_score/nonfinite"] == 1
+
+
+def test_qwen_generate_mode_real_tiny_model_samples_by_its_generation_config():
+    gen = build_rewards("qwen_fake:1", tiny=True, judge_mode="generate", judge_tokens=6)
+    judge, (model, proc) = gen.fns[0], gen.ctx.cache["qwen"]
+    x = _images(2, 56, 56)
+    total, parts = gen(x, PROMPTS[:2])           # random tiny model: gibberish, 3 attempts, then 0
+    assert torch.equal(total, torch.zeros(2))
+    assert gen.stats() == {"qwen_fake/answers": 2, "qwen_fake/attempts": 6, "qwen_fake/failures": 2,
+                           "qwen_fake/nonfinite": 0}
+    images = R.jpeg_round_trip(x)
+
+    def answers(seed):
+        torch.manual_seed(seed)   # train.py seeds the global RNG per step; the judge draws its seed from it
+        return judge.answer(images, PROMPTS[:2])
+    assert answers(0) == answers(1)              # the tiny model's generation_config: greedy
+    model.generation_config.do_sample, model.generation_config.top_k = True, 0
+    a = answers(0)
+    assert a == answers(0) and a != answers(1)   # sampling, as the config says, reproducible from the seed
 
 
 # ----------------------------------------------------------------------------- missing weights

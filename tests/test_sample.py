@@ -25,6 +25,19 @@ def test_tiny_t2i_from_jsonl(tmp_path):
     assert np.load(npz)["arr_0"].shape == (2, 32, 32, 3)
 
 
+def test_tiny_t2i_caption_flags_change_the_samples(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("A RED cat\nthe BLUE dog on a long long road\n")
+
+    def run(*flags):
+        npz = tmp_path / f"{len(flags)}{'_'.join(flags)}.npz"
+        sample.main(["--preset", "tiny", "--prompts", str(prompts), "--per-class", "4", "--out", "",
+                     "--npz", str(npz), *flags])
+        return np.load(npz)["arr_0"]
+    left, right, raw = run(), run("--caption-pad", "right"), run("--no-clean-captions")
+    assert (left != right).any() and (left != raw).any()   # another null-branch layout; other T5 tokens
+
+
 def test_same_seed_same_images(tmp_path):
     run = lambda seed, name: sample.main(["--preset", "tiny", "--seed", str(seed), "--out", "",
                                           "--npz", str(tmp_path / name)]) or np.load(tmp_path / name)["arr_0"]
