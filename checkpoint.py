@@ -103,6 +103,18 @@ def load_checkpoint(path):
                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
 
 
+def run_args(path):
+    """train.py's args stored in a checkpoint (a Namespace), or None for any other file; memory-mapped,
+    so the weights are not read here (the loaders read them and report a missing or bad file)."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    a = ck.get("args") if isinstance(ck, dict) else None
+    return argparse.Namespace(**a) if isinstance(a, dict) else None
+
+
 def extract_state_dict(ckpt):
     """Pull the weights out of any released layout and normalise the key names."""
     if not isinstance(ckpt, dict):

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import train
-from checkpoint import BadCheckpoint, MissingCheckpoint, extract_state_dict, hub_reachable, load_checkpoint
+from checkpoint import BadCheckpoint, MissingCheckpoint, extract_state_dict, hub_reachable, load_checkpoint, run_args
 from grpo import policy_logprobs
 from model import generate
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
@@ -301,18 +301,6 @@ ARGRPO_SCALE = {"clip": 1 / 5, "hps": 1 / 5, "pickscore": 1 / 26}
 ARGRPO_SCORERS = DRAWBENCH_SCORERS.split(",")
 SCORER_WEIGHTS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path", "imagereward_ckpt",
                   "aesthetic_ckpt", "aesthetic_clip_ckpt")
-
-
-def run_args(path):
-    """train.py's args stored in a checkpoint, or None; memory-mapped, so the weights are not read here
-    (load_pair reads them, and reports a missing or bad file in one line)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return None
-    a = ck.get("args") if isinstance(ck, dict) else None
-    return argparse.Namespace(**a) if isinstance(a, dict) else None
 
 
 @torch.no_grad()

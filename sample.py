@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from checkpoint import run_args
 from model import GPT, generate, gpt_config, load_gpt
 from text import TextEncoder
 from vq import VQ_PRESETS, VQModel, load_vq
@@ -204,10 +205,12 @@ def main(argv=None):
     p.add_argument("--image-size-eval", type=int, default=None, help="resize the .npz samples to this size (bicubic)")
     p.add_argument("--classes", default=None, help="comma-separated class ids, or 'all' (default: 8 demo classes)")
     p.add_argument("--prompts", default=None, help="t2i prompt file (.txt, .jsonl or AR-GRPO's .json list)")
-    p.add_argument("--caption-pad", choices=["left", "right"], default="left",
-                   help="t2i: left = LlamaGen's sampler, right = AR-GRPO's training and evaluation (text.py)")
-    p.add_argument("--clean-captions", action=argparse.BooleanOptionalAction, default=True,
-                   help="t2i: DeepFloyd-IF caption cleaning, twice, before T5 (LlamaGen and AR-GRPO do)")
+    p.add_argument("--caption-pad", choices=["left", "right"], default=None,
+                   help="t2i: left = LlamaGen's sampler, right = AR-GRPO's training and evaluation (text.py); "
+                        "default: a train.py checkpoint's own setting, else left")
+    p.add_argument("--clean-captions", action=argparse.BooleanOptionalAction, default=None,
+                   help="t2i: DeepFloyd-IF caption cleaning, twice, before T5 (LlamaGen and AR-GRPO do); "
+                        "default: a train.py checkpoint's own setting, else on")
     p.add_argument("--per-class", "--per-prompt", type=int, default=1, help="samples per class id / prompt")
     p.add_argument("--task", choices=["c2i", "t2i"], default=None,
                    help="checked against the model; picks the tiny preset's model")
@@ -232,6 +235,12 @@ def main(argv=None):
         ("--image-size-eval", lambda v: v > 0, "> 0")])
     if error:
         p.error(error)
+    # T2I text settings: as given, else those a train.py checkpoint was trained with, else LlamaGen's
+    run = None if args.preset == "tiny" else run_args(args.gpt_ckpt)
+    if args.caption_pad is None:
+        args.caption_pad = getattr(run, "caption_pad", "left")
+    if args.clean_captions is None:
+        args.clean_captions = getattr(run, "clean_captions", run is None)  # runs older than the flag: raw
     print(vars(args))
     if args.geneval:   # before any model is built: bad input stops at once
         geneval = read_geneval(args.geneval)

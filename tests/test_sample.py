@@ -80,3 +80,20 @@ def test_read_prompts_argrpo_json(tmp_path):
         sample.read_prompts(str(tmp_path / "obj.json"))
     with pytest.raises(SystemExit, match="is a directory"):
         sample.read_prompts(str(tmp_path))
+
+
+def test_t2i_text_settings_follow_the_run(tmp_path, capsys):
+    """A train.py checkpoint is sampled with the caption padding and cleaning it was trained with,
+    unless the flags say otherwise; other files get LlamaGen's (left, cleaned)."""
+    import torch
+    ck = tmp_path / "run.pt"
+    torch.save({"model": {}, "args": {"caption_pad": "right", "clean_captions": False}}, ck)
+    other = tmp_path / "other.pt"
+    torch.save({"model": {}}, other)
+    for argv, pad, clean in ((["--gpt-ckpt", str(ck)], "right", False),
+                             (["--gpt-ckpt", str(ck), "--caption-pad", "left", "--clean-captions"], "left", True),
+                             (["--gpt-ckpt", str(other)], "left", True)):
+        with pytest.raises(SystemExit):  # the empty state dict fails to load, after the settings are printed
+            sample.main(argv + ["--out", ""])
+        printed = capsys.readouterr().out
+        assert f"'caption_pad': '{pad}'" in printed and f"'clean_captions': {clean}" in printed
