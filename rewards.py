@@ -49,6 +49,9 @@ from a tiny config with random weights (offline; what the tests use).
 T2I evaluation scorers, usable as rewards (section "T2I evaluation scorers" below): pickscore
 (PickScore_v1), imagereward (ImageReward-v1.0 on transformers' BLIP), aesthetic (LAION predictor v2).
 
+Reading order: the ensemble (reward_builders, parse_spec, Rewards, build_rewards) opens the file;
+the weight-free maps follow, then each paper reward's loader and builder, then the T2I scorers.
+
 Run:  python rewards.py --bench            (images/s of each reward, tiny configs, CPU)
 """
 import hashlib
@@ -56,6 +59,7 @@ import json
 import math
 import os
 import re
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -66,6 +70,98 @@ from checkpoint import BadCheckpoint, hub_fetch, hub_reachable, is_torchscript, 
 
 class RewardWeightsMissing(RuntimeError):
     """A reward's weights are not on this machine; str() is one line saying what and how."""
+
+
+# ----------------------------------------------------------------------------- the ensemble
+def reward_builders():
+    """The rewards by name: name -> builder(ctx), which loads what the reward needs (failing fast
+    on missing weights) and returns its function fn(images, prompts) -> (B,). A function rather
+    than a module-level dict only so that this table can open the file, above what it names."""
+    return {**{name: partial(weight_free, name) for name in OFFLINE},
+            "clip": partial(build_clip, kind="clip", quantised=False),
+            "clip_q": partial(build_clip, kind="clip", quantised=True),
+            "hps": partial(build_clip, kind="hps", quantised=False),
+            "hps_q": partial(build_clip, kind="hps", quantised=True),
+            "maniqa": build_maniqa,
+            **{name: partial(Judge, name=name) for name in JUDGE},
+            "pickscore": build_pickscore, "imagereward": build_imagereward,
+            "aesthetic": build_aesthetic}
+
+
+def parse_spec(spec, valid=None):
+    """'a:1,b:0.5' -> [('a', 1.0), ('b', 0.5)]; 'qwen' expands to the three judge prompts."""
+    valid = reward_builders() if valid is None else valid
+    out = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        name, _, w = item.partition(":")
+        name = name.strip()
+        try:
+            weight = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"reward weight must be a number: {item!r} in {spec!r}") from None
+        if not math.isfinite(weight):  # a NaN / inf weight would put NaN into every update
+            raise ValueError(f"reward weight must be finite: {item!r} in {spec!r}")
+        names = QWEN_PARTS if name == "qwen" else [name]
+        for n in names:
+            if n not in valid:
+                known = ", ".join(sorted(valid) + ["qwen"])
+                raise ValueError(f"unknown reward {n!r}; valid: {known}")
+            if n in [o[0] for o in out]:
+                raise ValueError(f"reward {n!r} given twice in {spec!r}")
+            out.append((n, weight))
+    if not out:
+        raise ValueError(f"empty reward spec {spec!r}")
+    return out
+
+
+class Rewards:
+    """The scorer: call it with images (B, 3, H, W) in [0, 1] and B prompts."""
+
+    def __init__(self, names, weights, fns, ctx):
+        self.names, self.weights, self.fns, self.ctx = names, weights, fns, ctx
+        self.device = ctx.device   # ctx.cache holds the (shared, frozen) reward models
+
+    @torch.no_grad()
+    def __call__(self, images, prompts):
+        assert images.dim() == 4 and images.shape[1] == 3, \
+            f"images must be (B,3,H,W), got {tuple(images.shape)}"
+        assert len(prompts) == images.shape[0], "one prompt per image"
+        x = images.detach().to(self.device, torch.float32).clamp(0, 1)
+        parts = {n: fn(x, list(prompts)).float().to(images.device)
+                 for n, fn in zip(self.names, self.fns)}           # name -> (B,)
+        total = sum(w * parts[n] for n, w in zip(self.names, self.weights))
+        return total, parts
+
+    def stats(self):
+        """Counters of the rewards that keep some (judge failures), e.g.
+        {'qwen_fake/failures': 2}; train.py logs them as judge_fail_frac."""
+        out = {}
+        for n, fn in zip(self.names, self.fns):
+            for k, v in getattr(fn, "stats", {}).items():
+                out[f"{n}/{k}"] = v
+        return out
+
+
+def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt=None,
+                  qwen_path=None, judge_mode="generate", dtype=None, tiny=False, seed=0,
+                  judge_tokens=256, pickscore_path=None, imagereward_ckpt=None,
+                  aesthetic_ckpt=None, aesthetic_clip_ckpt=None):
+    """Build the scorer for `spec` ("name:weight,..."). Paths override the library caches;
+    tiny=True builds the paper rewards with tiny random networks (tests, benchmarks);
+    dtype (e.g. torch.bfloat16) is the reward models' compute dtype, default float32;
+    seed fixes tiny random weights and MANIQA's crop positions; judge_tokens caps the
+    generate-mode answer (256 in the paper)."""
+    builders = reward_builders()
+    pairs = parse_spec(spec, builders)
+    assert judge_mode in ("fast", "generate"), judge_mode
+    ctx = SimpleNamespace(device=torch.device(device), dtype=dtype or torch.float32, tiny=tiny,
+                          clip_ckpt=clip_ckpt, hps_ckpt=hps_ckpt, maniqa_ckpt=maniqa_ckpt,
+                          qwen_path=qwen_path, judge_mode=judge_mode, seed=seed,
+                          judge_tokens=judge_tokens, cache={}, pickscore_path=pickscore_path,
+                          imagereward_ckpt=imagereward_ckpt, aesthetic_ckpt=aesthetic_ckpt,
+                          aesthetic_clip_ckpt=aesthetic_clip_ckpt)
+    fns = [builders[n](ctx) for n, _ in pairs]
+    return Rewards([n for n, _ in pairs], [w for _, w in pairs], fns, ctx)
 
 
 # ----------------------------------------------------------------------------- pure maps
@@ -154,6 +250,11 @@ def reward_jpeg(x, prompts):
 OFFLINE = {"color": reward_color, "brightness": reward_brightness,
            "colorfulness": reward_colorfulness, "jpeg": reward_jpeg}
 OFFLINE_REWARDS = list(OFFLINE)
+
+
+def weight_free(name, ctx):
+    """The builder of a weight-free reward: nothing to load (ctx unused)."""
+    return OFFLINE[name]
 
 
 # ----------------------------------------------------------------------------- finding weights
@@ -344,30 +445,53 @@ MANIQA_CROPS, MANIQA_CROP = 20, 224
 # the architecture of pyiqa's 'maniqa' (KonIQ-10k weights): MANIQA's own arguments and timm overrides
 # of its 'vit_base_patch8_224' backbone (none for the real file; the tests shrink both to load tiny
 # files in the released layouts through the real path)
-MANIQA_ARCH = dict(maniqa=dict(embed_dim=768, dim_mlp=768, patch_size=8, window_size=4, num_heads=[4, 4]), vit={})
+MANIQA_ARCH = dict(maniqa=dict(embed_dim=768, dim_mlp=768, patch_size=8, window_size=4,
+                               num_heads=[4, 4]), vit={})
 MANIQA_FILE = "ckpt_koniq10k.pt"
 
 
+def maniqa_net(vit, embed_dim, dim_mlp, patch_size, window_size, num_heads):
+    """pyiqa's MANIQA (KonIQ-10k configuration: depths [2, 2], 224 px, 2 TA blocks, scale 0.8)
+    around the ViT `vit` we pass in. pyiqa's constructor builds its own timm ViT with
+    pretrained=True (an ImageNet download the MANIQA checkpoint overwrites anyway), so we build
+    the same modules under the same names here; pyiqa's forward and checkpoint keys then apply."""
+    from pyiqa.archs.maniqa_arch import MANIQA, SaveOutput, TABlock
+    from pyiqa.archs.maniqa_swin import SwinTransformer
+    from timm.models.vision_transformer import Block
+    nn = torch.nn
+    net = MANIQA.__new__(MANIQA)
+    nn.Module.__init__(net)
+    net.img_size, net.patch_size, net.input_size, net.test_sample = 224, patch_size, 224 // patch_size, 20
+    net.patches_resolution = (net.input_size, net.input_size)
+    net.vit, net.save_output = vit, SaveOutput()
+    for block in vit.modules():           # extract_feature reads the outputs of blocks 6..9
+        if isinstance(block, Block):
+            block.register_forward_hook(net.save_output)
+    swin = dict(patches_resolution=net.patches_resolution, depths=[2, 2], num_heads=num_heads,
+                window_size=window_size, dim_mlp=dim_mlp, scale=0.8)
+    net.tablock1 = nn.ModuleList([TABlock(net.input_size ** 2) for _ in range(2)])
+    net.conv1 = nn.Conv2d(embed_dim * 4, embed_dim, 1, 1, 0)
+    net.swintransformer1 = SwinTransformer(embed_dim=embed_dim, **swin)
+    net.tablock2 = nn.ModuleList([TABlock(net.input_size ** 2) for _ in range(2)])
+    net.conv2 = nn.Conv2d(embed_dim, embed_dim // 2, 1, 1, 0)
+    net.swintransformer2 = SwinTransformer(embed_dim=embed_dim // 2, **swin)
+    half = embed_dim // 2
+    net.fc_score = nn.Sequential(nn.Linear(half, half), nn.ReLU(), nn.Dropout(0.1),
+                                 nn.Linear(half, 1), nn.ReLU())
+    net.fc_weight = nn.Sequential(nn.Linear(half, half), nn.ReLU(), nn.Dropout(0.1),
+                                  nn.Linear(half, 1), nn.Sigmoid())
+    net.default_mean = torch.full((1, 3, 1, 1), 0.5)    # pyiqa's IMAGENET_INCEPTION_MEAN / STD
+    net.default_std = torch.full((1, 3, 1, 1), 0.5)
+    return net
+
+
 def load_maniqa(ctx):
-    """pyiqa's MANIQA network (KonIQ-10k weights). pyiqa builds timm 'vit_base_patch8_224' with
-    pretrained=True inside; we swap timm.create_model for the duration of the constructor so
-    that no ImageNet backbone is downloaded (the MANIQA checkpoint overwrites it anyway), or,
-    tiny, so that the backbone is a 10-block 16-wide ViT with 32 px patches. The file may be a bare
-    state dict, 'module.'-prefixed or {'params': ...}, read with weights_only=True."""
+    """pyiqa's MANIQA network (KonIQ-10k weights) on timm's 'vit_base_patch8_224', or, tiny, on a
+    10-block 16-wide ViT with 32 px patches (random weights). The file may be a bare state dict,
+    'module.'-prefixed or {'params': ...}, read with weights_only=True."""
     import timm
-    from pyiqa.archs.maniqa_arch import MANIQA
     from timm.models.vision_transformer import VisionTransformer
-    real_create = timm.create_model
-
-    def create(name, pretrained=False, **kw):
-        if ctx.tiny:   # MANIQA reads blocks 6..9, so 10 blocks; 224/32 = 7 tokens a side
-            return VisionTransformer(img_size=224, patch_size=32, embed_dim=16, depth=10, num_heads=2, mlp_ratio=2)
-        return real_create(name, pretrained=False, **{**kw, **MANIQA_ARCH["vit"]})
-
-    if ctx.tiny:
-        cfg = dict(embed_dim=16, dim_mlp=16, patch_size=32, window_size=7, num_heads=[2, 2])
-    else:   # the paper's (and pyiqa's 'maniqa' = KonIQ) configuration
-        cfg = MANIQA_ARCH["maniqa"]
+    if not ctx.tiny:   # find the file before building anything
         if ctx.maniqa_ckpt:
             path = _flag_path(ctx.maniqa_ckpt, "--maniqa-ckpt", "MANIQA", [MANIQA_FILE])
         else:
@@ -380,13 +504,16 @@ def load_maniqa(ctx):
             raise RewardWeightsMissing(
                 f"MANIQA: weights file {MANIQA_FILE} not found at {path} (pyiqa cache) and "
                 f"huggingface.co is unreachable; download it and pass --maniqa-ckpt PATH")
-    timm.create_model = create
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(ctx.seed)
-            net = MANIQA(depths=[2, 2], img_size=224, num_tab=2, scale=0.8, pretrained=False, **cfg)
-    finally:
-        timm.create_model = real_create
+    with torch.random.fork_rng():
+        torch.manual_seed(ctx.seed)
+        if ctx.tiny:   # MANIQA reads blocks 6..9, so 10 blocks; 224/32 = 7 tokens a side
+            vit = VisionTransformer(img_size=224, patch_size=32, embed_dim=16, depth=10,
+                                    num_heads=2, mlp_ratio=2)
+            net = maniqa_net(vit, embed_dim=16, dim_mlp=16, patch_size=32, window_size=7,
+                             num_heads=[2, 2])
+        else:          # the paper's (and pyiqa's 'maniqa' = KonIQ) configuration
+            vit = timm.create_model("vit_base_patch8_224", pretrained=False, **MANIQA_ARCH["vit"])
+            net = maniqa_net(vit, **MANIQA_ARCH["maniqa"])
     if ctx.tiny:   # random init leaves the ReLU score head dead (all 0); lift it so scores vary
         with torch.no_grad():
             net.fc_score[3].bias.fill_(1.0)
@@ -984,95 +1111,6 @@ def build_aesthetic(ctx):
         f = f / f.norm(dim=-1, keepdim=True)
         return mlp(f).squeeze(-1)
     return reward
-
-
-T2I_SCORERS = {"pickscore": build_pickscore, "imagereward": build_imagereward, "aesthetic": build_aesthetic}
-
-
-# ----------------------------------------------------------------------------- the ensemble
-def _builders():
-    """name -> builder(ctx) returning fn(x, prompts) -> (B,). Paper builders come below."""
-    b = {name: (lambda fn: (lambda ctx: fn))(fn) for name, fn in OFFLINE.items()}
-    b["clip"] = lambda ctx: build_clip(ctx, "clip", quantised=False)
-    b["clip_q"] = lambda ctx: build_clip(ctx, "clip", quantised=True)
-    b["hps"] = lambda ctx: build_clip(ctx, "hps", quantised=False)
-    b["hps_q"] = lambda ctx: build_clip(ctx, "hps", quantised=True)
-    b["maniqa"] = build_maniqa
-    for name in QWEN_PARTS:
-        b[name] = (lambda n: lambda ctx: Judge(ctx, n))(name)
-    b.update(T2I_SCORERS)
-    return b
-
-
-def parse_spec(spec, valid=None):
-    """'a:1,b:0.5' -> [('a', 1.0), ('b', 0.5)]; 'qwen' expands to the three judge prompts."""
-    valid = _builders() if valid is None else valid
-    out = []
-    for item in [s.strip() for s in spec.split(",") if s.strip()]:
-        name, _, w = item.partition(":")
-        name = name.strip()
-        try:
-            weight = float(w) if w.strip() else 1.0
-        except ValueError:
-            raise ValueError(f"reward weight must be a number: {item!r} in {spec!r}") from None
-        if not math.isfinite(weight):  # a NaN / inf weight would put NaN into every update
-            raise ValueError(f"reward weight must be finite: {item!r} in {spec!r}")
-        names = QWEN_PARTS if name == "qwen" else [name]
-        for n in names:
-            if n not in valid:
-                raise ValueError(f"unknown reward {n!r}; valid: {', '.join(sorted(valid) + ['qwen'])}")
-            if n in [o[0] for o in out]:
-                raise ValueError(f"reward {n!r} given twice in {spec!r}")
-            out.append((n, weight))
-    if not out:
-        raise ValueError(f"empty reward spec {spec!r}")
-    return out
-
-
-class Rewards:
-    """The scorer: call it with images (B, 3, H, W) in [0, 1] and B prompts."""
-
-    def __init__(self, names, weights, fns, ctx):
-        self.names, self.weights, self.fns, self.ctx = names, weights, fns, ctx
-        self.device = ctx.device   # ctx.cache holds the (shared, frozen) reward models
-
-    @torch.no_grad()
-    def __call__(self, images, prompts):
-        assert images.dim() == 4 and images.shape[1] == 3, f"images must be (B,3,H,W), got {tuple(images.shape)}"
-        assert len(prompts) == images.shape[0], "one prompt per image"
-        x = images.detach().to(self.device, torch.float32).clamp(0, 1)
-        parts = {n: fn(x, list(prompts)).float().to(images.device) for n, fn in zip(self.names, self.fns)}
-        total = sum(w * parts[n] for n, w in zip(self.names, self.weights))
-        return total, parts
-
-    def stats(self):
-        """Counters of the rewards that keep some (judge failures), e.g. {'qwen_fake/failures': 2}."""
-        out = {}
-        for n, fn in zip(self.names, self.fns):
-            for k, v in getattr(fn, "stats", {}).items():
-                out[f"{n}/{k}"] = v
-        return out
-
-
-def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt=None,
-                  qwen_path=None, judge_mode="generate", dtype=None, tiny=False, seed=0, judge_tokens=256,
-                  pickscore_path=None, imagereward_ckpt=None, aesthetic_ckpt=None, aesthetic_clip_ckpt=None):
-    """Build the scorer for `spec` ("name:weight,..."). Paths override the library caches;
-    tiny=True builds the paper rewards with tiny random networks (tests, benchmarks);
-    dtype (e.g. torch.bfloat16) is the reward models' compute dtype, default float32;
-    seed fixes tiny random weights and MANIQA's crop positions; judge_tokens caps the
-    generate-mode answer (256 in the paper)."""
-    builders = _builders()
-    pairs = parse_spec(spec, builders)
-    assert judge_mode in ("fast", "generate"), judge_mode
-    ctx = SimpleNamespace(device=torch.device(device), dtype=dtype or torch.float32, tiny=tiny,
-                          clip_ckpt=clip_ckpt, hps_ckpt=hps_ckpt, maniqa_ckpt=maniqa_ckpt,
-                          qwen_path=qwen_path, judge_mode=judge_mode, seed=seed,
-                          judge_tokens=judge_tokens, cache={}, pickscore_path=pickscore_path,
-                          imagereward_ckpt=imagereward_ckpt, aesthetic_ckpt=aesthetic_ckpt,
-                          aesthetic_clip_ckpt=aesthetic_clip_ckpt)
-    fns = [builders[n](ctx) for n, _ in pairs]
-    return Rewards([n for n, _ in pairs], [w for _, w in pairs], fns, ctx)
 
 
 # ----------------------------------------------------------------------------- judge agreement

@@ -55,7 +55,7 @@ def test_prompt_color_is_deterministic_and_distinct():
 
 # ----------------------------------------------------------------------------- spec grammar
 def test_spec_parsing_and_errors():
-    assert R.parse_spec("color:1, jpeg:0.5", R._builders()) == [("color", 1.0), ("jpeg", 0.5)]
+    assert R.parse_spec("color:1, jpeg:0.5", R.reward_builders()) == [("color", 1.0), ("jpeg", 0.5)]
     with pytest.raises(ValueError, match="unknown reward 'nope'; valid: .*color"):
         build_rewards("nope:1")
     with pytest.raises(ValueError, match="must be a number"):
