@@ -4,6 +4,9 @@
   `vq_ds16_c2i`, `t2i_XL_stage1_256`, ...) fetched once through `huggingface_hub` into its cache.
   Offline with nothing cached it raises `MissingCheckpoint`: one line naming the file, where to
   get it and the flag to pass instead.
+- `find_weights(what, flag, path, fetch, ...)`: the one home of weight finding for every loader
+  (LlamaGen, the rewards, eval's Inception and LPIPS): the flag's path, else the library cache,
+  else a download when huggingface.co answers, else that one-line message.
 - `read(name_or_path, config_cls, flag)`: resolve, then `torch.load(..., weights_only=True)` and
   the state dict (plus our stored config, if any) out of every layout the released files use: `{"model": sd}` (DDP runs, plus optimizer/steps/args), `{"ema": sd}`, `{"module": sd}`,
   `{"state_dict": sd}`, a bare state dict (FSDP runs), stray `freqs_cis`, `module.`/`_orig_mod.`
@@ -57,27 +60,65 @@ def resolve(name_or_path, flag="--gpt-ckpt"):
                                 f"{flag} PATH or a released name ({', '.join(sorted(RELEASES))})")
     repo, fname = RELEASES[name], f"{name}.pt"
     from huggingface_hub import hf_hub_download
-    path, why = hub_fetch(lambda local: hf_hub_download(repo, fname, local_files_only=local))
+    return find_weights("LlamaGen", flag, file=f"{fname} (huggingface.co/{repo})",
+                        fetch=lambda local: hf_hub_download(repo, fname, local_files_only=local))
+
+
+# ----------------------------------------------------------------------------- finding weights
+def find_weights(what, flag, path=None, fetch=None, file="", where=None, arg="PATH", names=(),
+                 folder=False, fix=None, error=MissingCheckpoint):
+    """THE way every loader finds its weights, and the one-line message when it cannot.
+    1. `path` (from `flag`) if given: it must be a file (a folder with folder=True; `names` are
+       the file names to suggest when a folder was passed for a file);
+    2. fetch(True): the library's cache (fetch raises when the file is not there);
+    3. fetch(False) if huggingface.co answers a socket probe: the download.
+    Otherwise `error`: "{what}: {file} not found in {where} and {why}; {fix}", where `fix` is by
+    default "download it and pass {flag} {arg}". `where` defaults to the huggingface_hub cache."""
     if path:
+        return flag_path(path, flag, what, names, folder, error)
+    found, why = hub_fetch(fetch)
+    if found:
+        return found
+    if where is None:
+        from huggingface_hub import constants
+        where = f"the huggingface_hub cache ({constants.HF_HUB_CACHE})"
+    fix = fix or f"download it and pass {flag} {arg} (or set HF_HOME to a cache that has it)"
+    raise error(f"{what}: {file} not found in {where} and {why}; {fix}")
+
+
+def flag_path(path, flag, what, names=(), folder=False, error=MissingCheckpoint):
+    """A path given by a flag: returned if it is the kind of path the loader reads (a file, or a
+    folder with folder=True); otherwise `error`, one line saying what is wrong with it."""
+    if folder:
+        if os.path.isdir(path):
+            return path
+        what_is = "is a file" if os.path.exists(path) else "does not exist"
+        raise error(f"{what}: {path} (from {flag}) {what_is}; pass the model folder "
+                    f"(the one holding config.json)")
+    if os.path.isfile(path):
         return path
-    raise MissingCheckpoint(f"cannot get {fname} from huggingface.co/{repo} ({why}); download it and pass "
-                            f"{flag} /path/to/{fname}, or put it in the Hugging Face cache (HF_HOME)")
+    if os.path.isdir(path):
+        inside = [n for n in names if os.path.isfile(os.path.join(path, n))]
+        hint = (f"pass {flag} {os.path.join(path, inside[0])}" if inside
+                else f"pass the weights file ({' or '.join(names)})")
+        raise error(f"{what}: {path} (from {flag}) is a directory; {hint}")
+    raise error(f"{what}: weights file {path} (from {flag}) does not exist")
 
 
 def hub_fetch(fetch):
     """Cache first, then the network: fetch(local_files_only=True), else fetch(False) if the hub
     answers a socket probe (its client retries for ~30 s when there is no network).
-    Returns (path, None) or (None, why)."""
+    Returns (path, None) or (None, why), why a phrase for find_weights' message."""
     try:
         return fetch(True), None
     except Exception:
         pass
     if not hub_reachable():
-        return None, "hub unreachable"
+        return None, "huggingface.co is unreachable"
     try:
         return fetch(False), None
     except Exception as e:
-        return None, type(e).__name__
+        return None, f"the download failed ({type(e).__name__})"
 
 
 def hub_reachable(timeout=3.0):

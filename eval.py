@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import train
-from checkpoint import BadCheckpoint, MissingCheckpoint, extract_state_dict, hub_reachable, load_checkpoint, run_args
+from checkpoint import (BadCheckpoint, MissingCheckpoint, extract_state_dict, find_weights,
+                        load_checkpoint, run_args)
 from grpo import policy_logprobs
 from model import generate
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
@@ -138,14 +139,17 @@ def build_inception(ckpt="", device="cpu"):
                         ("Mixed_7c", FIDInceptionE_2(2048))]:
         setattr(net, name, block)                                     # the TF graph's variants of these blocks
     if ckpt != "random":
-        if ckpt and os.path.isdir(ckpt):
-            raise MissingCheckpoint(f"--inception-ckpt {ckpt} is a directory; pass the file {INCEPTION_FILE}")
-        path = ckpt or os.path.join(DEFAULT_CACHE_DIR, INCEPTION_FILE)
-        if not os.path.isfile(path):
-            if ckpt or not hub_reachable():
-                raise MissingCheckpoint(f"FID Inception weights {path} not found; download {FID_WEIGHTS_URL} "
-                                        f"and pass --inception-ckpt PATH")
-            path = load_file_from_url(FID_WEIGHTS_URL)
+        cached = os.path.join(DEFAULT_CACHE_DIR, INCEPTION_FILE)
+
+        def fetch(local):   # pyiqa's cache, else pyiqa's download
+            if os.path.isfile(cached):
+                return cached
+            if local:
+                raise FileNotFoundError(cached)
+            return load_file_from_url(FID_WEIGHTS_URL)
+        path = find_weights("FID Inception", "--inception-ckpt", ckpt, fetch, file=INCEPTION_FILE,
+                            where=f"{cached} (pyiqa cache)", names=[INCEPTION_FILE],
+                            fix=f"download {FID_WEIGHTS_URL} and pass --inception-ckpt PATH")
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return net.to(device).eval().requires_grad_(False)
 
@@ -171,10 +175,15 @@ def build_lpips(device):
     """LPIPS distance fn(a, b) -> (n,) on images in [0, 1]; one-line MissingCheckpoint offline without weights."""
     from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
     paths = [os.path.join(DEFAULT_CACHE_DIR, LPIPS_FILES[0]), os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_FILES[1])]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing and not hub_reachable():
-        raise MissingCheckpoint(f"LPIPS weights not found: {', '.join(missing)} (pyiqa / torchvision caches, "
-                                f"under TORCH_HOME); put them there, or use --diversity pixel")
+
+    def fetch(local):   # both files cached; else pyiqa downloads them when it builds the metric
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing and local:
+            raise FileNotFoundError(", ".join(missing))
+        return paths
+    find_weights("LPIPS", None, fetch=fetch, file=" and ".join(LPIPS_FILES),
+                 where="the pyiqa / torchvision caches (under TORCH_HOME)",
+                 fix=f"put them there ({', '.join(paths)}), or use --diversity pixel")
     import pyiqa
     net = pyiqa.create_metric("lpips", device=device, as_loss=False)
     return lambda a, b: net(a, b).flatten().double()

@@ -65,7 +65,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from checkpoint import BadCheckpoint, hub_fetch, hub_reachable, is_torchscript, read_torchscript_tensors
+from checkpoint import BadCheckpoint, find_weights, is_torchscript, read_torchscript_tensors
 
 
 class RewardWeightsMissing(RuntimeError):
@@ -258,31 +258,12 @@ def weight_free(name, ctx):
 
 
 # ----------------------------------------------------------------------------- finding weights
-def _flag_path(path, flag, what, names=(), folder=False):
-    """A path given by a flag: returned if it is the kind of path the loader reads (a file, or a
-    folder with folder=True); otherwise RewardWeightsMissing, one line saying what is wrong with it."""
-    if folder:
-        if os.path.isdir(path):
-            return path
-        what_is = "is a file" if os.path.exists(path) else "does not exist"
-        raise RewardWeightsMissing(f"{what}: {path} (from {flag}) {what_is}; pass the model folder "
-                                   f"(the one holding config.json)")
-    if os.path.isfile(path):
-        return path
-    if os.path.isdir(path):
-        inside = [n for n in names if os.path.isfile(os.path.join(path, n))]
-        hint = (f"pass {flag} {os.path.join(path, inside[0])}" if inside
-                else f"pass the weights file ({' or '.join(names)})")
-        raise RewardWeightsMissing(f"{what}: {path} (from {flag}) is a directory; {hint}")
-    raise RewardWeightsMissing(f"{what}: weights file {path} (from {flag}) does not exist")
-
-
 def _hub_file(repo, filenames, what, flag, path=None):
     """A local path (the flag) if given, else the huggingface_hub cache, else a download if
-    huggingface.co answers; otherwise RewardWeightsMissing (one line)."""
-    from huggingface_hub import constants, hf_hub_download
-    if path:
-        return _flag_path(path, flag, what, filenames)
+    huggingface.co answers (the first of `filenames` that exists); otherwise
+    RewardWeightsMissing (one line, checkpoint.find_weights)."""
+    from huggingface_hub import hf_hub_download
+
     def fetch(local):  # the first of the candidate file names that exists
         for fn in filenames[:-1]:
             try:
@@ -290,13 +271,8 @@ def _hub_file(repo, filenames, what, flag, path=None):
             except Exception:
                 pass
         return hf_hub_download(repo, filenames[-1], local_files_only=local)
-    found, _ = hub_fetch(fetch)
-    if found:
-        return found
-    raise RewardWeightsMissing(
-        f"{what}: weights {repo}/{filenames[0]} not found in the huggingface_hub cache "
-        f"({constants.HF_HUB_CACHE}) and huggingface.co is unreachable; download it and pass "
-        f"{flag} PATH (or set HF_HOME to a cache that has it)")
+    return find_weights(what, flag, path, fetch, file=f"weights {repo}/{filenames[0]}",
+                        names=filenames, error=RewardWeightsMissing)
 
 
 def _torch_load(path, what, flag):
@@ -492,18 +468,20 @@ def load_maniqa(ctx):
     import timm
     from timm.models.vision_transformer import VisionTransformer
     if not ctx.tiny:   # find the file before building anything
-        if ctx.maniqa_ckpt:
-            path = _flag_path(ctx.maniqa_ckpt, "--maniqa-ckpt", "MANIQA", [MANIQA_FILE])
-        else:
-            path = os.path.join(torch.hub.get_dir(), "pyiqa", MANIQA_FILE)
-        if not os.path.isfile(path) and hub_reachable():
+        cached = os.path.join(torch.hub.get_dir(), "pyiqa", MANIQA_FILE)
+
+        def fetch(local):   # pyiqa's cache, else pyiqa's download
+            if os.path.isfile(cached):
+                return cached
+            if local:
+                raise FileNotFoundError(cached)
             from pyiqa.archs.arch_util import get_url_from_name
             from pyiqa.utils.download_util import load_file_from_url
-            path = load_file_from_url(get_url_from_name(MANIQA_FILE))
-        if not os.path.isfile(path):
-            raise RewardWeightsMissing(
-                f"MANIQA: weights file {MANIQA_FILE} not found at {path} (pyiqa cache) and "
-                f"huggingface.co is unreachable; download it and pass --maniqa-ckpt PATH")
+            return load_file_from_url(get_url_from_name(MANIQA_FILE))
+        path = find_weights("MANIQA", "--maniqa-ckpt", ctx.maniqa_ckpt, fetch,
+                            file=f"weights file {MANIQA_FILE}", where=f"{cached} (pyiqa cache)",
+                            names=[MANIQA_FILE], fix="download it and pass --maniqa-ckpt PATH",
+                            error=RewardWeightsMissing)
     with torch.random.fork_rng():
         torch.manual_seed(ctx.seed)
         if ctx.tiny:   # MANIQA reads blocks 6..9, so 10 blocks; 224/32 = 7 tokens a side
@@ -704,16 +682,11 @@ def load_qwen(ctx):
     if ctx.tiny:
         model, processor = _tiny_qwen(ctx.seed)
     else:
-        path = ctx.qwen_path
-        if path:
-            _flag_path(path, "--qwen-path", "Qwen judge", folder=True)
-        else:
-            from huggingface_hub import constants, snapshot_download
-            path, _ = hub_fetch(lambda local: snapshot_download(QWEN_REPO, local_files_only=local))
-            if not path:
-                raise RewardWeightsMissing(
-                    f"Qwen judge: model {QWEN_REPO} not found in the huggingface_hub cache ({constants.HF_HUB_CACHE}) "
-                    f"and huggingface.co is unreachable; download it and pass --qwen-path FOLDER")
+        from huggingface_hub import snapshot_download
+        path = find_weights("Qwen judge", "--qwen-path", ctx.qwen_path,
+                            lambda local: snapshot_download(QWEN_REPO, local_files_only=local),
+                            file=f"model {QWEN_REPO}", arg="FOLDER", folder=True,
+                            error=RewardWeightsMissing)
         processor = _qwen_processor(path)
         model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=ctx.dtype,
                                                                          output_loading_info=True)
@@ -841,14 +814,16 @@ def _hub_dir(repo, what, flag, path, need, patterns=None):
         if not complete(path):
             raise RewardWeightsMissing(f"{what}: model folder {path} (from {flag}) lacks one of {need}")
         return path
-    from huggingface_hub import constants, snapshot_download
-    found, _ = hub_fetch(lambda local: snapshot_download(repo, allow_patterns=patterns, local_files_only=local))
-    if complete(found):
-        return found
-    raise RewardWeightsMissing(
-        f"{what}: {repo} ({', '.join(n if isinstance(n, str) else n[0] for n in need)}) not found in the "
-        f"huggingface_hub cache ({constants.HF_HUB_CACHE}) and huggingface.co is unreachable; "
-        f"download it and pass {flag} FOLDER")
+    from huggingface_hub import snapshot_download
+
+    def fetch(local):
+        d = snapshot_download(repo, allow_patterns=patterns, local_files_only=local)
+        if not complete(d):
+            raise FileNotFoundError(d)
+        return d
+    names = ", ".join(n if isinstance(n, str) else n[0] for n in need)
+    return find_weights(what, flag, fetch=fetch, file=f"{repo} ({names})", arg="FOLDER",
+                        error=RewardWeightsMissing)
 
 
 class LinearHead(torch.nn.Module):
@@ -1077,19 +1052,21 @@ def load_aesthetic(ctx):
             torch.manual_seed(ctx.seed)
             clip, mlp = _tiny_clip(quick_gelu=True), LinearHead(32)
     else:
-        path = ctx.aesthetic_ckpt
-        if not path:   # ImageReward's and AR-GRPO's download folders, then torch hub's
-            places = (os.path.expanduser(f"~/.cache/ImageReward/{AESTHETIC_FILE}"),
-                      os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE))
+        places = (os.path.expanduser(f"~/.cache/ImageReward/{AESTHETIC_FILE}"),
+                  os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE))
+
+        def fetch(local):   # ImageReward's and AR-GRPO's download folders, then torch hub's
             found = [p for p in places if os.path.isfile(p)]
-            path = found[0] if found else None
-            if not path and hub_reachable():
-                path = os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE)
-                torch.hub.download_url_to_file(AESTHETIC_URL, path)
-        if not path or not os.path.isfile(path):
-            where = f"{path} (from --aesthetic-ckpt)" if ctx.aesthetic_ckpt else "~/.cache/ImageReward or torch hub"
-            raise RewardWeightsMissing(f"LAION aesthetic: MLP {AESTHETIC_FILE} not found at {where}; download "
-                                       f"{AESTHETIC_URL} and pass --aesthetic-ckpt PATH")
+            if found:
+                return found[0]
+            if local:
+                raise FileNotFoundError(AESTHETIC_FILE)
+            torch.hub.download_url_to_file(AESTHETIC_URL, places[1])
+            return places[1]
+        path = find_weights("LAION aesthetic", "--aesthetic-ckpt", ctx.aesthetic_ckpt, fetch,
+                            file=f"MLP {AESTHETIC_FILE}", where="~/.cache/ImageReward or torch hub",
+                            names=[AESTHETIC_FILE], error=RewardWeightsMissing,
+                            fix=f"download {AESTHETIC_URL} and pass --aesthetic-ckpt PATH")
         clip_path = _hub_file(AESTHETIC_CLIP_REPO, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
                               "LAION aesthetic: CLIP ViT-L/14 (openai)", "--aesthetic-clip-ckpt",
                               ctx.aesthetic_clip_ckpt)

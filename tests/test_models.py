@@ -149,7 +149,7 @@ def test_loader_errors(tiny, tmp_path):
 def test_release_name_offline_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
-    with pytest.raises(MissingCheckpoint, match="cannot get c2i_B_256.pt from huggingface.co/FoundationVision/LlamaGen.*--gpt-ckpt"):
+    with pytest.raises(MissingCheckpoint, match=r"c2i_B_256.pt \(huggingface.co/FoundationVision/LlamaGen\) not found.*--gpt-ckpt PATH"):
         load_gpt("c2i_B_256")
     with pytest.raises(MissingCheckpoint, match="vq_ds16_c2i.pt.*--vq-ckpt"):
         load_vq("vq_ds16_c2i")
