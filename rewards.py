@@ -66,6 +66,8 @@ import torch
 import torch.nn.functional as F
 
 from checkpoint import BadCheckpoint, find_weights, is_torchscript, read_torchscript_tensors
+from tiny import (TINY_BERT_VOCAB, TINY_IMAGEREWARD, TINY_MANIQA, tiny_clip, tiny_maniqa_vit,
+                  tiny_pickscore, tiny_qwen)
 
 
 class RewardWeightsMissing(RuntimeError):
@@ -314,14 +316,6 @@ def clip_preprocess(x, size):
     return (x - mean) / std
 
 
-def _tiny_clip(quick_gelu):
-    """A tiny open_clip CLIP with random weights (tests): 32 px images, 2 layers each."""
-    from open_clip.model import CLIP
-    return CLIP(embed_dim=32, quick_gelu=quick_gelu,
-                vision_cfg=dict(layers=2, width=64, head_width=32, patch_size=8, image_size=32),
-                text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
-
-
 # open_clip architecture of each released file: a config name or a config dict (the tests put tiny
 # configs here to load tiny files in the released layouts through the real path)
 CLIP_ARCH = {"clip": "ViT-B-32-quickgelu", "hps": "ViT-H-14"}   # OpenAI CLIP uses QuickGELU
@@ -378,7 +372,7 @@ def load_clip(ctx, kind):
     if ctx.tiny:
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed)
-            model = _tiny_clip(quick_gelu=kind == "clip")
+            model = tiny_clip(quick_gelu=kind == "clip")
     elif kind == "clip":
         path = _hub_file("timm/vit_base_patch32_clip_224.openai", CLIP_FILES,
                          "CLIP ViT-B/32 (openai)", "--clip-ckpt", ctx.clip_ckpt)
@@ -466,7 +460,6 @@ def load_maniqa(ctx):
     10-block 16-wide ViT with 32 px patches (random weights). The file may be a bare state dict,
     'module.'-prefixed or {'params': ...}, read with weights_only=True."""
     import timm
-    from timm.models.vision_transformer import VisionTransformer
     if not ctx.tiny:   # find the file before building anything
         cached = os.path.join(torch.hub.get_dir(), "pyiqa", MANIQA_FILE)
 
@@ -484,11 +477,8 @@ def load_maniqa(ctx):
                             error=RewardWeightsMissing)
     with torch.random.fork_rng():
         torch.manual_seed(ctx.seed)
-        if ctx.tiny:   # MANIQA reads blocks 6..9, so 10 blocks; 224/32 = 7 tokens a side
-            vit = VisionTransformer(img_size=224, patch_size=32, embed_dim=16, depth=10,
-                                    num_heads=2, mlp_ratio=2)
-            net = maniqa_net(vit, embed_dim=16, dim_mlp=16, patch_size=32, window_size=7,
-                             num_heads=[2, 2])
+        if ctx.tiny:
+            net = maniqa_net(tiny_maniqa_vit(), **TINY_MANIQA)
         else:          # the paper's (and pyiqa's 'maniqa' = KonIQ) configuration
             vit = timm.create_model("vit_base_patch8_224", pretrained=False, **MANIQA_ARCH["vit"])
             net = maniqa_net(vit, **MANIQA_ARCH["maniqa"])
@@ -612,39 +602,9 @@ def judge_text(question, answer_prefix=""):
             f"<|im_start|>assistant\n{answer_prefix}")
 
 
-def _tiny_qwen(seed):
-    """A 0.1M-parameter Qwen2.5-VL with random weights and a byte-level BPE tokenizer trained
-    in a few ms on the judge prompts (no download). Digits are single tokens, as in Qwen's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-               "<|image_pad|>", "<|video_pad|>"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator([q for q, _ in JUDGE.values()] + [judge_text("")], trainers.BpeTrainer(
-        vocab_size=512, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    ids = {t: tok.convert_tokens_to_ids(t) for t in special}
-    special_ids = dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    cfg = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
-                         rope_parameters=dict(rope_type="default", rope_theta=1e4, mrope_section=[2, 3, 3]),
-                         **special_ids),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           fullatt_block_indexes=[1]),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"], **special_ids)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(cfg)
-    # images are resized to <= 112 x 112 px: 8 x 8 patches of 14 px -> 16 image tokens
-    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
-                                    tokenizer=tok, video_processor=Qwen2VLVideoProcessor())
-    return model, processor
+def judge_texts():
+    """The texts the tiny judge's tokenizer is trained on: every question and the chat template."""
+    return [q for q, _ in JUDGE.values()] + [judge_text("")]
 
 
 def _qwen_processor(path):
@@ -680,7 +640,7 @@ def load_qwen(ctx):
         return ctx.cache["qwen"]
     from transformers import Qwen2_5_VLForConditionalGeneration
     if ctx.tiny:
-        model, processor = _tiny_qwen(ctx.seed)
+        model, processor = tiny_qwen(ctx.seed, judge_texts())
     else:
         from huggingface_hub import snapshot_download
         path = find_weights("Qwen judge", "--qwen-path", ctx.qwen_path,
@@ -840,33 +800,13 @@ class LinearHead(torch.nn.Module):
         return self.layers(x)
 
 
-def clip_tokenizer_offline():
-    """transformers' CLIPTokenizer built from open_clip's bundled BPE file (the same vocabulary as OpenAI's
-    and LAION's CLIP tokenizers): the tiny PickScore's processor, no download."""
-    from open_clip.tokenizer import SimpleTokenizer
-    from transformers import CLIPTokenizer
-    t = SimpleTokenizer()
-    special = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    vocab = {special.get(k, k): v for k, v in t.encoder.items()}
-    return CLIPTokenizer(vocab=vocab, merges=[m for m, _ in sorted(t.bpe_ranks.items(), key=lambda kv: kv[1])])
-
-
 def load_pickscore(ctx):
     """(transformers CLIPModel, CLIPProcessor, exp(logit_scale))."""
     if "pickscore" in ctx.cache:
         return ctx.cache["pickscore"]
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-    if ctx.tiny:   # CLIP-H's layout at width 32, 2 layers, 32 px, the real BPE vocabulary
-        cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                          num_attention_heads=2, hidden_act="gelu"),
-                         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                            num_attention_heads=2, image_size=32, patch_size=8, hidden_act="gelu"),
-                         projection_dim=16, logit_scale_init_value=math.log(100.0))
-        with torch.random.fork_rng():
-            torch.manual_seed(ctx.seed)
-            model = CLIPModel(cfg)
-        image_proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-        processor = CLIPProcessor(image_processor=image_proc, tokenizer=clip_tokenizer_offline())
+    from transformers import CLIPModel, CLIPProcessor
+    if ctx.tiny:
+        model, processor = tiny_pickscore(ctx.seed)
     else:
         path = _hub_dir(PICKSCORE_REPO, "PickScore", "--pickscore-path", ctx.pickscore_path,
                         ["config.json", ("model.safetensors", "pytorch_model.bin")])
@@ -929,11 +869,8 @@ def imagereward_configs(tiny):
     transformers' default is 1e-5) and ImageReward's med_config.json (BERT-base, vocab 30522 + [DEC], [ENC])."""
     from transformers import BlipTextConfig, BlipVisionConfig
     if tiny:
-        v = BlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                             image_size=32, patch_size=8, layer_norm_eps=1e-6)
-        t = dict(vocab_size=len(_TINY_BERT_VOCAB) + 2, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                 num_attention_heads=2, max_position_embeddings=64, bos_token_id=len(_TINY_BERT_VOCAB),
-                 sep_token_id=3, eos_token_id=3)
+        v = BlipVisionConfig(**TINY_IMAGEREWARD["vision"], layer_norm_eps=1e-6)
+        t = TINY_IMAGEREWARD["text"]
     else:
         v = BlipVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                              num_attention_heads=16, image_size=224, patch_size=16, layer_norm_eps=1e-6)
@@ -990,10 +927,6 @@ def imagereward_from_state(sd, vision_cfg, text_cfg):
     return net
 
 
-_TINY_BERT_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789,.")
-                    + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + ["photo", "of", "red", "cat", "dog"])
-
-
 def blip_tokenizer(vocab):
     """BLIP's tokenizer (blip.init_tokenizer): BERT WordPiece, uncased, plus [DEC] (bos) and [ENC]."""
     from transformers import BertTokenizer
@@ -1010,7 +943,7 @@ def load_imagereward(ctx):
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed)
             net = ImageRewardNet(*imagereward_configs(tiny=True))
-        tok = blip_tokenizer(_TINY_BERT_VOCAB)
+        tok = blip_tokenizer(TINY_BERT_VOCAB)
     else:
         path = _hub_file(IMAGEREWARD_REPO, [IMAGEREWARD_FILE], "ImageReward", "--imagereward-ckpt",
                          ctx.imagereward_ckpt)
@@ -1050,7 +983,7 @@ def load_aesthetic(ctx):
     if ctx.tiny:
         with torch.random.fork_rng():
             torch.manual_seed(ctx.seed)
-            clip, mlp = _tiny_clip(quick_gelu=True), LinearHead(32)
+            clip, mlp = tiny_clip(quick_gelu=True), LinearHead(32)
     else:
         places = (os.path.expanduser(f"~/.cache/ImageReward/{AESTHETIC_FILE}"),
                   os.path.join(torch.hub.get_dir(), "checkpoints", AESTHETIC_FILE))

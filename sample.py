@@ -23,7 +23,8 @@ from tqdm import tqdm
 from checkpoint import run_args
 from model import GPT, generate, gpt_config, load_gpt
 from text import TextEncoder
-from vq import VQ_PRESETS, VQModel, load_vq
+from tiny import PaletteVQ
+from vq import VQ_PRESETS, load_vq
 
 
 def read_prompts(path):
@@ -260,7 +261,8 @@ def main(argv=None):
         torch.manual_seed(args.seed)
         t2i = bool(args.prompts) or args.task == "t2i"
         model = GPT(gpt_config("GPT-tiny", model_type="t2i" if t2i else "c2i")).to(dev).eval()
-        vq = VQModel(VQ_PRESETS["VQ-tiny"]).to(dev).eval()
+        tiny_vq = VQ_PRESETS["VQ-tiny"]   # train.py's tiny preset: VQ-tiny's grid, palette colours
+        vq = PaletteVQ(tiny_vq.codebook_size, tiny_vq.downsample, args.seed + 1).to(dev)
         text_kw = dict(pad=args.caption_pad, clean=args.clean_captions)
         text = TextEncoder.tiny(model.config.caption_dim, **text_kw) if t2i else None
     else:

@@ -171,19 +171,9 @@ class TextEncoder:
 
     @classmethod
     def tiny(cls, caption_dim=32, seed=0, **kw):
-        """A random 2-layer T5 and a byte-level tokenizer: the offline stand-in for tests."""
-        from tokenizers import Tokenizer, models, pre_tokenizers, processors
-        from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-        vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-        # sorted: alphabet() comes from a set, whose order changes with every process (hash seed)
-        vocab.update({ch: i + 3 for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))})
-        tk = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
-        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-        tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-        torch.manual_seed(seed)
-        cfg = T5Config(vocab_size=len(vocab), d_model=caption_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-        return cls(T5EncoderModel(cfg), tok, **kw)
+        """A random 2-layer T5 and a byte-level tokenizer (tiny.tiny_t5): the offline stand-in."""
+        from tiny import tiny_t5
+        return cls(*tiny_t5(caption_dim, seed), **kw)
 
     @torch.no_grad()
     def __call__(self, prompts):

@@ -46,12 +46,11 @@ from model import GPT, generate, gpt_checkpoint, gpt_config, load_gpt
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
 from sample import SAMPLER_CHECKS, check_writable, range_errors, read_prompts, save_grid, to_uint8
 from text import TextEncoder
+from tiny import TINY_PROMPTS, PaletteVQ
 from vq import VQ_PRESETS, VQModel, load_vq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER_REWARDS = "clip:1,clip_q:1,hps:1,hps_q:1,maniqa:1,qwen:1"  # C2I run of the paper, all weights 1
-TINY_PROMPTS = ["a red fox in the snow", "a bowl of blueberries", "a lemon on a table", "a green forest",
-                "a purple flower", "an orange sunset", "a white cat", "a night sky"]
 
 # AR-GRPO's released code (Kwai-Klear/AR-GRPO 65947ad), what every paper preset shares on top of
 # its model: README "Fidelity to AR-GRPO's code" lists each item with its file, line and alternative.
@@ -278,23 +277,6 @@ def check_files(args):
     if missing:
         raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; download them (README, 'Training') "
                                 f"and pass the flag(s), or run offline on CPU with: python train.py --task {args.task} --preset tiny")
-
-
-class PaletteVQ(torch.nn.Module):
-    """The tiny preset's tokenizer: token k paints its (ds x ds) patch with a fixed random colour.
-    A random VQ-tiny cannot stand in: its decoder ends in GroupNorm with one channel per group (an
-    instance norm, which removes each image's channel means), so every token grid decodes to nearly
-    the same mean colour and a colour reward spans ~0.005: nothing to learn. `--vq-model VQ-tiny` runs too."""
-    def __init__(self, codebook_size, downsample, seed):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("palette", torch.rand(codebook_size, 3, generator=g) * 2 - 1)  # (K, 3) in [-1, 1]
-        self.ds = downsample
-
-    def decode(self, codes):  # (B, N) -> (B, 3, H, W) in [-1, 1]
-        side = math.isqrt(codes.shape[1])
-        x = self.palette[codes].view(len(codes), side, side, 3).permute(0, 3, 1, 2)      # (B, 3, h, w)
-        return x.repeat_interleave(self.ds, 2).repeat_interleave(self.ds, 3)
 
 
 def build_models(args, device):

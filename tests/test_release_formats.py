@@ -23,6 +23,7 @@ import rewards as R
 import train
 from checkpoint import BadCheckpoint, MissingCheckpoint
 from rewards import RewardWeightsMissing, build_rewards
+from tiny import tiny_qwen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -108,7 +109,7 @@ def release(tmp_path_factory):
         f[f"maniqa_{layout}"] = d / f"maniqa_{layout}" / "ckpt_koniq10k.pt"
         os.makedirs(f[f"maniqa_{layout}"].parent)
         torch.save(obj, f[f"maniqa_{layout}"])
-    model, processor = R._tiny_qwen(5)
+    model, processor = tiny_qwen(5, R.judge_texts())
     f["qwen"] = d / "Qwen2.5-VL-3B-Instruct"
     model.save_pretrained(f["qwen"])                              # transformers writes the released (old) key names
     processor.save_pretrained(f["qwen"])

@@ -10,6 +10,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import rewards as R  # noqa: E402
 from rewards import OFFLINE_REWARDS, RewardWeightsMissing, build_rewards  # noqa: E402
+from tiny import tiny_clip  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- pure maps
@@ -146,7 +147,7 @@ def test_clip_and_hps_tiny_end_to_end():
     # clip = 5 cos, recomputed here independently from a same-seed tiny model
     import open_clip
     torch.manual_seed(0)
-    model = R._tiny_clip(quick_gelu=True).eval()
+    model = tiny_clip(quick_gelu=True).eval()
     with torch.no_grad():
         img = model.encode_image(R.clip_preprocess(x, 32), normalize=True)
         txt = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(PROMPTS), normalize=True)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import rewards as R  # noqa: E402
 from rewards import RewardWeightsMissing, build_rewards  # noqa: E402
+from tiny import TINY_BERT_VOCAB, clip_tokenizer_offline  # noqa: E402
 
 PROMPTS = ["a red cat", "a photo of dog", "a red cat"]
 
@@ -47,7 +48,7 @@ def test_offline_clip_tokenizer_is_open_clips():
     """The tiny PickScore's transformers tokenizer, built from open_clip's BPE file, tokenises as open_clip."""
     import open_clip
     prompts = ["A photo of tench, Tinca tinca!", "two  dogs & a cat's toy", "x " * 100]
-    hf = R.clip_tokenizer_offline()(prompts, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+    hf = clip_tokenizer_offline()(prompts, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
     assert torch.equal(hf["input_ids"] * hf["attention_mask"], open_clip.get_tokenizer("ViT-H-14")(prompts))
 
 
@@ -74,7 +75,7 @@ def blip_library_layout(tiny):
     ITC projections to 256, and the MLP head. Built on the meta device: {key: shape}."""
     from timm.models.vision_transformer import VisionTransformer
     from transformers import BertConfig, BertModel
-    vd, td, vl, tl, heads, vocab = (32, 32, 2, 2, 2, len(R._TINY_BERT_VOCAB) + 2) if tiny else \
+    vd, td, vl, tl, heads, vocab = (32, 32, 2, 2, 2, len(TINY_BERT_VOCAB) + 2) if tiny else \
         (1024, 768, 24, 12, None, 30524)
     with torch.device("meta"):
         vit = VisionTransformer(img_size=32 if tiny else 224, patch_size=8 if tiny else 16, embed_dim=vd, depth=vl,
@@ -185,7 +186,7 @@ def test_imagereward_tiny_checkpoint_matches_the_reference_forward():
         t = tok(prompts, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
         want = reference_imagereward(sd, R.clip_preprocess(x, 32), t["input_ids"], t["attention_mask"])
     assert t["input_ids"].shape == (3, 35) and (t["input_ids"][:, 0] == tok.cls_token_id).all()
-    assert tok.convert_tokens_to_ids(["[DEC]", "[ENC]"]) == [len(R._TINY_BERT_VOCAB), len(R._TINY_BERT_VOCAB) + 1]
+    assert tok.convert_tokens_to_ids(["[DEC]", "[ENC]"]) == [len(TINY_BERT_VOCAB), len(TINY_BERT_VOCAB) + 1]
     assert got.std() > 1e-3 and torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got, want)
 
 
@@ -305,12 +306,12 @@ def test_imagereward_real_path_reads_the_file_and_vocab(no_weights, tmp_path, mo
     checkpoint in the original layout, at tiny size (the configs swapped for the tiny ones)."""
     sd = _random_state(blip_library_layout(tiny=True), seed=2)
     torch.save(sd, tmp_path / "ImageReward.pt")
-    (tmp_path / "vocab.txt").write_text("\n".join(R._TINY_BERT_VOCAB) + "\n")
+    (tmp_path / "vocab.txt").write_text("\n".join(TINY_BERT_VOCAB) + "\n")
     tiny_configs = R.imagereward_configs
     monkeypatch.setattr(R, "imagereward_configs", lambda tiny: tiny_configs(tiny=True))
     s = build_rewards("imagereward:1", imagereward_ckpt=str(tmp_path / "ImageReward.pt"))
     net, tok = s.ctx.cache["imagereward"]
-    assert len(tok) == len(R._TINY_BERT_VOCAB) + 2 and not net.training
+    assert len(tok) == len(TINY_BERT_VOCAB) + 2 and not net.training
     x = _images(2, 40, 40)
     t = tok(PROMPTS[:2], padding="max_length", truncation=True, max_length=35, return_tensors="pt")
     with torch.no_grad():
