@@ -51,13 +51,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import train
 from checkpoint import (BadCheckpoint, MissingCheckpoint, extract_state_dict, find_weights,
                         load_checkpoint, run_args)
 from grpo import policy_logprobs
 from model import generate
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
-from sample import SAMPLER_CHECKS, check_writable, range_errors, read_prompts, save_grid, to_uint8
+from sample import (SAMPLER_CHECKS, build_models, check_writable, class_prompts, missing_files, mix,
+                    path_kind_errors, range_errors, read_prompts, save_grid, to_uint8)
+from tiny import TINY_PROMPTS, PaletteVQ
 
 
 # ----------------------------------------------------------------------------- metrics (pure functions)
@@ -193,17 +194,21 @@ def build_lpips(device):
 def load_pair(args, device):
     """(base, tuned, vq, text encoder or None, the run's train args) from the tuned checkpoint."""
     ck = load_checkpoint(args.tuned)
-    targs = argparse.Namespace(**ck["args"]) if isinstance(ck.get("args"), dict) else train.get_args(["--task", args.task])
+    if isinstance(ck.get("args"), dict):
+        targs = argparse.Namespace(**ck["args"])
+    else:   # a bare GPT file: train.py's defaults for the task (its presets live there)
+        from train import get_args
+        targs = get_args(["--task", args.task])
     for key, flag in (("base", "gpt_ckpt"), ("vq_ckpt", "vq_ckpt"), ("t5_path", "t5_path")):
         if getattr(args, key):
             setattr(targs, flag, getattr(args, key))
-    wrong = train.path_kind_errors(targs, gpt_flag="--base")
+    wrong = path_kind_errors(targs, gpt_flag="--base")
     if wrong:
         raise BadCheckpoint("; ".join(wrong))
-    missing = train.missing_files(targs, gpt_flag="--base")
+    missing = missing_files(targs, gpt_flag="--base")
     if missing:
         raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; pass the file(s) with the flag(s)")
-    tuned, base, vq, text = train.build_models(targs, device)        # base: the run's initial weights
+    tuned, base, vq, text = build_models(targs, device)        # base: the run's initial weights
     tuned.load_state_dict(extract_state_dict(ck))
     return base, tuned, vq, text, targs
 
@@ -220,7 +225,7 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
         else:
             feats, mask = text([c])
             cond, mask = feats.expand(G, -1, -1), mask.expand(G, -1)          # (G, 120, C), (G, 120)
-        gen = torch.Generator(dev).manual_seed(train.mix(args.seed, j))          # the same for base and tuned
+        gen = torch.Generator(dev).manual_seed(mix(args.seed, j))          # the same for base and tuned
         with amp:
             tokens = generate(model, cond, s.cfg_scale, s.temperature, s.top_k, s.top_p, s.cfg_interval,
                               cond_mask=mask, generator=gen)                      # (G, N)
@@ -258,18 +263,18 @@ def cmd_compare(args):
     device = torch.device(args.device)
     base, tuned, vq, text, targs = load_pair(args, device)
     c = base.config
-    side = math.isqrt(c.block_size) * (vq.ds if isinstance(vq, train.PaletteVQ) else vq.config.downsample)
+    side = math.isqrt(c.block_size) * (vq.ds if isinstance(vq, PaletteVQ) else vq.config.downsample)
     if args.diversity == "lpips" and side < LPIPS_MIN_PX:
         raise SystemExit(f"error: these images are {side} px but LPIPS-AlexNet needs at least {LPIPS_MIN_PX} px; "
                          f"use --diversity pixel")
     diversity = build_lpips(device) if args.diversity == "lpips" else None    # missing weights stop here
     if c.model_type == "t2i":
-        prompts = read_prompts(args.prompts) if args.prompts else train.TINY_PROMPTS if targs.preset == "tiny" else None
+        prompts = read_prompts(args.prompts) if args.prompts else TINY_PROMPTS if targs.preset == "tiny" else None
         if prompts is None:
             raise SystemExit("error: t2i evaluation needs --prompts FILE (held-out captions, one per line)")
         conds = prompts
     else:
-        names = train.load_prompts(argparse.Namespace(task="c2i", num_classes=0))  # "a photo of {class name}"
+        names = class_prompts()                                   # "a photo of {class name}"
         conds = [int(x) for x in args.classes.split(",")] if args.classes else \
             list(range(0, c.num_classes, max(1, c.num_classes // 10)))[:10]
         if any(not 0 <= x < c.num_classes for x in conds):
@@ -318,7 +323,7 @@ def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
     ({scorer: [N floats]}, uint8 images (N, H, W, 3))."""
     dev, N = next(model.parameters()).device, args.per_prompt
     feats, mask = text([prompt])
-    gen = torch.Generator(dev).manual_seed(train.mix(args.seed, j))
+    gen = torch.Generator(dev).manual_seed(mix(args.seed, j))
     images = []
     for b in range(0, N, args.batch_size):                            # one generator: chunks change nothing
         n = min(args.batch_size, N - b)
@@ -372,7 +377,7 @@ def cmd_drawbench(args):
     if args.prompts:
         prompts = read_prompts(args.prompts)
     elif targs is not None and targs.preset == "tiny":
-        prompts = train.TINY_PROMPTS
+        prompts = TINY_PROMPTS
     else:
         raise SystemExit("error: drawbench needs --prompts FILE (e.g. AR-GRPO's drawbench_test_1000.json)")
     prompts = prompts[:args.max_prompts or None]

@@ -24,8 +24,6 @@ rank), DDP averages gradients, so the update equals one process running the whol
   python train.py --task t2i --dry-run                     # what a preset means: every flag, as JSON
 """
 import argparse
-import copy
-import hashlib
 import json
 import math
 import os
@@ -42,14 +40,12 @@ from tqdm import tqdm
 
 from checkpoint import BadCheckpoint, MissingCheckpoint, load_checkpoint, remove_stale_tmp, save_atomic
 from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
-from model import GPT, generate, gpt_checkpoint, gpt_config, load_gpt
+from model import generate, gpt_checkpoint, gpt_config
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
-from sample import SAMPLER_CHECKS, check_writable, range_errors, read_prompts, save_grid, to_uint8
-from text import TextEncoder
-from tiny import TINY_PROMPTS, PaletteVQ
-from vq import VQ_PRESETS, VQModel, load_vq
+from sample import (SAMPLER_CHECKS, build_models, check_t5_width, check_writable, class_prompts,
+                    missing_files, mix, path_kind_errors, range_errors, read_prompts, save_grid, to_uint8)
+from tiny import TINY_PROMPTS
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER_REWARDS = "clip:1,clip_q:1,hps:1,hps_q:1,maniqa:1,qwen:1"  # C2I run of the paper, all weights 1
 
 # AR-GRPO's released code (Kwai-Klear/AR-GRPO 65947ad), what every paper preset shares on top of
@@ -231,41 +227,7 @@ def all_reduce(metrics, world, device):
     return metrics
 
 
-def mix(*ints):
-    """A 63-bit seed from integers, e.g. (seed, step, group): the same on every machine."""
-    return int(hashlib.md5(repr(ints).encode()).hexdigest()[:15], 16)
-
-
 # ----------------------------------------------------------------------------- models and prompts
-def missing_files(args, gpt_flag="--gpt-ckpt"):
-    """Weight files named in args that are not on disk, as 'path (flag)'. A released name (no '/',
-    no '.pt') is left to the downloader."""
-    need = [(f, p) for f, p in ((gpt_flag, args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)) if p and ("/" in p or p.endswith(".pt"))]
-    need += [("--t5-path", args.t5_path)] if args.task == "t2i" and args.t5_path else []
-    return [f"{path} ({flag})" for flag, path in need if not os.path.exists(path)]
-
-
-def path_kind_errors(args, gpt_flag="--gpt-ckpt"):
-    """Weight paths that exist but are the wrong kind, one phrase each: a directory where a weights
-    file goes, or a file where a model folder goes (an existing directory is not 'missing')."""
-    files = [(gpt_flag, args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)]
-    files += [(f"--{k.replace('_', '-')}", getattr(args, k, None)) for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt")]
-    folders = [("--t5-path", args.t5_path if args.task == "t2i" else ""), ("--qwen-path", getattr(args, "qwen_path", None))]
-    return ([f"{flag} {p} is a directory; pass the weights file in it" for flag, p in files if p and os.path.isdir(p)]
-            + [f"{flag} {p} is a file; pass the model folder" for flag, p in folders if p and os.path.isfile(p)])
-
-
-def check_t5_width(t5_path, caption_dim):
-    """A T5 whose width (d_model in its config.json) is not the GPT's caption_dim cannot condition it:
-    say so in one line from the 1 kB config, before the T5 weights (GBs for FLAN-T5-XL) are read."""
-    cfg = os.path.join(t5_path, "config.json")
-    width = json.load(open(cfg)).get("d_model") if os.path.isfile(cfg) else None   # no config: from_pretrained says so
-    if width is not None and width != caption_dim:
-        raise BadCheckpoint(f"--t5-path {t5_path} gives {width}-wide text features (d_model in its config.json) but the "
-                            f"GPT takes {caption_dim}-wide ones (caption_dim); use the T5 the GPT was trained with "
-                            f"(FLAN-T5-XL, 2048, for LlamaGen's t2i checkpoints; without --t5-path a random GPT gets a tiny T5)")
-
-
 def check_files(args):
     """Stop at once, in one line, when weights are missing (rather than after minutes of loading)."""
     wrong = path_kind_errors(args)
@@ -279,43 +241,11 @@ def check_files(args):
                                 f"and pass the flag(s), or run offline on CPU with: python train.py --task {args.task} --preset tiny")
 
 
-def build_models(args, device):
-    """policy, reference (frozen copy of the initial weights), vq, text encoder (t2i) or None."""
-    if args.gpt_ckpt:
-        policy = load_gpt(args.gpt_ckpt, image_size=args.image_size, device=device)
-    else:  # random init from the seed: a resumed run rebuilds the same reference
-        torch.manual_seed(args.seed)
-        vq_cfg = VQ_PRESETS["VQ-tiny" if args.vq_model == "palette" else args.vq_model]
-        policy = GPT(gpt_config(args.gpt_model, model_type=args.task, vocab_size=vq_cfg.codebook_size,
-                                block_size=(args.image_size // vq_cfg.downsample) ** 2)).to(device)
-    reference = copy.deepcopy(policy)
-    policy.eval(), reference.eval().requires_grad_(False)  # eval: no dropout, deterministic log-probs
-    if args.vq_ckpt:
-        vq = load_vq(args.vq_ckpt, device=device)
-    elif args.vq_model == "palette":
-        vq = PaletteVQ(VQ_PRESETS["VQ-tiny"].codebook_size, VQ_PRESETS["VQ-tiny"].downsample, args.seed + 1).to(device)
-    else:
-        torch.manual_seed(args.seed + 1)
-        vq = VQModel(VQ_PRESETS[args.vq_model]).to(device).eval()
-    text = None
-    if args.task == "t2i":
-        dtype = torch.bfloat16 if device.type == "cuda" and args.bf16 else torch.float32
-        # runs saved before these flags existed were left-padded, uncleaned: rebuild them as trained
-        kw = dict(pad=getattr(args, "caption_pad", "left"), clean=getattr(args, "clean_captions", False))
-        if args.t5_path:
-            check_t5_width(args.t5_path, policy.config.caption_dim)   # before the T5 weights are read
-        text = (TextEncoder.from_pretrained(args.t5_path, device=device, dtype=dtype, **kw) if args.t5_path
-                else TextEncoder.tiny(policy.config.caption_dim, seed=args.seed, **kw))
-        text.model.to(device)
-    return policy, reference, vq, text
-
-
 def load_prompts(args):
     """The prompt pool, read before any model is built (a bad prompt file fails at once): for c2i,
     'a photo of {class name}' for every ImageNet class id (cut to the model's classes later)."""
     if args.task == "c2i":
-        names = open(os.path.join(HERE, "imagenet_classes.txt")).read().splitlines()
-        return [f"a photo of {n}" for n in names[: args.num_classes or None]]
+        return class_prompts(args.num_classes)
     if not args.prompts:
         if args.preset == "tiny":
             return TINY_PROMPTS

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import eval as ev
-from train import build_models, get_args
+from sample import build_models
+from train import get_args
 
 PROMPTS = ["A red fox in the snow.", "a bowl of blueberries", "two lemons on a table"]
 

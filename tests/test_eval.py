@@ -13,7 +13,8 @@ import torch
 import eval as ev
 from checkpoint import MissingCheckpoint
 from model import GPT, gpt_config
-from train import build_models, get_args
+from sample import build_models
+from train import get_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

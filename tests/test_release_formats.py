@@ -23,7 +23,8 @@ import rewards as R
 import train
 from checkpoint import BadCheckpoint, MissingCheckpoint
 from rewards import RewardWeightsMissing, build_rewards
-from tiny import tiny_qwen
+from sample import build_models
+from tiny import TINY_PROMPTS, tiny_qwen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -73,7 +74,7 @@ def _write_t5(folder, d_model=32):
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
     os.makedirs(folder)
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(train.TINY_PROMPTS * 20), model_writer=buf, vocab_size=60,
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(TINY_PROMPTS * 20), model_writer=buf, vocab_size=60,
                                    model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
                                    hard_vocab_limit=False, minloglevel=2)
     open(os.path.join(folder, "spiece.model"), "wb").write(buf.getvalue())
@@ -292,7 +293,7 @@ def test_eval_reward_flags_exist_and_missing_weights_name_them(tmp_path):
         assert getattr(ev.get_args(["compare", "--tuned", "x", flag, "p"]), flag[2:].replace("-", "_")) == "p"
         assert getattr(train.get_args(["--preset", "tiny", flag, "p"]), flag[2:].replace("-", "_")) == "p"
     args = train.get_args(["--preset", "tiny"])
-    policy = train.build_models(args, torch.device("cpu"))[0]
+    policy = build_models(args, torch.device("cpu"))[0]
     torch.save({"model": policy.state_dict(), "step": 0, "args": vars(args)}, tmp_path / "ckpt.pt")
     err = _one_line_error(["eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"), "--rewards", "hps:1",
                            "--diversity", "pixel", "--out", str(tmp_path / "eval")], tmp_path)

@@ -98,7 +98,8 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
     # weights: equal up to float summation order, which Adam's g / sqrt(v) amplifies for gradients
     # near 0 (a few elements move by ~1e-5): compare the whole update, relative to its size
-    from train import build_models, get_args
+    from sample import build_models
+    from train import get_args
     w0 = build_models(get_args(["--preset", "tiny"]), torch.device("cpu"))[0].state_dict()
     wa, wb = weights(tmp_path / "ddp"), weights(tmp_path / "one")
     norm = lambda d: sum(v.double().square().sum() for v in d.values()).sqrt().item()
