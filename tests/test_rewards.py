@@ -158,7 +158,10 @@ def test_clip_and_hps_tiny_end_to_end():
     assert torch.allclose(total, parts["clip"] + parts["clip_q"] + 0.5 * parts["hps"] + 2 * parts["hps_q"])
     # deterministic, prompt-dependent, image-dependent
     assert torch.equal(s(x, PROMPTS)[0], total)
-    assert parts["clip"][0] == parts["clip"][0] and parts["clip"][0] != s(x, PROMPTS[::-1])[1]["clip"][0]
+    assert parts["clip"][0] != s(x, PROMPTS[::-1])[1]["clip"][0]
+    # each image is scored with its own prompt: the same numbers one image at a time
+    one_by_one = torch.cat([s(x[i:i + 1], PROMPTS[i:i + 1])[1]["clip"] for i in range(4)])
+    assert torch.allclose(one_by_one, parts["clip"], atol=1e-5)
     assert not torch.equal(s(_images(seed=1), PROMPTS)[1]["hps"], parts["hps"])
     _frozen_models(s)
 
@@ -303,18 +306,6 @@ def test_qwen_generate_mode_real_tiny_model_samples_by_its_generation_config():
 
 
 # ----------------------------------------------------------------------------- missing weights
-@pytest.fixture
-def no_weights(tmp_path, monkeypatch):
-    """An empty huggingface_hub cache and pyiqa cache, hub declared offline."""
-    import huggingface_hub.constants
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "torch"))
-    yield
-    torch.hub.set_dir(old)
-
-
 @pytest.mark.parametrize("spec,file,flag", [
     ("clip:1", "open_clip_model.safetensors", "--clip-ckpt"),
     ("hps_q:1", "HPS_v2.1_compressed.pt", "--hps-ckpt"),
@@ -322,14 +313,11 @@ def no_weights(tmp_path, monkeypatch):
     ("qwen:1", "Qwen2.5-VL-3B-Instruct", "--qwen-path"),
 ])
 def test_missing_weights_fail_fast_with_one_line(no_weights, tmp_path, spec, file, flag):
-    import time
-    t = time.time()
+    """Offline (no_weights): one line naming the file, the cache it was looked for in and the flag."""
     with pytest.raises(RewardWeightsMissing) as e:
         build_rewards(spec)
     msg = str(e.value)
-    assert time.time() - t < 10
     assert "\n" not in msg and file in msg and flag in msg and str(tmp_path) in msg
-    assert isinstance(e.value, RuntimeError)
 
 
 def test_missing_explicit_path_names_the_flag():

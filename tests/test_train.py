@@ -48,14 +48,19 @@ def tiny_model_and_cond(task):
     return model, feats, mask
 
 
-@pytest.mark.parametrize("task,temperature,top_k,top_p", [("c2i", 1.0, 0, 1.0), ("c2i", 0.8, 20, 0.9), ("t2i", 1.0, 0, 1.0)])
-def test_sampler_logprobs_equal_teacher_forcing(task, temperature, top_k, top_p):
+@pytest.mark.parametrize("task,cfg,interval,temperature,top_k,top_p", [
+    ("c2i", 2.0, -1, 1.0, 0, 1.0), ("c2i", 2.0, -1, 0.8, 20, 0.9), ("c2i", 3.0, 5, 0.9, 20, 0.8),
+    ("t2i", 2.0, -1, 1.0, 0, 1.0), ("t2i", 4.0, 2, 0.9, 20, 0.8)])
+def test_sampler_logprobs_equal_teacher_forcing(task, cfg, interval, temperature, top_k, top_p):
+    """THE log-prob invariant (also with a CFG interval and top-k / top-p): the KV-cache sampler's
+    log-probs are the teacher-forced ones train.py computes for the same tokens."""
     model, cond, mask = tiny_model_and_cond(task)
-    tokens, lp = generate(model, cond, cfg_scale=2.0, temperature=temperature, top_k=top_k, top_p=top_p,
-                          cond_mask=mask, generator=torch.Generator().manual_seed(0), return_logprobs=True)
+    kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, cond_mask=mask, cfg_interval=interval)
+    tokens, lp = generate(model, cond, cfg_scale=cfg, generator=torch.Generator().manual_seed(0),
+                          return_logprobs=True, **kw)
     with torch.no_grad():
-        tf, ent = policy_logprobs(model, cond, tokens, "cfg", 2.0, temperature, top_k, top_p, cond_mask=mask)
-        cond_only, _ = policy_logprobs(model, cond, tokens, "cond", 2.0, temperature, top_k, top_p, cond_mask=mask)
+        tf, ent = policy_logprobs(model, cond, tokens, "cfg", cfg, **kw)
+        cond_only, _ = policy_logprobs(model, cond, tokens, "cond", cfg, **kw)
     assert torch.isfinite(tf).all() and (ent >= 0).all()
     assert (tf - lp).abs().max() < 1e-4, (tf - lp).abs().max()             # KV-cache sampler == teacher forcing
     assert (cond_only - lp).abs().max() > 1e-2                               # the paper's `cond` policy is another distribution
