@@ -225,7 +225,7 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
         else:
             feats, mask = text([c])
             cond, mask = feats.expand(G, -1, -1), mask.expand(G, -1)          # (G, 120, C), (G, 120)
-        gen = torch.Generator(dev).manual_seed(mix(args.seed, j))          # the same for base and tuned
+        gen = torch.Generator(dev).manual_seed(mix(args.seed, j))   # the same for base and tuned
         with amp:
             tokens = generate(model, cond, s.cfg_scale, s.temperature, s.top_k, s.top_p, s.cfg_interval,
                               cond_mask=mask, generator=gen)                      # (G, N)
@@ -269,7 +269,8 @@ def cmd_compare(args):
                          f"use --diversity pixel")
     diversity = build_lpips(device) if args.diversity == "lpips" else None    # missing weights stop here
     if c.model_type == "t2i":
-        prompts = read_prompts(args.prompts) if args.prompts else TINY_PROMPTS if targs.preset == "tiny" else None
+        prompts = (read_prompts(args.prompts) if args.prompts
+                   else TINY_PROMPTS if targs.preset == "tiny" else None)
         if prompts is None:
             raise SystemExit("error: t2i evaluation needs --prompts FILE (held-out captions, one per line)")
         conds = prompts

@@ -431,7 +431,8 @@ def maniqa_net(vit, embed_dim, dim_mlp, patch_size, window_size, num_heads):
     nn = torch.nn
     net = MANIQA.__new__(MANIQA)
     nn.Module.__init__(net)
-    net.img_size, net.patch_size, net.input_size, net.test_sample = 224, patch_size, 224 // patch_size, 20
+    net.img_size, net.patch_size, net.input_size = 224, patch_size, 224 // patch_size
+    net.test_sample = 20
     net.patches_resolution = (net.input_size, net.input_size)
     net.vit, net.save_output = vit, SaveOutput()
     for block in vit.modules():           # extract_feature reads the outputs of blocks 6..9

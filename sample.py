@@ -147,7 +147,7 @@ def range_errors(args, checks):
     return None
 
 
-# ----------------------------------------------------------------------------- models from a run's flags
+# ----------------------------------------------------------------------------- a run's models
 # train.py builds its policy with these, eval.py rebuilds a run's base / tuned pair with them.
 def mix(*ints):
     """A 63-bit seed from integers, e.g. (seed, step, group): the same on every machine."""
@@ -163,7 +163,8 @@ def class_prompts(num_classes=0):
 def missing_files(args, gpt_flag="--gpt-ckpt"):
     """Weight files named in args that are not on disk, as 'path (flag)'. A released name (no '/',
     no '.pt') is left to the downloader."""
-    need = [(f, p) for f, p in ((gpt_flag, args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)) if p and ("/" in p or p.endswith(".pt"))]
+    need = [(f, p) for f, p in ((gpt_flag, args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt))
+            if p and ("/" in p or p.endswith(".pt"))]
     need += [("--t5-path", args.t5_path)] if args.task == "t2i" and args.t5_path else []
     return [f"{path} ({flag})" for flag, path in need if not os.path.exists(path)]
 
@@ -172,21 +173,28 @@ def path_kind_errors(args, gpt_flag="--gpt-ckpt"):
     """Weight paths that exist but are the wrong kind, one phrase each: a directory where a weights
     file goes, or a file where a model folder goes (an existing directory is not 'missing')."""
     files = [(gpt_flag, args.gpt_ckpt), ("--vq-ckpt", args.vq_ckpt)]
-    files += [(f"--{k.replace('_', '-')}", getattr(args, k, None)) for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt")]
-    folders = [("--t5-path", args.t5_path if args.task == "t2i" else ""), ("--qwen-path", getattr(args, "qwen_path", None))]
-    return ([f"{flag} {p} is a directory; pass the weights file in it" for flag, p in files if p and os.path.isdir(p)]
-            + [f"{flag} {p} is a file; pass the model folder" for flag, p in folders if p and os.path.isfile(p)])
+    files += [(f"--{k.replace('_', '-')}", getattr(args, k, None))
+              for k in ("clip_ckpt", "hps_ckpt", "maniqa_ckpt")]
+    folders = [("--t5-path", args.t5_path if args.task == "t2i" else ""),
+               ("--qwen-path", getattr(args, "qwen_path", None))]
+    return ([f"{flag} {p} is a directory; pass the weights file in it"
+             for flag, p in files if p and os.path.isdir(p)]
+            + [f"{flag} {p} is a file; pass the model folder"
+               for flag, p in folders if p and os.path.isfile(p)])
 
 
 def check_t5_width(t5_path, caption_dim):
-    """A T5 whose width (d_model in its config.json) is not the GPT's caption_dim cannot condition it:
-    say so in one line from the 1 kB config, before the T5 weights (GBs for FLAN-T5-XL) are read."""
+    """A T5 whose width (d_model in its config.json) is not the GPT's caption_dim cannot condition
+    it: say so in one line from the 1 kB config, before the T5 weights (GBs for FLAN-T5-XL)."""
     cfg = os.path.join(t5_path, "config.json")
-    width = json.load(open(cfg)).get("d_model") if os.path.isfile(cfg) else None   # no config: from_pretrained says so
+    # no config: from_pretrained says so
+    width = json.load(open(cfg)).get("d_model") if os.path.isfile(cfg) else None
     if width is not None and width != caption_dim:
-        raise BadCheckpoint(f"--t5-path {t5_path} gives {width}-wide text features (d_model in its config.json) but the "
-                            f"GPT takes {caption_dim}-wide ones (caption_dim); use the T5 the GPT was trained with "
-                            f"(FLAN-T5-XL, 2048, for LlamaGen's t2i checkpoints; without --t5-path a random GPT gets a tiny T5)")
+        raise BadCheckpoint(
+            f"--t5-path {t5_path} gives {width}-wide text features (d_model in its config.json) "
+            f"but the GPT takes {caption_dim}-wide ones (caption_dim); use the T5 the GPT was "
+            f"trained with (FLAN-T5-XL, 2048, for LlamaGen's t2i checkpoints; without --t5-path a "
+            f"random GPT gets a tiny T5)")
 
 
 def build_models(args, device):
@@ -196,14 +204,17 @@ def build_models(args, device):
     else:  # random init from the seed: a resumed run rebuilds the same reference
         torch.manual_seed(args.seed)
         vq_cfg = VQ_PRESETS["VQ-tiny" if args.vq_model == "palette" else args.vq_model]
-        policy = GPT(gpt_config(args.gpt_model, model_type=args.task, vocab_size=vq_cfg.codebook_size,
-                                block_size=(args.image_size // vq_cfg.downsample) ** 2)).to(device)
+        side = args.image_size // vq_cfg.downsample
+        policy = GPT(gpt_config(args.gpt_model, model_type=args.task,
+                                vocab_size=vq_cfg.codebook_size, block_size=side ** 2)).to(device)
     reference = copy.deepcopy(policy)
-    policy.eval(), reference.eval().requires_grad_(False)  # eval: no dropout, deterministic log-probs
+    # eval: no dropout, deterministic log-probs
+    policy.eval(), reference.eval().requires_grad_(False)
     if args.vq_ckpt:
         vq = load_vq(args.vq_ckpt, device=device)
     elif args.vq_model == "palette":
-        vq = PaletteVQ(VQ_PRESETS["VQ-tiny"].codebook_size, VQ_PRESETS["VQ-tiny"].downsample, args.seed + 1).to(device)
+        tiny_vq = VQ_PRESETS["VQ-tiny"]
+        vq = PaletteVQ(tiny_vq.codebook_size, tiny_vq.downsample, args.seed + 1).to(device)
     else:
         torch.manual_seed(args.seed + 1)
         vq = VQModel(VQ_PRESETS[args.vq_model]).to(device).eval()
@@ -211,11 +222,13 @@ def build_models(args, device):
     if args.task == "t2i":
         dtype = torch.bfloat16 if device.type == "cuda" and args.bf16 else torch.float32
         # runs saved before these flags existed were left-padded, uncleaned: rebuild them as trained
-        kw = dict(pad=getattr(args, "caption_pad", "left"), clean=getattr(args, "clean_captions", False))
+        kw = dict(pad=getattr(args, "caption_pad", "left"),
+                  clean=getattr(args, "clean_captions", False))
         if args.t5_path:
-            check_t5_width(args.t5_path, policy.config.caption_dim)   # before the T5 weights are read
-        text = (TextEncoder.from_pretrained(args.t5_path, device=device, dtype=dtype, **kw) if args.t5_path
-                else TextEncoder.tiny(policy.config.caption_dim, seed=args.seed, **kw))
+            check_t5_width(args.t5_path, policy.config.caption_dim)  # before reading the T5
+            text = TextEncoder.from_pretrained(args.t5_path, device=device, dtype=dtype, **kw)
+        else:
+            text = TextEncoder.tiny(policy.config.caption_dim, seed=args.seed, **kw)
         text.model.to(device)
     return policy, reference, vq, text
 

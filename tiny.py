@@ -15,8 +15,9 @@ import math
 
 import torch
 
-TINY_PROMPTS = ["a red fox in the snow", "a bowl of blueberries", "a lemon on a table", "a green forest",
-                "a purple flower", "an orange sunset", "a white cat", "a night sky"]
+TINY_PROMPTS = ["a red fox in the snow", "a bowl of blueberries", "a lemon on a table",
+                "a green forest", "a purple flower", "an orange sunset", "a white cat",
+                "a night sky"]
 
 
 class PaletteVQ(torch.nn.Module):
@@ -28,12 +29,13 @@ class PaletteVQ(torch.nn.Module):
     def __init__(self, codebook_size, downsample, seed):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.register_buffer("palette", torch.rand(codebook_size, 3, generator=g) * 2 - 1)  # (K, 3) in [-1, 1]
+        palette = torch.rand(codebook_size, 3, generator=g) * 2 - 1      # (K, 3) in [-1, 1]
+        self.register_buffer("palette", palette)
         self.ds = downsample
 
     def decode(self, codes):  # (B, N) -> (B, 3, H, W) in [-1, 1]
         side = math.isqrt(codes.shape[1])
-        x = self.palette[codes].view(len(codes), side, side, 3).permute(0, 3, 1, 2)      # (B, 3, h, w)
+        x = self.palette[codes].view(len(codes), side, side, 3).permute(0, 3, 1, 2)  # (B, 3, h, w)
         return x.repeat_interleave(self.ds, 2).repeat_interleave(self.ds, 3)
 
 
@@ -47,15 +49,18 @@ def tiny_t5(caption_dim=32, seed=0):
     vocab.update({ch: i + 3 for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))})
     tk = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tk.post_processor = processors.TemplateProcessing(single="$A </s>",
+                                                      special_tokens=[("</s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>",
+                                  unk_token="<unk>")
     torch.manual_seed(seed)
-    cfg = T5Config(vocab_size=len(vocab), d_model=caption_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    cfg = T5Config(vocab_size=len(vocab), d_model=caption_dim, d_kv=8, d_ff=64, num_layers=2,
+                   num_heads=4)
     return T5EncoderModel(cfg), tok
 
 
 def tiny_clip(quick_gelu):
-    """A tiny open_clip CLIP with random weights (from the global RNG): 32 px images, 2 layers each."""
+    """A tiny open_clip CLIP, random weights from the global RNG: 32 px images, 2 layers each."""
     from open_clip.model import CLIP
     return CLIP(embed_dim=32, quick_gelu=quick_gelu,
                 vision_cfg=dict(layers=2, width=64, head_width=32, patch_size=8, image_size=32),
@@ -69,7 +74,8 @@ TINY_MANIQA = dict(embed_dim=16, dim_mlp=16, patch_size=32, window_size=7, num_h
 
 def tiny_maniqa_vit():
     from timm.models.vision_transformer import VisionTransformer
-    return VisionTransformer(img_size=224, patch_size=32, embed_dim=16, depth=10, num_heads=2, mlp_ratio=2)
+    return VisionTransformer(img_size=224, patch_size=32, embed_dim=16, depth=10, num_heads=2,
+                             mlp_ratio=2)
 
 
 def tiny_qwen(seed, texts):
@@ -77,8 +83,9 @@ def tiny_qwen(seed, texts):
     tokenizer trained in a few ms on `texts` (the judge's questions; no download). Digits are
     single tokens, as in Qwen's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig,
+                              Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                "<|image_pad|>", "<|video_pad|>"]
     bpe = Tokenizer(models.BPE())
@@ -86,20 +93,23 @@ def tiny_qwen(seed, texts):
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=512, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+        vocab_size=512, special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>")
     ids = {t: tok.convert_tokens_to_ids(t) for t in special}
     special_ids = dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
                        pad_token_id=ids["<|endoftext|>"])
+    rope = dict(rope_type="default", rope_theta=1e4, mrope_section=[2, 3, 3])
     cfg = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
-                         rope_parameters=dict(rope_type="default", rope_theta=1e4, mrope_section=[2, 3, 3]),
-                         **special_ids),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           fullatt_block_indexes=[1]),
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=4096, rope_parameters=rope, **special_ids),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                           out_hidden_size=32, fullatt_block_indexes=[1]),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"], **special_ids)
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        **special_ids)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(cfg)
@@ -118,26 +128,32 @@ def clip_tokenizer_offline():
     t = SimpleTokenizer()
     special = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
     vocab = {special.get(k, k): v for k, v in t.encoder.items()}
-    return CLIPTokenizer(vocab=vocab, merges=[m for m, _ in sorted(t.bpe_ranks.items(), key=lambda kv: kv[1])])
+    merges = [m for m, _ in sorted(t.bpe_ranks.items(), key=lambda kv: kv[1])]   # in rank order
+    return CLIPTokenizer(vocab=vocab, merges=merges)
 
 
 def tiny_pickscore(seed):
-    """(CLIPModel, CLIPProcessor): CLIP-H's layout at width 32, 2 layers, 32 px, the real BPE vocabulary."""
+    """(CLIPModel, CLIPProcessor): CLIP-H's layout at width 32, 2 layers, 32 px, the real BPE
+    vocabulary."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-    layers = dict(intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, hidden_act="gelu")
+    layers = dict(intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  hidden_act="gelu")
     cfg = CLIPConfig(text_config=dict(hidden_size=32, **layers),
                      vision_config=dict(hidden_size=32, image_size=32, patch_size=8, **layers),
                      projection_dim=16, logit_scale_init_value=math.log(100.0))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = CLIPModel(cfg)
-    image_proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    image_proc = CLIPImageProcessor(size={"shortest_edge": 32},
+                                    crop_size={"height": 32, "width": 32})
     return model, CLIPProcessor(image_processor=image_proc, tokenizer=clip_tokenizer_offline())
 
 
-# the tiny ImageReward: a BERT WordPiece vocabulary of 73 words and BLIP's configs at width 32
-TINY_BERT_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789,.")
-                   + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + ["photo", "of", "red", "cat", "dog"])
+# the tiny ImageReward: a BERT WordPiece vocabulary of 74 entries and BLIP's configs at width 32
+TINY_BERT_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                   + list("abcdefghijklmnopqrstuvwxyz0123456789,.")
+                   + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+                   + ["photo", "of", "red", "cat", "dog"])
 TINY_IMAGEREWARD = dict(
     vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 image_size=32, patch_size=8),

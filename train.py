@@ -43,7 +43,8 @@ from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
 from model import generate, gpt_checkpoint, gpt_config
 from rewards import RewardWeightsMissing, build_rewards, parse_spec
 from sample import (SAMPLER_CHECKS, build_models, check_t5_width, check_writable, class_prompts,
-                    missing_files, mix, path_kind_errors, range_errors, read_prompts, save_grid, to_uint8)
+                    missing_files, mix, path_kind_errors, range_errors, read_prompts, save_grid,
+                    to_uint8)
 from tiny import TINY_PROMPTS
 
 PAPER_REWARDS = "clip:1,clip_q:1,hps:1,hps_q:1,maniqa:1,qwen:1"  # C2I run of the paper, all weights 1

@@ -313,7 +313,7 @@ def test_qwen_generate_mode_real_tiny_model_samples_by_its_generation_config():
     ("qwen:1", "Qwen2.5-VL-3B-Instruct", "--qwen-path"),
 ])
 def test_missing_weights_fail_fast_with_one_line(no_weights, tmp_path, spec, file, flag):
-    """Offline (no_weights): one line naming the file, the cache it was looked for in and the flag."""
+    """Offline (no_weights): one line naming the file, the cache looked in and the flag."""
     with pytest.raises(RewardWeightsMissing) as e:
         build_rewards(spec)
     msg = str(e.value)

@@ -55,7 +55,8 @@ def test_sampler_logprobs_equal_teacher_forcing(task, cfg, interval, temperature
     """THE log-prob invariant (also with a CFG interval and top-k / top-p): the KV-cache sampler's
     log-probs are the teacher-forced ones train.py computes for the same tokens."""
     model, cond, mask = tiny_model_and_cond(task)
-    kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, cond_mask=mask, cfg_interval=interval)
+    kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, cond_mask=mask,
+              cfg_interval=interval)
     tokens, lp = generate(model, cond, cfg_scale=cfg, generator=torch.Generator().manual_seed(0),
                           return_logprobs=True, **kw)
     with torch.no_grad():
