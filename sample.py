@@ -288,7 +288,9 @@ def save_grid(images_u8, path, nrow=None, min_px=0):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", choices=["tiny"], help="tiny random GPT + VQ (offline, CPU); ignores checkpoints")
+    p.add_argument("--preset", choices=["tiny"],
+                   help="train.py's tiny starting model: random GPT-tiny + palette tokenizer "
+                        "(offline, CPU); ignores checkpoints")
     p.add_argument("--gpt-ckpt", default="c2i_B_256", help="GPT checkpoint: path or release name")
     p.add_argument("--vq-ckpt", default=None, help="VQ checkpoint: path or release name (default vq_ds16_c2i / vq_ds16_t2i)")
     p.add_argument("--t5-path", default="google/flan-t5-xl", help="T5 encoder for t2i: HF name or local dir")
@@ -348,13 +350,13 @@ def main(argv=None):
 
     dev = torch.device(args.device)
     if args.preset == "tiny":
-        torch.manual_seed(args.seed)
+        # the model train.py --preset tiny starts from with this seed: GPT-tiny, palette tokenizer
         t2i = bool(args.prompts) or args.task == "t2i"
-        model = GPT(gpt_config("GPT-tiny", model_type="t2i" if t2i else "c2i")).to(dev).eval()
-        tiny_vq = VQ_PRESETS["VQ-tiny"]   # train.py's tiny preset: VQ-tiny's grid, palette colours
-        vq = PaletteVQ(tiny_vq.codebook_size, tiny_vq.downsample, args.seed + 1).to(dev)
-        text_kw = dict(pad=args.caption_pad, clean=args.clean_captions)
-        text = TextEncoder.tiny(model.config.caption_dim, **text_kw) if t2i else None
+        tiny_run = argparse.Namespace(
+            task="t2i" if t2i else "c2i", gpt_model="GPT-tiny", gpt_ckpt="", vq_model="palette",
+            vq_ckpt="", t5_path="", image_size=16, seed=args.seed, bf16=False,
+            caption_pad=args.caption_pad, clean_captions=args.clean_captions)
+        model, _, vq, text = build_models(tiny_run, dev)
     else:
         try:
             model = load_gpt(args.gpt_ckpt, args.image_size, dev)
