@@ -1,4 +1,5 @@
-"""Shared test helpers: the repository on sys.path, and `no_weights` (a machine without weights)."""
+"""Shared test helpers: the repository on sys.path, `no_weights` (a machine without weights or
+network) and `assert_frozen` (a scorer's reward models)."""
 import errno
 import os
 import socket
@@ -30,3 +31,13 @@ def no_weights(tmp_path, monkeypatch):
     torch.hub.set_dir(str(tmp_path / "torch"))
     yield
     torch.hub.set_dir(old)
+
+
+def assert_frozen(scorer):
+    """Every reward model a scorer built is in eval mode (no dropout) and needs no gradients."""
+    import torch
+    mods = [m for v in scorer.ctx.cache.values() for m in (v if isinstance(v, tuple) else (v,))
+            if isinstance(m, torch.nn.Module)]
+    assert mods
+    for m in mods:
+        assert not m.training and not any(p.requires_grad for p in m.parameters())

@@ -10,6 +10,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import rewards as R  # noqa: E402
 from rewards import OFFLINE_REWARDS, RewardWeightsMissing, build_rewards  # noqa: E402
+from conftest import assert_frozen  # noqa: E402
 from tiny import tiny_clip  # noqa: E402
 
 
@@ -122,14 +123,6 @@ def _images(b=4, h=64, w=64, seed=0):
     return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-def _frozen_models(scorer):
-    mods = [m for v in scorer.ctx.cache.values() for m in (v if isinstance(v, tuple) else (v,))
-            if isinstance(m, torch.nn.Module)]
-    assert mods
-    for m in mods:
-        assert not m.training and not any(p.requires_grad for p in m.parameters())
-
-
 def test_clip_preprocess_matches_torchvision():
     from torchvision.transforms import v2
     x = _images(2, 48, 64)
@@ -163,7 +156,7 @@ def test_clip_and_hps_tiny_end_to_end():
     one_by_one = torch.cat([s(x[i:i + 1], PROMPTS[i:i + 1])[1]["clip"] for i in range(4)])
     assert torch.allclose(one_by_one, parts["clip"], atol=1e-5)
     assert not torch.equal(s(_images(seed=1), PROMPTS)[1]["hps"], parts["hps"])
-    _frozen_models(s)
+    assert_frozen(s)
 
 
 def test_maniqa_tiny_forward_matches_pyiqa_and_crops():
@@ -196,7 +189,7 @@ def test_maniqa_tiny_reward_is_2x_mean_of_20_crops_and_seeded():
         want = 2 * R.maniqa_forward(a.ctx.cache["maniqa"], crops).view(2, 20).mean(1)
     assert torch.allclose(ra, want, atol=1e-5)
     assert not torch.equal(a(x, PROMPTS[:2])[0], ra)                       # fresh crops next call
-    _frozen_models(a)
+    assert_frozen(a)
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +217,7 @@ def test_qwen_fast_judge_batched_equals_single_and_reads_digits(judge):
             p = model(**inp).logits[0, -1].softmax(-1)[digits]
         want = (p * torch.arange(6.0)).sum() / p.sum() / 4
         assert torch.allclose(parts["qwen_score"][i], want, atol=1e-4)
-    _frozen_models(judge)
+    assert_frozen(judge)
 
 
 def test_jpeg_round_trip_is_what_ar_grpos_judge_sees():

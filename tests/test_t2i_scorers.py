@@ -12,6 +12,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import rewards as R  # noqa: E402
 from rewards import RewardWeightsMissing, build_rewards  # noqa: E402
+from conftest import assert_frozen  # noqa: E402
 from tiny import TINY_BERT_VOCAB, clip_tokenizer_offline  # noqa: E402
 
 PROMPTS = ["a red cat", "a photo of dog", "a red cat"]
@@ -237,10 +238,7 @@ def test_scorers_are_rewards():
     assert s.names == ["pickscore", "imagereward", "aesthetic", "color"]
     assert torch.allclose(total, 0.5 * parts["pickscore"] + parts["imagereward"] + 2 * parts["aesthetic"] + parts["color"])
     assert all(v.shape == (3,) and v.dtype == torch.float32 for v in parts.values())
-    for v in s.ctx.cache.values():
-        for m in (v if isinstance(v, tuple) else (v,)):
-            if isinstance(m, torch.nn.Module):
-                assert not m.training and not any(p.requires_grad for p in m.parameters())
+    assert_frozen(s)
 
 
 @pytest.mark.parametrize("spec,file,flag", [
