@@ -41,10 +41,11 @@ The paper's rewards (Kwai-Klear/AR-GRPO, img_gen_grpo_rewards.py), with its scal
     digits: E[score] = sum_d d p(d) / sum_d p(d) (d in 0..5 for qwen_score, 0..1 else): a
     different, cheaper judge (README: its rank agreement with "generate").
 
-Weights: a local path flag, else the standard library cache (huggingface_hub for CLIP, HPS and
-Qwen; pyiqa's cache for MANIQA); a missing file raises RewardWeightsMissing, one line naming
-the file, where it was looked for and the flag to pass. tiny=True builds every paper reward
-from a tiny config with random weights (offline; what the tests use).
+Weights (checkpoint.find_weights): a local path flag, else the standard library cache
+(huggingface_hub for CLIP, HPS and Qwen; pyiqa's cache for MANIQA), else a download when
+huggingface.co answers; a missing file raises RewardWeightsMissing, one line naming the file,
+where it was looked for and the flag to pass. tiny=True builds every paper reward from its
+stand-in in tiny.py (random weights, offline; what the tests use).
 
 T2I evaluation scorers, usable as rewards (section "T2I evaluation scorers" below): pickscore
 (PickScore_v1), imagereward (ImageReward-v1.0 on transformers' BLIP), aesthetic (LAION predictor v2).
