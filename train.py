@@ -113,6 +113,16 @@ def get_args(argv=None):
     a("--tensorboard", action="store_true", help="also write TensorBoard curves and images to OUT/tb")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = torch's default; tiny models run best on 1)")
+    # speed and memory (README, "Sampling speed" and "Training"): none of these changes the update
+    a("--compile", action=argparse.BooleanOptionalAction, default=False,
+      help="sample with the torch.compile'd decode step (inductor on CPU, CUDA graphs on GPU); same tokens")
+    a("--grad-checkpoint", action="store_true",
+      help="recompute each layer's activations in the backward pass (less memory, ~1/3 more update compute)")
+    a("--ref-dtype", choices=["auto", "bf16", "fp32"], default="auto",
+      help="reference model weights; auto = bf16 on GPU with --bf16 (the matmuls run in bf16 under autocast anyway), else fp32")
+    a("--old-logprobs", choices=["auto", "pass"], default="auto",
+      help="pi_old: auto = the update forward's own log-probs with one update per rollout, the sampler's with "
+           "--policy cfg, else a no-grad pass; pass = always a separate no-grad pass (a check: same update)")
     # a preset's values become the defaults, so explicit flags still override them
     first, _ = p.parse_known_args(argv)
     preset = first.preset or DEFAULT_PRESET[first.task]
@@ -270,6 +280,9 @@ def main(argv=None):
     amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and args.bf16 else nullcontext()
 
     policy, reference, vq, text = build_models(args, device)
+    if args.ref_dtype == "bf16" or args.ref_dtype == "auto" and device.type == "cuda" and args.bf16:
+        reference.to(torch.bfloat16)  # half the memory; its matmuls ran in bf16 under autocast anyway
+    policy.grad_checkpoint = args.grad_checkpoint
     if args.task == "c2i":
         pool = pool[:policy.config.num_classes]  # a model with K classes draws ids from [0, K)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
@@ -331,7 +344,8 @@ def main(argv=None):
                 s = slice(j * G, (j + 1) * G)
                 t, lp = generate(policy, cond[s], cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, cfg_interval=args.cfg_interval,
-                                 cond_mask=None if cond_mask is None else cond_mask[s], generator=gen, return_logprobs=True)
+                                 cond_mask=None if cond_mask is None else cond_mask[s], generator=gen, return_logprobs=True,
+                                 compile=args.compile)
                 tokens.append(t), logp_sampler.append(lp)
         tokens, logp_sampler = torch.cat(tokens), torch.cat(logp_sampler)          # (B, N), (B, N)
         t1 = sync()
@@ -345,28 +359,41 @@ def main(argv=None):
         adv = adv_all[rank * B:(rank + 1) * B]                                     # (B,)
         t2 = sync()
 
-        # -- 4. log-probs of the rollout policy (pi_old) and the reference, same micro-batches as the update
+        # -- 4. log-probs of the reference, and of the rollout policy (pi_old) only where nothing gives them:
+        # with one update per rollout (the paper) pi_old is the update forward's own detached log-probs
+        # (rho == 1, as AR-GRPO's code and TRL); with several and --policy cfg, the sampler's log-probs (the
+        # distribution the tokens were drawn from); else (or --old-logprobs pass) a no-grad pass
         def logprobs(m, idx):
             return policy_logprobs(m, cond[idx], tokens[idx], args.policy, args.cfg_scale, args.temperature, args.top_k,
                                    args.top_p, None if cond_mask is None else cond_mask[idx], args.cfg_interval)
-        old, ref, ent = torch.empty(B, N, device=device), torch.empty(B, N, device=device), torch.empty(B, N, device=device)
+        one_update = args.inner_epochs == 1 and args.minibatches == 1
+        old_pass = args.old_logprobs == "pass" or not one_update and args.policy == "cond"
+        old = logp_sampler.clone() if not (old_pass or one_update) else torch.empty(B, N, device=device)
+        ref, ent = torch.empty(B, N, device=device), torch.empty(B, N, device=device)
         with torch.no_grad(), amp:
             for idx in torch.arange(B, device=device).split(micro):
-                old[idx], ent[idx] = logprobs(policy, idx)
+                if old_pass:
+                    old[idx], ent[idx] = logprobs(policy, idx)
                 ref[idx] = logprobs(reference, idx)[0]
         t3 = sync()
 
         # -- 5. update: inner epochs x minibatches, gradient accumulation over micro-batches
-        stats = []
+        stats, first = [], torch.empty(B, N, device=device)  # first: the policy's log-probs before any update
         for epoch in range(args.inner_epochs):
             order = torch.arange(B) if args.minibatches == 1 else \
                 torch.randperm(B, generator=torch.Generator().manual_seed(mix(args.seed, step, rank, epoch)))
-            for mb in order.to(device).split(mb_size):
+            for n_mb, mb in enumerate(order.to(device).split(mb_size)):
                 chunks = mb.split(micro)
                 for k, idx in enumerate(chunks):
                     last = k == len(chunks) - 1
                     with (model.no_sync() if world > 1 and not last else nullcontext()), amp:
-                        logp, _ = logprobs(model, idx)                                  # (b, N), with grad
+                        logp, e = logprobs(model, idx)                                  # (b, N), with grad
+                        if epoch == 0:
+                            first[idx] = logp.detach()
+                            if not old_pass:
+                                ent[idx] = e  # pi_old's entropy on the first minibatch, before any update
+                            if one_update and not old_pass:
+                                old[idx] = logp.detach()                                  # rho == 1
                         loss, pg, kl, ratio = grpo_loss(logp, old[idx], ref[idx], adv[idx], args.beta,
                                                         args.clip_eps, args.clip_eps_high)
                         # mean over this rank's minibatch tokens: weight each micro-batch by its share
@@ -376,14 +403,18 @@ def main(argv=None):
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip).item()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                if epoch == 0 and n_mb == 0:
+                    pre = mb  # rows whose `first` log-probs come from pi_old itself
         t4 = sync()
 
         # -- 6. metrics (averaged over ranks), log, images, checkpoint
         m = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
         m["ratio_min"], m["ratio_max"] = min(s["ratio_min"] for s in stats), max(s["ratio_max"] for s in stats)
         m.update({f"reward_{n}": v.float().mean().item() for n, v in parts.items()})
-        m.update(entropy=ent.mean().item(), logp_gap_sampler=(old - logp_sampler).mean().item(),
-                 logp_gap_sampler_max=(old - logp_sampler).abs().max().item(), grad_norm=grad_norm)
+        # the teacher-forced pi_old vs the sampler's log-probs, on the rows scored before any update
+        gap = (old if old_pass else first)[pre] - logp_sampler[pre]
+        m.update(entropy=(ent if old_pass else ent[pre]).mean().item(), logp_gap_sampler=gap.mean().item(),
+                 logp_gap_sampler_max=gap.abs().max().item(), grad_norm=grad_norm)
         m = all_reduce(m, world, device)
         m = {"step": step, "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std().item(),
              "reward_group_std": rewards_all.view(-1, G).std(1).mean().item() if G > 1 else 0.0,
