@@ -15,9 +15,11 @@ Classifier-free guidance (CFG) runs the condition and the null condition in one 
 
     l_guided = l_uncond + s (l_cond - l_uncond)        then temperature, top-k, top-p, multinomial.
 
-`generate` keeps a static KV cache and attends only over the filled prefix (the official code copies
-and attends over the whole cache behind a mask); `cfg_logits` gives the same guided logits by teacher
-forcing, which GRPO uses to score sampled sequences. Parameter and buffer names equal the official
+`generate` is a loop over `decode_step` (layers over a static KV cache, CFG, sampling): every step after
+the first has the same shapes, so `generate(..., compile=True)` runs it as one torch.compile'd graph
+(the same tokens). On the host the attention reads only the filled prefix of the cache; for CUDA
+graphs it reads the whole cache behind a mask, as the official code always does. `cfg_logits` gives the
+same guided logits by teacher forcing, which GRPO uses to score sampled sequences. Parameter and buffer names equal the official
 ones, so released checkpoints load unchanged (`load_gpt`).
 
     python -c "from model import *; m = GPT(gpt_config('GPT-tiny')); print(generate(m, torch.tensor([1, 2])))"
