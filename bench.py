@@ -147,9 +147,9 @@ def bench_sampling(args, dev, dtype):
         g = torch.Generator(dev).manual_seed(0)
         run = lambda compile: generate(model, cond, args.cfg_scale, generator=g, compile=compile)
         generate(model, cond[:1], args.cfg_scale, generator=g)  # eager warm-up (allocator, threads)
-        warm = once(lambda: run(True), dev)  # compilation (one graph per decode batch) + one run
+        warm = once(lambda: run(args.compile is not False), dev)  # compilation (one graph per batch) + one run
         step = floor_step(model, batch)
-        fns = [lambda: [step() for _ in range(N)], lambda: run(False), lambda: run(True),
+        fns = [lambda: [step() for _ in range(N)], lambda: run(False), lambda: run(args.compile is not False),
                lambda: llamagen_style_generate(model, cond, args.cfg_scale, g)]
         if official:
             fns.append(lambda: official[1](official[0], cond, N, cfg_scale=args.cfg_scale))
@@ -171,7 +171,7 @@ def bench_sampling(args, dev, dtype):
 
 # ----------------------------------------------------------------------------- one GRPO step
 
-STEP_FLAGS = ["--task", "c2i", "--preset", "tiny", "--gpt-model", "GPT-B", "--vq-model", "VQ-16",
+STEP_FLAGS = ["--task", "c2i", "--preset", "tiny", "--vq-model", "VQ-16",
               "--image-size", "256", "--rewards", "color:1", "--prompts-per-rank", "1", "--group-size", "8",
               "--policy", "cfg", "--cfg-scale", "2.0", "--lr", "1e-5", "--beta", "0.1", "--image-every", "0"]
 
@@ -191,7 +191,7 @@ def run_step(args, extra):
 
 
 def bench_step(args, dev, dtype):
-    m, rss, wall = run_step(args, args.step_flags.split())
+    m, rss, wall = run_step(args, args.step_flags.split() + (["--compile"] if args.compile else []))
     torch.manual_seed(0)
     model = GPT(gpt_config(args.model)).to(dev, dtype).eval()
     from vq import VQ_PRESETS, VQModel
@@ -232,6 +232,8 @@ def main():
     p.add_argument("--steps", type=int, default=2, help="--step: train.py steps to run; the last is reported")
     p.add_argument("--step-flags", default="", help="--step: extra train.py flags, e.g. '--compile' or '--grad-checkpoint'")
     p.add_argument("--train", default=os.path.join(HERE, "train.py"), help="--step: the train.py to time (e.g. another checkout's)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="sampling: --no-compile times the eager path in the compiled column too; --step: train with --compile")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = p.parse_args()
     dev = torch.device(args.device)

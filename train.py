@@ -411,9 +411,11 @@ def main(argv=None):
         m = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
         m["ratio_min"], m["ratio_max"] = min(s["ratio_min"] for s in stats), max(s["ratio_max"] for s in stats)
         m.update({f"reward_{n}": v.float().mean().item() for n, v in parts.items()})
-        # the teacher-forced pi_old vs the sampler's log-probs, on the rows scored before any update
-        gap = (old if old_pass else first)[pre] - logp_sampler[pre]
-        m.update(entropy=(ent if old_pass else ent[pre]).mean().item(), logp_gap_sampler=gap.mean().item(),
+        # the teacher-forced pi_old vs the sampler's log-probs: all rows with the pass, else those scored
+        # before any update (all of them with one update per rollout)
+        rows = slice(None) if old_pass else pre
+        gap = (old if old_pass else first)[rows] - logp_sampler[rows]
+        m.update(entropy=ent[rows].mean().item(), logp_gap_sampler=gap.mean().item(),
                  logp_gap_sampler_max=gap.abs().max().item(), grad_norm=grad_norm)
         m = all_reduce(m, world, device)
         m = {"step": step, "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std().item(),
