@@ -158,9 +158,10 @@ def bench_sampling(args, dev, dtype):
         ms = lambda t: f"{t:6.2f} s = {1e3 * t / N:6.1f} ms/step ({t / t_floor:.2f}x)"
         print(f"images {n:3d} (decode batch {batch:3d}): floor {t_floor:6.2f} s = {1e3 * t_floor / N:6.1f} ms/step")
         print(f"  eager    {ms(t_eager)}  {n * N / t_eager:6.1f} tokens/s")
+        gain = t_eager - t_comp
+        repaid = f"repaid after {max(warm - t_comp, 0) / gain:.0f} calls of this size" if gain > 0 else "never repaid"
         print(f"  compiled {ms(t_comp)}  {n * N / t_comp:6.1f} tokens/s | first call {warm:.1f} s: compilation "
-              f"~{warm - t_comp:.0f} s, repaid after {max(warm - t_comp, 0) / max(t_eager - t_comp, 1e-9):.0f} "
-              f"calls of this size")
+              f"~{warm - t_comp:.0f} s, {repaid}")
         print(f"  LlamaGen-style loop {ms(t_style)}")
         if t_off:
             print(f"  official LlamaGen generate() {ms(t_off[0])}")
