@@ -15,9 +15,11 @@ Classifier-free guidance (CFG) runs the condition and the null condition in one 
 
     l_guided = l_uncond + s (l_cond - l_uncond)        then temperature, top-k, top-p, multinomial.
 
-`generate` keeps a static KV cache and attends only over the filled prefix (the official code copies
-and attends over the whole cache behind a mask); `cfg_logits` gives the same guided logits by teacher
-forcing, which GRPO uses to score sampled sequences. Parameter and buffer names equal the official
+`generate` is a loop over `decode_step` (layers over a static KV cache, CFG, sampling): every step after
+the first has the same shapes, so `generate(..., compile=True)` runs it as one torch.compile'd graph
+(the same tokens). On the host the attention reads only the filled prefix of the cache; for CUDA
+graphs it reads the whole cache behind a mask, as the official code always does. `cfg_logits` gives the
+same guided logits by teacher forcing, which GRPO uses to score sampled sequences. Parameter and buffer names equal the official
 ones, so released checkpoints load unchanged (`load_gpt`).
 
     python -c "from model import *; m = GPT(gpt_config('GPT-tiny')); print(generate(m, torch.tensor([1, 2])))"
@@ -31,6 +33,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from checkpoint import BadCheckpoint, check_keys, read
 
@@ -101,10 +104,12 @@ def rope_2d(grid, head_dim, base, n_cond):
 
 
 def apply_rope(x, rot):
-    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, L, H, D) by rot (L, 1, D/2), in fp32:
-    (x0 + i x1)(cos + i sin) = (x0 cos - x1 sin) + i (x1 cos + x0 sin)."""
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, L, H, D/2)
-    return torch.view_as_real(xc * rot).flatten(3).type_as(x)
+    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, L, H, D) by rot (L, 1, D/2, 2) = (cos, sin), in fp32:
+    (x0 + i x1)(cos + i sin) = (x0 cos - x1 sin) + i (x1 cos + x0 sin). Real arithmetic, not complex
+    tensors: torch.compile's inductor generates no code for complex ops."""
+    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, L, H, D/2) each
+    cos, sin = rot.unbind(-1)  # (L, 1, D/2) each
+    return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(3).type_as(x)
 
 
 class RMSNorm(nn.Module):
@@ -124,22 +129,58 @@ class Attention(nn.Module):
         self.wo = nn.Linear(c.dim, c.dim, bias=False)
         self.attn_p, self.resid_p = c.attn_dropout_p, c.resid_dropout_p
 
-    def forward(self, x, rot, mask=None, cache=None, start=0):
+    def forward(self, x, rot, mask=None, cache=None, pos=None):
         B, L, _ = x.shape
         qkv = self.wqkv(x).view(B, L, self.n_head + 2 * self.n_kv_head, self.head_dim)
         nqk = self.n_head + self.n_kv_head
         qk = apply_rope(qkv[:, :, :nqk], rot).transpose(1, 2)  # q and k rotated in one go
         q, k, v = qk[:, :self.n_head], qk[:, self.n_head:], qkv[:, :, nqk:].transpose(1, 2)  # (B, H, L, hd)
-        if cache is not None:  # static cache: write this step, attend over the filled prefix only
-            kc, vc = cache
-            kc[:, :, start:start + L], vc[:, :, start:start + L] = k, v
-            k, v = kc[:, :, :start + L], vc[:, :, :start + L]
-        if self.n_kv_head != self.n_head:
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and L > 1,
-                                           dropout_p=self.attn_p if self.training else 0.0)
+        if cache is not None:  # sampling: write k, v at positions pos of the static cache, attend over it
+            y = attend_cache(q, k, v, *cache, pos, mask)
+        else:
+            if self.n_kv_head != self.n_head:
+                k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+                v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and L > 1,
+                                               dropout_p=self.attn_p if self.training else 0.0)
         return F.dropout(self.wo(y.transpose(1, 2).reshape(B, L, -1)), self.resid_p, self.training)
+
+
+def attend_cache(q, k, v, kc, vc, pos, mask):
+    """Attention over a static KV cache kc, vc (B, Hkv, S, hd): write k, v (B, Hkv, L, hd) at the
+    positions pos (L,), then attend from q (B, H, L, hd) with the boolean mask (B or 1, 1, L, S).
+    pos on the host: read only the filled prefix 0..pos[-1] (half the cache on average; on a CPU that
+    read is the bandwidth that counts). pos on a GPU: read the whole cache behind the mask, with no
+    shape or value the host must know, so CUDA graphs can replay one decode step at every position."""
+    if pos.device == kc.device and kc.device.type != "cpu":
+        return attend_full(q, k, v, kc, vc, pos, mask)
+    return attend_prefix(q, k, v, kc, vc, pos, mask)
+
+
+def attend_full(q, k, v, kc, vc, pos, mask):  # gpt-fast's way: static shapes, static addresses
+    kc.index_copy_(2, pos, k), vc.index_copy_(2, pos, v)
+    return _sdpa(q, kc, vc, mask)
+
+
+def _sdpa(q, k, v, mask):
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: share each k, v head among H / Hkv queries
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@torch.library.custom_op("llamagen::attend_prefix", mutates_args=("kc", "vc"))
+def attend_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
+                  pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # a custom op: to torch.compile one opaque kernel whose output shape (that of q) does not depend on
+    # pos, so a single compiled graph serves every position although the prefix length changes
+    start, n = int(pos[0]), int(pos[-1]) + 1  # pos lives on the host: no device sync
+    kc[:, :, start:n], vc[:, :, start:n] = k, v
+    return _sdpa(q, kc[:, :, :n], vc[:, :, :n], mask[..., :n])
+
+
+@attend_prefix.register_fake
+def _(q, k, v, kc, vc, pos, mask):
+    return torch.empty_like(q)
 
 
 class FeedForward(nn.Module):  # SwiGLU: w2(silu(w1 x) * w3 x)
@@ -164,8 +205,8 @@ class Block(nn.Module):
         self.attention, self.feed_forward = Attention(c), FeedForward(c)
         self.attention_norm, self.ffn_norm = RMSNorm(c.dim, c.norm_eps), RMSNorm(c.dim, c.norm_eps)
 
-    def forward(self, x, rot, mask=None, cache=None, start=0):
-        h = x + self.attention(self.attention_norm(x), rot, mask, cache, start)
+    def forward(self, x, rot, mask=None, cache=None, pos=None):
+        h = x + self.attention(self.attention_norm(x), rot, mask, cache, pos)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -211,11 +252,12 @@ class GPT(nn.Module):
         # a plain attribute, not a buffer: it stays complex64 (fp32) when the model is cast to bf16
         self.rope = rope_2d(math.isqrt(c.block_size), c.dim // c.n_head, c.rope_base, c.cls_token_num)
         self.apply(self._init)
+        self.grad_checkpoint = False  # True: recompute activations in the backward pass (train.py --grad-checkpoint)
 
-    def rotations(self, start, L, device):  # (L, 1, head_dim/2) for positions start .. start+L-1
+    def rotations(self, start, L, device):  # (L, 1, head_dim/2, 2): cos, sin for positions start .. start+L-1
         if self.rope.device != device:
             self.rope = self.rope.to(device)
-        return self.rope[start:start + L, None]
+        return torch.view_as_real(self.rope[start:start + L, None])
 
     def _init(self, m):  # random weights for tests; released weights overwrite them
         if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -253,6 +295,16 @@ class GPT(nn.Module):
         k = torch.arange(n, device=keys.device)[None]  # key positions (1, n)
         return ((keys[:, None] & (k <= q)) | ((k == q) & pad_self_attend))[:, None]
 
+    def cache_mask(self, cond_mask, pos, S):
+        """Boolean mask (B or 1, 1, L, S) for queries at positions pos (L,) over a KV cache of S positions:
+        keys at or before the query, padded caption columns off, the diagonal always on (as attn_mask)."""
+        k = torch.arange(S, device=pos.device)[None]  # (1, S)
+        causal = k <= pos[:, None]  # (L, S)
+        if cond_mask is None:
+            return causal[None, None]
+        keys = torch.cat([cond_mask.bool(), cond_mask.new_ones(len(cond_mask), S - cond_mask.shape[1], dtype=torch.bool)], 1)
+        return ((keys[:, None] & causal) | (k == pos[:, None]))[:, None]
+
     def forward(self, cond, tokens, cond_mask=None, pad_self_attend=True):
         """Teacher forcing: (B,) or (B, T, C) cond, tokens (B, N) -> logits (B, N, V), fp32;
         logits[:, i] predicts tokens[:, i] from the condition and tokens[:, :i]."""
@@ -262,7 +314,10 @@ class GPT(nn.Module):
         L = h.shape[1]
         rot, mask = self.rotations(0, L, h.device), self.attn_mask(cond_mask, L, pad_self_attend=pad_self_attend)
         for layer in self.layers:
-            h = layer(h, rot, mask)
+            if self.grad_checkpoint and torch.is_grad_enabled():  # keep only each layer's input for backward
+                h = torch.utils.checkpoint.checkpoint(layer, h, rot, mask, use_reentrant=False)
+            else:
+                h = layer(h, rot, mask)
         return self.output(self.norm(h[:, T - 1:])).float()
 
 
@@ -297,11 +352,39 @@ def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     return logits.log_softmax(-1)
 
 
+def sample_next(logits, u, temperature=1.0, top_k=0, top_p=1.0):
+    """Draw one token per row from process_logits(logits) (B, V) by inverse CDF with the uniforms u (B, 1):
+    the distribution of torch.multinomial at ~1/30 of its CPU cost at V = 16384. right=True never lands
+    on a zero-probability token. -> (token (B, 1), its log-prob (B, 1))."""
+    logp = process_logits(logits, temperature, top_k, top_p)  # (B, V)
+    cdf = logp.exp().cumsum(-1)
+    nxt = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=logits.shape[-1] - 1)
+    return nxt, logp.gather(1, nxt)
+
+
+def decode_step(model, x, pos, rot, cache, cond_mask, u, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0):
+    """One sampler step: embeddings x (B2, L, D) at positions pos (L,) with rotations rot through every
+    layer (writing the KV cache), then the next token of each of the B = len(u) images and its log-prob.
+    With CFG (cfg_scale != 1) rows [B:] of x are the null condition of rows [:B]. The first step takes the
+    L condition tokens at once (the prefill), every later step one token. Nothing here depends on the
+    position's value through a shape, so `torch.compile` traces one graph for all N - 1 later steps."""
+    mask = model.cache_mask(cond_mask, pos.to(x.device), cache[0][0].shape[2])  # (B2 or 1, 1, L, S)
+    for layer, kv in zip(model.layers, cache):
+        x = layer(x, rot, mask, kv, pos)
+    logits = model.output(model.norm(x[:, -1])).float()  # (B2, V)
+    if cfg_scale != 1.0:
+        lc, lu = logits[:len(u)], logits[len(u):]
+        logits = lu + (lc - lu) * cfg_scale
+    return sample_next(logits, u, temperature, top_k, top_p)
+
+
 @torch.no_grad()
 def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1,
-             cond_mask=None, generator=None, return_logprobs=False):
+             cond_mask=None, generator=None, return_logprobs=False, compile=False):
     """Sample (B, N) image tokens with a static KV cache; CFG runs [cond; null] as one batch.
-    With return_logprobs, also the (B, N) log-prob of each token under the distribution it was drawn from."""
+    With return_logprobs, also the (B, N) log-prob of each token under the distribution it was drawn from.
+    compile=True runs the per-token step through torch.compile (inductor on CPU, CUDA graphs on GPU):
+    the same tokens, the first call pays a compilation (see README, "Sampling speed")."""
     c, B, N, T = model.config, len(cond), model.config.block_size, model.config.cls_token_num
     if c.model_type == "c2i" and len(cond) and (cond.min() < 0 or cond.max() >= c.num_classes):
         raise ValueError(f"class id out of range [0, {c.num_classes}): {cond.tolist()}")
@@ -310,37 +393,59 @@ def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cf
         cond = torch.cat([cond, model.null_cond(cond)])
         cond_mask = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
     B2, dev, dt = len(cond), model.tok_embeddings.weight.device, model.tok_embeddings.weight.dtype
-    hd = c.dim // c.n_head
-    cache = [(torch.zeros(B2, c.n_kv_head, T + N, hd, device=dev, dtype=dt),
-              torch.zeros(B2, c.n_kv_head, T + N, hd, device=dev, dtype=dt)) for _ in range(c.n_layer)]
+    cache = kv_cache(model, B2, T + N, dev, dt, static=compile and dev.type == "cuda")
     tokens = torch.empty(B, N, dtype=torch.long, device=dev)
     logprobs = torch.empty(B, N, dtype=torch.float32, device=dev)
+    step = compiled_decode_step(dev) if compile else decode_step
+    # positions live on the host, except for CUDA graphs (see attend_cache)
+    pos_dev = dev if compile and dev.type == "cuda" else torch.device("cpu")
 
-    h, start = model.embed_cond(cond), 0  # prefill the condition
+    x, start = model.embed_cond(cond), 0  # the first step reads the T condition tokens (the prefill)
     for i in range(N):
-        L = h.shape[1]
-        rot, mask = model.rotations(start, L, dev), model.attn_mask(cond_mask, L, start)
-        for layer, kv in zip(model.layers, cache):
-            h = layer(h, rot, mask, kv, start)
-        logits = model.output(model.norm(h[:, -1])).float()  # (B2, V)
-        if guided:
-            lc, lu = logits[:B], logits[B:]
-            logits = lu + (lc - lu) * cfg_scale
-            if cfg_interval > -1 and i > cfg_interval + 1:
-                # guidance is over for good: drop the null half of the batch and its cache
-                logits, guided = lc, False
-                cache = [(k[:B], v[:B]) for k, v in cache]
-                cond_mask = None if cond_mask is None else cond_mask[:B]
-        logp = process_logits(logits, temperature, top_k, top_p)
-        # inverse-CDF sampling: one uniform per row; the distribution of torch.multinomial at ~1/30 of
-        # its CPU cost at V = 16384. right=True never lands on a zero-probability token.
-        cdf = logp.exp().cumsum(-1)
-        u = torch.rand(B, 1, generator=generator, device=dev) * cdf[:, -1:]
-        nxt = torch.searchsorted(cdf, u, right=True).clamp_(max=c.vocab_size - 1)  # (B, 1)
-        tokens[:, i:i + 1], logprobs[:, i:i + 1] = nxt, logp.gather(1, nxt)
+        if guided and cfg_interval > -1 and i > cfg_interval + 1:
+            # guidance is over for good: drop the null half of the batch and its cache
+            guided, x, cache = False, x[:B], [(k[:B], v[:B]) for k, v in cache]
+            cond_mask = None if cond_mask is None else cond_mask[:B]
+        L = x.shape[1]
+        u = torch.rand(B, 1, generator=generator, device=dev)  # one uniform per image and token
+        pos = torch.arange(start, start + L, device=pos_dev)
+        run = decode_step if i == 0 else step  # the prefill has its own shape: no graph for it
+        nxt, lp = run(model, x, pos, model.rotations(start, L, dev), cache, cond_mask, u,
+                      cfg_scale if guided else 1.0, temperature, top_k, top_p)  # (B, 1), (B, 1)
+        tokens[:, i:i + 1], logprobs[:, i:i + 1] = nxt, lp
         start += L
-        h = model.tok_embeddings(torch.cat([nxt, nxt]) if guided else nxt)  # (B2, 1, D)
+        x = model.tok_embeddings(torch.cat([nxt, nxt]) if guided else nxt)  # (B2, 1, D)
     return (tokens, logprobs) if return_logprobs else tokens
+
+
+def kv_cache(model, batch, length, device, dtype, static=False):
+    """[(k, v)] per layer, each (batch, n_kv_head, length, head_dim). static=True (CUDA graphs) reuses
+    one cache per shape at a fixed address, so the recorded graph stays valid across calls; stale
+    entries are harmless: a step reads only positions it wrote, the rest is masked."""
+    c = model.config
+    shape = (batch, c.n_kv_head, length, c.dim // c.n_head)
+    if not static:
+        return [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+                for _ in range(c.n_layer)]
+    store = model.__dict__.setdefault("_static_kv", {})  # a plain attribute: not in the state dict
+    if (shape, dtype) not in store:
+        store[(shape, dtype)] = kv_cache(model, batch, length, device, dtype)
+        for t in (t for kv in store[(shape, dtype)] for t in kv):
+            torch._dynamo.mark_static_address(t)
+    return store[(shape, dtype)]
+
+
+_COMPILED = {}
+
+
+def compiled_decode_step(device):
+    """decode_step through torch.compile, one compiled function per device type: inductor kernels on a
+    CPU; on a GPU also CUDA graphs (mode="reduce-overhead": one replay per token instead of ~200 kernel
+    launches). dynamic=False: every call has the same shapes, so one graph serves every position."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    if mode not in _COMPILED:
+        _COMPILED[mode] = torch.compile(decode_step, dynamic=False, mode=mode)
+    return _COMPILED[mode]
 
 
 # ----------------------------------------------------------------------------- loading

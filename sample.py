@@ -321,6 +321,8 @@ def main(argv=None):
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="GPT weights dtype (default bf16 on GPU)")
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
     p.add_argument("--npz", default=None, help="also write all samples as uint8 NHWC .npz (for FID)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the decode step (same tokens; pays off over many batches: README, 'Sampling speed')")
     args = p.parse_args(argv)
     error = range_errors(args, SAMPLER_CHECKS + [
         ("--per-class", lambda v: v >= 1, ">= 1"), ("--batch-size", lambda v: v >= 1, ">= 1"),
@@ -409,7 +411,7 @@ def main(argv=None):
         else:
             cond = torch.tensor(chunk, device=dev)
         tokens = generate(model, cond, args.cfg_scale, args.temperature, args.top_k, args.top_p,
-                          args.cfg_interval, cond_mask=mask, generator=g)
+                          args.cfg_interval, cond_mask=mask, generator=g, compile=args.compile)
         images = vq.decode(tokens)
         if args.image_size_eval and args.image_size_eval != images.shape[-1]:
             images = F.interpolate(images, size=(args.image_size_eval,) * 2, mode="bicubic")

@@ -52,7 +52,7 @@ PAPER_REWARDS = "clip:1,clip_q:1,hps:1,hps_q:1,maniqa:1,qwen:1"  # C2I run of th
 # AR-GRPO's released code (Kwai-Klear/AR-GRPO 65947ad), what every paper preset shares on top of
 # its model: README "Fidelity to AR-GRPO's code" lists each item with its file, line and alternative.
 PAPER_CODE = dict(policy="cond", judge_mode="generate", zero_flat_groups=False, caption_pad="right",
-                  clean_captions=True, pure_bf16=False, lr=1e-5)
+                  clean_captions=True, pure_bf16=False, lr=1e-5, ref_dtype="fp32")
 # HF Trainer's linear decay to 0 over num_train_epochs=20 epochs of (prompts / prompts per step) steps
 LR_DECAY_C2I = 20 * 1281167 // 4        # ImageNet train images, 4 prompts per step (4 GPUs x 8 / G 8)
 LR_DECAY_T2I = 20 * 30000 // 8          # coco_captions_30000.json, 8 prompts per step (4 GPUs x 16 / 8)
@@ -146,6 +146,16 @@ def get_args(argv=None):
       help="bf16 weights, grads and AdamW state for policy, reference and VQ (AR-GRPO's t2i "
            "--force_model_bf16); updates below half a bf16 ulp are lost")
     a("--dry-run", action="store_true", help="print the resolved configuration as JSON (flag names) and exit")
+    # speed and memory (README, "Sampling speed" and "Training"): none of these changes the update
+    a("--compile", action=argparse.BooleanOptionalAction, default=False,
+      help="sample with the torch.compile'd decode step (inductor on CPU, CUDA graphs on GPU); same tokens")
+    a("--grad-checkpoint", action="store_true",
+      help="recompute each layer's activations in the backward pass (less memory, ~1/3 more update compute)")
+    a("--ref-dtype", choices=["auto", "bf16", "fp32"], default="auto",
+      help="reference model weights; auto = bf16 on GPU with --bf16 (the matmuls run in bf16 under autocast anyway), else fp32")
+    a("--old-logprobs", choices=["auto", "pass"], default="auto",
+      help="pi_old: auto = the update forward's own log-probs with one update per rollout, the sampler's with "
+           "--policy cfg, else a no-grad pass; pass = always a separate no-grad pass (a check: same update)")
     # a preset's values become the defaults, so explicit flags still override them
     first, _ = p.parse_known_args(argv)
     preset = first.preset or DEFAULT_PRESET[first.task]
@@ -260,7 +270,7 @@ RUN_FILES = ["ckpt.pt", "metrics.jsonl", "summary.json", "args.json"]
 # flags that may differ on --resume: run logistics (taken as given, not recorded) and hyper-parameters
 # (applied from the resumed step on and recorded); any other flag given with a new value is refused
 RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every", "tensorboard", "device",
-               "cpu_threads", "preset", "resumes", "dry_run", "clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path",
+               "cpu_threads", "preset", "resumes", "dry_run", "compile", "grad_checkpoint", "old_logprobs", "clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path",
                "pickscore_path", "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt"}
 RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps", "clip_eps_high",
                   "inner_epochs", "minibatches", "micro_batch", "cfg_scale", "cfg_interval", "temperature",
@@ -374,6 +384,9 @@ def main(argv=None):
     policy, reference, vq, text = build_models(args, device)
     if args.pure_bf16:  # AR-GRPO's --force_model_bf16: no fp32 master weights; AdamW state follows
         policy.to(torch.bfloat16), reference.to(torch.bfloat16), vq.to(torch.bfloat16)
+    if args.ref_dtype == "bf16" or args.ref_dtype == "auto" and device.type == "cuda" and args.bf16:
+        reference.to(torch.bfloat16)  # half the memory; its matmuls ran in bf16 under autocast anyway
+    policy.grad_checkpoint = args.grad_checkpoint
     if args.task == "c2i":
         pool = pool[:policy.config.num_classes]  # a model with K classes draws ids from [0, K)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
@@ -443,7 +456,8 @@ def main(argv=None):
                 s = slice(j * G, (j + 1) * G)
                 t, lp = generate(policy, cond[s], cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, cfg_interval=args.cfg_interval,
-                                 cond_mask=None if cond_mask is None else cond_mask[s], generator=gen, return_logprobs=True)
+                                 cond_mask=None if cond_mask is None else cond_mask[s], generator=gen, return_logprobs=True,
+                                 compile=args.compile)
                 tokens.append(t), logp_sampler.append(lp)
         tokens, logp_sampler = torch.cat(tokens), torch.cat(logp_sampler)          # (B, N), (B, N)
         t1 = sync()
@@ -460,31 +474,44 @@ def main(argv=None):
         stop_if_nonfinite(nonfinite_rewards(parts, rewards_all, adv_all, world, device), step, saved)
         t2 = sync()
 
-        # -- 4. log-probs of the rollout policy (pi_old) and the reference, same micro-batches as the update
+        # -- 4. log-probs of the reference, and of the rollout policy (pi_old) only where nothing gives them:
+        # with one update per rollout (the paper) pi_old is the update forward's own detached log-probs
+        # (rho == 1, as AR-GRPO's code and TRL); with several and --policy cfg, the sampler's log-probs (the
+        # distribution the tokens were drawn from); else (or --old-logprobs pass) a no-grad pass
         def logprobs(m, idx):
             return policy_logprobs(m, cond[idx], tokens[idx], args.policy, args.cfg_scale, args.temperature, args.top_k,
                                    args.top_p, None if cond_mask is None else cond_mask[idx], args.cfg_interval,
                                    # AR-GRPO's training pass (right padding, cond): padded caption rows do not
                                    # see themselves; cfg keeps the sampler's mask (rho == 1 on-policy)
                                    pad_self_attend=args.caption_pad == "left" or args.policy == "cfg")
-        old, ref, ent = torch.empty(B, N, device=device), torch.empty(B, N, device=device), torch.empty(B, N, device=device)
+        one_update = args.inner_epochs == 1 and args.minibatches == 1
+        old_pass = args.old_logprobs == "pass" or not one_update and args.policy == "cond"
+        old = logp_sampler.clone() if not (old_pass or one_update) else torch.empty(B, N, device=device)
+        ref, ent = torch.empty(B, N, device=device), torch.empty(B, N, device=device)
         with torch.no_grad(), amp:
             for idx in torch.arange(B, device=device).split(micro):
-                old[idx], ent[idx] = logprobs(policy, idx)
+                if old_pass:
+                    old[idx], ent[idx] = logprobs(policy, idx)
                 ref[idx] = logprobs(reference, idx)[0]
         t3 = sync()
 
         # -- 5. update: inner epochs x minibatches, gradient accumulation over micro-batches
-        stats = []
+        stats, first = [], torch.empty(B, N, device=device)  # first: the policy's log-probs before any update
         for epoch in range(args.inner_epochs):
             order = torch.arange(B) if args.minibatches == 1 else \
                 torch.randperm(B, generator=torch.Generator().manual_seed(mix(args.seed, step, rank, epoch)))
-            for mb in order.to(device).split(mb_size):
+            for n_mb, mb in enumerate(order.to(device).split(mb_size)):
                 chunks = mb.split(micro)
                 for k, idx in enumerate(chunks):
                     last = k == len(chunks) - 1
                     with (model.no_sync() if world > 1 and not last else nullcontext()), amp:
-                        logp, _ = logprobs(model, idx)                                  # (b, N), with grad
+                        logp, e = logprobs(model, idx)                                  # (b, N), with grad
+                        if epoch == 0:
+                            first[idx] = logp.detach()
+                            if not old_pass:
+                                ent[idx] = e  # pi_old's entropy on the first minibatch, before any update
+                            if one_update and not old_pass:
+                                old[idx] = logp.detach()                                  # rho == 1
                         loss, pg, kl, ratio = grpo_loss(logp, old[idx], ref[idx], adv[idx], args.beta,
                                                         args.clip_eps, args.clip_eps_high)
                         # mean over this rank's minibatch tokens: weight each micro-batch by its share
@@ -496,14 +523,20 @@ def main(argv=None):
                 stop_if_nonfinite({} if math.isfinite(grad_norm) else {"gradient norm": grad_norm}, step, saved)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                if epoch == 0 and n_mb == 0:
+                    pre = mb  # rows whose `first` log-probs come from pi_old itself
         t4 = sync()
 
         # -- 6. metrics (averaged over ranks), log, images, checkpoint
         m = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
         m["ratio_min"], m["ratio_max"] = min(s["ratio_min"] for s in stats), max(s["ratio_max"] for s in stats)
         m.update({f"reward_{n}": v.float().mean().item() for n, v in parts.items()})
-        m.update(entropy=ent.mean().item(), logp_gap_sampler=(old - logp_sampler).mean().item(),
-                 logp_gap_sampler_max=(old - logp_sampler).abs().max().item(), grad_norm=grad_norm, **judge)
+        # the teacher-forced pi_old vs the sampler's log-probs: all rows with the pass, else those scored
+        # before any update (all of them with one update per rollout)
+        rows = slice(None) if old_pass else pre
+        gap = (old if old_pass else first)[rows] - logp_sampler[rows]
+        m.update(entropy=ent[rows].mean().item(), logp_gap_sampler=gap.mean().item(),
+                 logp_gap_sampler_max=gap.abs().max().item(), grad_norm=grad_norm, **judge)
         m = all_reduce(m, world, device)
         m = {"step": step, "reward_mean": rewards_all.mean().item(), "reward_std": rewards_all.std().item(),
              "reward_group_std": rewards_all.view(-1, G).std(1).mean().item() if G > 1 else 0.0,
