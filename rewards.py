@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 
 from checkpoint import BadCheckpoint, find_weights, is_torchscript, read_torchscript_tensors
-from tiny import (TINY_BERT_VOCAB, TINY_IMAGEREWARD, TINY_MANIQA, tiny_clip, tiny_maniqa_vit,
+from tiny import (TINY_BERT_VOCAB, TINY_IMAGEREWARD, TINY_MANIQA, seeded, tiny_clip, tiny_maniqa_vit,
                   tiny_pickscore, tiny_qwen)
 
 
@@ -371,8 +371,7 @@ def load_clip(ctx, kind):
         return ctx.cache[kind]
     import open_clip
     if ctx.tiny:
-        with torch.random.fork_rng():
-            torch.manual_seed(ctx.seed)
+        with seeded(ctx.seed):
             model = tiny_clip(quick_gelu=kind == "clip")
     elif kind == "clip":
         path = _hub_file("timm/vit_base_patch32_clip_224.openai", CLIP_FILES,
@@ -477,8 +476,7 @@ def load_maniqa(ctx):
                             file=f"weights file {MANIQA_FILE}", where=f"{cached} (pyiqa cache)",
                             names=[MANIQA_FILE], fix="download it and pass --maniqa-ckpt PATH",
                             error=RewardWeightsMissing)
-    with torch.random.fork_rng():
-        torch.manual_seed(ctx.seed)
+    with seeded(ctx.seed):
         if ctx.tiny:
             net = maniqa_net(tiny_maniqa_vit(), **TINY_MANIQA)
         else:          # the paper's (and pyiqa's 'maniqa' = KonIQ) configuration
@@ -942,8 +940,7 @@ def load_imagereward(ctx):
     if "imagereward" in ctx.cache:
         return ctx.cache["imagereward"]
     if ctx.tiny:
-        with torch.random.fork_rng():
-            torch.manual_seed(ctx.seed)
+        with seeded(ctx.seed):
             net = ImageRewardNet(*imagereward_configs(tiny=True))
         tok = blip_tokenizer(TINY_BERT_VOCAB)
     else:
@@ -983,8 +980,7 @@ def load_aesthetic(ctx):
         return ctx.cache["aesthetic"]
     import open_clip
     if ctx.tiny:
-        with torch.random.fork_rng():
-            torch.manual_seed(ctx.seed)
+        with seeded(ctx.seed):
             clip, mlp = tiny_clip(quick_gelu=True), LinearHead(32)
     else:
         places = (os.path.expanduser(f"~/.cache/ImageReward/{AESTHETIC_FILE}"),

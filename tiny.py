@@ -11,9 +11,20 @@ the real model's layout (so the real loading code runs on it) at a width of 16-6
     tiny_qwen           a 0.1M-parameter Qwen2.5-VL judge with a BPE trained on its questions
     tiny_pickscore, TINY_BERT_VOCAB, TINY_IMAGEREWARD   the T2I evaluation scorers
 """
+import contextlib
 import math
 
 import torch
+
+
+@contextlib.contextmanager
+def seeded(seed):
+    """Random weights from `seed` without disturbing the caller's RNG stream: torch's global RNG is
+    seeded inside the block and restored after it."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
 
 TINY_PROMPTS = ["a red fox in the snow", "a bowl of blueberries", "a lemon on a table",
                 "a green forest", "a purple flower", "an orange sunset", "a white cat",
@@ -110,8 +121,7 @@ def tiny_qwen(seed, texts):
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         **special_ids)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = Qwen2_5_VLForConditionalGeneration(cfg)
     # images are resized to <= 112 x 112 px: 8 x 8 patches of 14 px -> 16 image tokens
     image_proc = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
@@ -141,8 +151,7 @@ def tiny_pickscore(seed):
     cfg = CLIPConfig(text_config=dict(hidden_size=32, **layers),
                      vision_config=dict(hidden_size=32, image_size=32, patch_size=8, **layers),
                      projection_dim=16, logit_scale_init_value=math.log(100.0))
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = CLIPModel(cfg)
     image_proc = CLIPImageProcessor(size={"shortest_edge": 32},
                                     crop_size={"height": 32, "width": 32})
