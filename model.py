@@ -158,7 +158,9 @@ def attend_cache(q, k, v, kc, vc, pos, mask):
 
 
 def attend_full(q, k, v, kc, vc, pos, mask):  # gpt-fast's way: static shapes, static addresses
-    kc.index_copy_(2, pos, k), vc.index_copy_(2, pos, v)
+    # under bf16 autocast k, v are bf16 and the cache has the weights' dtype: cast as the eager write does
+    kc.index_copy_(2, pos, k.to(kc.dtype))
+    vc.index_copy_(2, pos, v.to(vc.dtype))
     return _sdpa(q, kc, vc, mask)
 
 
@@ -357,9 +359,19 @@ def sample_next(logits, u, temperature=1.0, top_k=0, top_p=1.0):
     the distribution of torch.multinomial at ~1/30 of its CPU cost at V = 16384. right=True never lands
     on a zero-probability token. -> (token (B, 1), its log-prob (B, 1))."""
     logp = process_logits(logits, temperature, top_k, top_p)  # (B, V)
-    cdf = logp.exp().cumsum(-1)
-    nxt = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=logits.shape[-1] - 1)
+    # inductor's Triton code for a long cumsum over few rows fails (torch 2.11, H200): on a GPU the
+    # cumsum and search run eagerly between two CUDA graphs; on a CPU they stay in the fused graph
+    draw = inverse_cdf_eager if logits.is_cuda else inverse_cdf
+    nxt = draw(logp.exp(), u).clamp_(max=logits.shape[-1] - 1)
     return nxt, logp.gather(1, nxt)
+
+
+def inverse_cdf(p, u):  # p (B, V) unnormalised probabilities, u (B, 1) uniforms -> (B, 1) indices
+    cdf = p.cumsum(-1)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+
+
+inverse_cdf_eager = torch.compiler.disable(inverse_cdf)
 
 
 def decode_step(model, x, pos, rot, cache, cond_mask, u, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0):

@@ -51,6 +51,20 @@ def test_full_cache_attention_equals_prefix_attention():
         assert torch.equal(kc[:, :, pos], k) and torch.equal(kc2, kc) and torch.equal(vc2, vc)
 
 
+def test_full_cache_write_casts_like_the_eager_write():
+    """Under bf16 autocast (a GPU run with --compile) k, v arrive in bf16 while the cache holds the
+    weights' fp32: the CUDA-graph write casts them as the host path's slice assignment does."""
+    torch.manual_seed(0)
+    B, H, S, hd = 2, 4, 24, 16
+    pos, mask = torch.tensor([7]), torch.ones(1, 1, 1, S, dtype=torch.bool)
+    q, k, v = (torch.randn(B, H, 1, hd).bfloat16() for _ in range(3))
+    kc, vc = torch.zeros(B, H, S, hd), torch.zeros(B, H, S, hd)
+    kc2, vc2 = kc.clone(), vc.clone()
+    attend_prefix(q.float(), k, v, kc, vc, pos, mask)
+    attend_full(q.float(), k, v, kc2, vc2, pos, mask)
+    assert kc2.dtype == torch.float32 and torch.equal(kc2, kc) and torch.equal(vc2, vc)
+
+
 def test_grad_checkpoint_same_loss_and_gradients():
     torch.manual_seed(0)
     model = GPT(gpt_config("GPT-tiny")).eval()
