@@ -199,7 +199,7 @@ def run_step(args, extra):
 
 
 def bench_step(args, dev, dtype):
-    m, rss, wall = run_step(args, args.step_flags.split() + (["--compile"] if args.compile else []))
+    m, rss, wall = run_step(args, args.step_flags.split() + (["--compile"] if args.compile else ["--no-compile"]))
     torch.manual_seed(0)
     model = GPT(gpt_config(args.model)).to(dev, dtype).eval()
     from vq import VQ_PRESETS, VQModel

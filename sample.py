@@ -321,8 +321,9 @@ def main(argv=None):
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="GPT weights dtype (default bf16 on GPU)")
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
     p.add_argument("--npz", default=None, help="also write all samples as uint8 NHWC .npz (for FID)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="torch.compile the decode step (same tokens; pays off over many batches: README, 'Sampling speed')")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the decode step (same tokens); default: on for a GPU, off on a CPU "
+                        "(README, 'Sampling speed')")
     args = p.parse_args(argv)
     error = range_errors(args, SAMPLER_CHECKS + [
         ("--per-class", lambda v: v >= 1, ">= 1"), ("--batch-size", lambda v: v >= 1, ">= 1"),
@@ -330,6 +331,8 @@ def main(argv=None):
         ("--image-size-eval", lambda v: v > 0, "> 0")])
     if error:
         p.error(error)
+    if args.compile is None:  # pays for itself on a GPU after a few batches, never on a CPU
+        args.compile = args.device.startswith("cuda")
     # T2I text settings: as given, else those a train.py checkpoint was trained with, else LlamaGen's
     run = None if args.preset == "tiny" else run_args(args.gpt_ckpt)
     if args.caption_pad is None:

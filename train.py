@@ -147,8 +147,9 @@ def get_args(argv=None):
            "--force_model_bf16); updates below half a bf16 ulp are lost")
     a("--dry-run", action="store_true", help="print the resolved configuration as JSON (flag names) and exit")
     # speed and memory (README, "Sampling speed" and "Training"): none of these changes the update
-    a("--compile", action=argparse.BooleanOptionalAction, default=False,
-      help="sample with the torch.compile'd decode step (inductor on CPU, CUDA graphs on GPU); same tokens")
+    a("--compile", action=argparse.BooleanOptionalAction, default=None,
+      help="sample with the torch.compile'd decode step (inductor on CPU, CUDA graphs on GPU); same tokens; "
+           "default: on for a GPU (20x faster sampling there), off on a CPU (README, 'Sampling speed')")
     a("--grad-checkpoint", action="store_true",
       help="recompute each layer's activations in the backward pass (less memory, ~1/3 more update compute)")
     a("--ref-dtype", choices=["auto", "bf16", "fp32"], default="auto",
@@ -185,6 +186,8 @@ def get_args(argv=None):
         error = "--resume continues the run in --out, --overwrite starts it over: pass one of them"
     if error:
         p.error(error)
+    if args.compile is None:  # the compilation pays for itself on a GPU within a few steps, never on a CPU
+        args.compile = args.device.startswith("cuda")
     return args
 
 
