@@ -220,8 +220,8 @@ def build_lpips(device):
     return lambda a, b: net(a, b).flatten().double()
 
 
-# ----------------------------------------------------------------------------- shared by compare
-# and drawbench: the two models, the sampler, the scorer, the side-by-side grid
+# ----------------------------------------------------------------------------- shared
+# What compare and drawbench share: the two models, the sampler, the scorer, the grid.
 SAMPLER_SETTINGS = ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")
 # the reward scorers' weights flags (rewards.build_rewards' arguments)
 SCORER_WEIGHTS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path",
@@ -300,7 +300,7 @@ def save_side_by_side(base_rows, tuned_rows, path):
 
 
 # ----------------------------------------------------------------------------- compare
-# base vs tuned: rewards, diversity, entropy
+# Base vs tuned on the same seeds: rewards, diversity, entropy.
 @torch.no_grad()
 def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, desc="evaluate"):
     """Sample, score and measure one model on every condition; returns (metrics, a few uint8
@@ -405,7 +405,7 @@ def cmd_compare(args):
 
 
 # ----------------------------------------------------------------------------- drawbench
-# T2I scores, base vs tuned
+# T2I scorers, base vs tuned, on a prompt set.
 DRAWBENCH_SCORERS = "clip,hps,pickscore,imagereward,aesthetic"
 # AR-GRPO's test_t2i_rewards.py prints clip / 5 (the cosine), hps / 5 (HPSv2's raw score) and
 # PickScore / 26 (inside its PickScore class); ImageReward and the aesthetic score unchanged.
@@ -592,45 +592,6 @@ def cmd_drawbench(args):
     return report
 
 
-def add_drawbench_args(sub):
-    d = sub.add_parser("drawbench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       help="T2I: base vs tuned on a prompt set (DrawBench), N images per prompt, "
-                            "scored by CLIP/HPS/PickScore/ImageReward/Aesthetic (any reward) "
-                            "-> report.json, grid")
-    a = d.add_argument
-    a("--tuned", required=True,
-      help="tuned T2I weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base, "
-           "--vq-ckpt)")
-    a("--base", default="", help="base weights ('' = the run's initial weights)")
-    a("--vq-ckpt", default="", help="VQ weights ('' = the run's)")
-    a("--t5-path", default="", help="FLAN-T5-XL directory ('' = the run's)")
-    a("--prompts", default="",
-      help="prompt file: AR-GRPO's drawbench_test_1000.json, .txt or .jsonl")
-    a("--max-prompts", type=int, default=0, help="only the first K prompts (0 = all)")
-    a("--scorers", default=DRAWBENCH_SCORERS,
-      help="comma-separated reward names of rewards.py (any)")
-    a("--per-prompt", type=int, default=4,
-      help="images per prompt and model (AR-GRPO's script: 4)")
-    for flag, typ in SAMPLER_FLAGS:
-        a(flag, type=typ, default=None,
-          help="sampler setting (default: the run's; AR-GRPO's eval script: cfg 2.0, top-k 2000)")
-    a("--seed", type=int, default=0,
-      help="prompt j samples from seed mix(seed, j), the same for both models")
-    a("--batch-size", type=int, default=16, help="images per sampling call")
-    for flag in SCORER_WEIGHTS:
-        a("--" + flag.replace("_", "-"), default=None,
-          help="scorer weights (default: the run's, else the cache)")
-    a("--tiny-scorers", action="store_true",
-      help="tiny random scorer networks: offline tests only (meaningless)")
-    a("--grid-rows", type=int, default=8, help="prompts in grid.png")
-    a("--grid-cols", type=int, default=4, help="images per model per grid row")
-    a("--out", default="out/drawbench",
-      help="folder: report.json, grid.png, scores.jsonl (resume), config.json")
-    a("--prefix", default="", help="report / grid file name prefix")
-    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
-
-
 # ----------------------------------------------------------------------------- fid
 def read_fid_inputs(args):
     """(the reference .npz, the samples (N, H, W, 3) uint8), checked: one-line errors."""
@@ -680,6 +641,21 @@ def moving_average(y, w):
     return np.convolve(np.pad(y, (w - 1, 0), mode="edge"), np.ones(w) / w, "valid")
 
 
+def draw_panel(ax, steps, column, name, keys, w):
+    """One panel: each metric of `keys` raw (faint) and as a w-step moving average;
+    column(key) -> its values over the steps."""
+    for k in keys:
+        y = column(k)
+        line, = ax.plot(steps, y, alpha=0.3, lw=1)
+        ax.plot(steps, moving_average(y, w), color=line.get_color(), label=k)
+    if name == "reward":                         # +- the std over the step's images
+        mean, std = column("reward_mean"), column("reward_std")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
+    ax.set(title=name, xlabel="step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def cmd_plot(args):
     import matplotlib
     matplotlib.use("Agg")
@@ -694,28 +670,16 @@ def cmd_plot(args):
     panels = {"reward": ["reward_mean"], "reward_components": parts, "kl": ["kl"],
               "entropy": ["entropy"], "clip_frac": ["clip_frac"],
               "zero_std_frac": ["zero_std_frac"]}
-    col = lambda k: np.array([r.get(k, np.nan) for r in rows], dtype=float)
+    column = lambda k: np.array([r.get(k, np.nan) for r in rows], dtype=float)
     w = max(1, len(rows) // 20)                  # trailing moving average over ~5% of the run
-
-    def draw(ax, name, keys):
-        for k in keys:
-            y = col(k)
-            line, = ax.plot(steps, y, alpha=0.3, lw=1)
-            ax.plot(steps, moving_average(y, w), color=line.get_color(), label=k)
-        if name == "reward":                     # +- the std over the step's images
-            mean, std = col("reward_mean"), col("reward_std")
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
-        ax.set(title=name, xlabel="step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
 
     out = args.out or os.path.join(args.run, "plots")
     check_writable(out, "--out", is_dir=True)
     fig_all, axes = plt.subplots(2, 3, figsize=(15, 7))
     for ax_all, (name, keys) in zip(axes.flat, panels.items()):
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        draw(ax, name, keys)
-        draw(ax_all, name, keys)
+        draw_panel(ax, steps, column, name, keys, w)
+        draw_panel(ax_all, steps, column, name, keys, w)
         fig.tight_layout()
         fig.savefig(os.path.join(out, f"{args.prefix}{name}.png"), dpi=100)
         plt.close(fig)
@@ -813,6 +777,45 @@ def add_fid_args(sub, dev):
     a("--batch-size", type=int, default=100)
     a("--out", default="", help="report path ('' = NPZ_fid.json)")
     a("--device", default=dev)
+    a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+
+def add_drawbench_args(sub):
+    d = sub.add_parser("drawbench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="T2I: base vs tuned on a prompt set (DrawBench), N images per prompt, "
+                            "scored by CLIP/HPS/PickScore/ImageReward/Aesthetic (any reward) "
+                            "-> report.json, grid")
+    a = d.add_argument
+    a("--tuned", required=True,
+      help="tuned T2I weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base, "
+           "--vq-ckpt)")
+    a("--base", default="", help="base weights ('' = the run's initial weights)")
+    a("--vq-ckpt", default="", help="VQ weights ('' = the run's)")
+    a("--t5-path", default="", help="FLAN-T5-XL directory ('' = the run's)")
+    a("--prompts", default="",
+      help="prompt file: AR-GRPO's drawbench_test_1000.json, .txt or .jsonl")
+    a("--max-prompts", type=int, default=0, help="only the first K prompts (0 = all)")
+    a("--scorers", default=DRAWBENCH_SCORERS,
+      help="comma-separated reward names of rewards.py (any)")
+    a("--per-prompt", type=int, default=4,
+      help="images per prompt and model (AR-GRPO's script: 4)")
+    for flag, typ in SAMPLER_FLAGS:
+        a(flag, type=typ, default=None,
+          help="sampler setting (default: the run's; AR-GRPO's eval script: cfg 2.0, top-k 2000)")
+    a("--seed", type=int, default=0,
+      help="prompt j samples from seed mix(seed, j), the same for both models")
+    a("--batch-size", type=int, default=16, help="images per sampling call")
+    for flag in SCORER_WEIGHTS:
+        a("--" + flag.replace("_", "-"), default=None,
+          help="scorer weights (default: the run's, else the cache)")
+    a("--tiny-scorers", action="store_true",
+      help="tiny random scorer networks: offline tests only (meaningless)")
+    a("--grid-rows", type=int, default=8, help="prompts in grid.png")
+    a("--grid-cols", type=int, default=4, help="images per model per grid row")
+    a("--out", default="out/drawbench",
+      help="folder: report.json, grid.png, scores.jsonl (resume), config.json")
+    a("--prefix", default="", help="report / grid file name prefix")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
 

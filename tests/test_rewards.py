@@ -53,6 +53,15 @@ def test_prompt_color_is_deterministic_and_distinct():
 
 
 # ----------------------------------------------------------------------------- spec grammar
+def test_reward_table_names_every_reward():
+    """REWARDS, the table that opens rewards.py, lists every weight-free reward, every judge
+    question and the paper / T2I rewards, in that order; reward_builders() returns a copy."""
+    want = [*R.OFFLINE, "clip", "clip_q", "hps", "hps_q", "maniqa", *R.JUDGE,
+            "pickscore", "imagereward", "aesthetic"]
+    assert list(R.REWARDS) == want
+    assert R.reward_builders() == R.REWARDS and R.reward_builders() is not R.REWARDS
+
+
 def test_spec_parsing_and_errors():
     assert R.parse_spec("color:1, jpeg:0.5", R.reward_builders()) == [("color", 1.0), ("jpeg", 0.5)]
     with pytest.raises(ValueError, match="unknown reward 'nope'; valid: .*color"):
