@@ -1,26 +1,32 @@
 """eval.py: what a user measures and sees after an AR-GRPO run. Four commands:
 
-  python eval.py compare --tuned out/tiny/ckpt.pt --diversity pixel --out out/tiny/eval   # base vs tuned
-  python eval.py fid --npz samples/B256.npz --ref VIRTUAL_imagenet256_labeled.npz          # FID/IS/P/R
-  python eval.py plot out/tiny                                                             # curves -> PNG
-  python eval.py drawbench --tuned RUN/ckpt.pt --prompts drawbench_test_1000.json --out DIR  # T2I scorers
+  python eval.py compare --tuned out/tiny/ckpt.pt --diversity pixel --out out/tiny/eval
+      base vs tuned: rewards, diversity, entropy, a grid
+  python eval.py fid --npz samples/B256.npz --ref VIRTUAL_imagenet256_labeled.npz
+      FID / IS / precision / recall
+  python eval.py plot out/tiny
+      training curves -> PNG
+  python eval.py drawbench --tuned RUN/ckpt.pt --prompts drawbench_test_1000.json --out DIR
+      T2I scorers, base vs tuned
 
-drawbench: base vs tuned on a prompt set (AR-GRPO's DrawBench JSON), --per-prompt images of prompt j from the
-seed mix(seed, j) for both models, scored by --scorers (any reward; default clip, hps, pickscore, imagereward,
-aesthetic). Per scorer: mean over images, sem = std of the per-prompt means / sqrt(P), delta = tuned - base with
-the paired sem of the per-prompt differences; `argrpo_scale` = the means as AR-GRPO's script prints them.
-Resumable: every prompt's scores are appended to DIR/scores.jsonl, and a re-run skips the prompts there.
+drawbench: base vs tuned on a prompt set (AR-GRPO's DrawBench JSON), --per-prompt images of prompt
+j from the seed mix(seed, j) for both models, scored by --scorers (any reward; default clip, hps,
+pickscore, imagereward, aesthetic). Per scorer: mean over images, sem = std of the per-prompt means
+/ sqrt(P), delta = tuned - base with the paired sem of the per-prompt differences; `argrpo_scale` =
+the means as AR-GRPO's script prints them. Resumable: every prompt's scores are appended to
+DIR/scores.jsonl, and a re-run skips the prompts there.
 
-compare: base = the run's initial weights (its --gpt-ckpt, or its seeded random init, rebuilt exactly
-as train.py builds its reference), unless --base names a file. For condition j (a class id or a
-prompt) both models sample --per-class images from the same generator seed (seed, j), so base and
-tuned differ only by their weights. Per model, means over the images:
+compare: base = the run's initial weights (its --gpt-ckpt, or its seeded random init, rebuilt
+exactly as train.py builds its reference), unless --base names a file. For condition j (a class id
+or a prompt) both models sample --per-class images from the same generator seed (seed, j), so base
+and tuned differ only by their weights. Per model, means over the images:
   rewards    every component of --rewards (default: the run's) and the weighted total;
   diversity  mean over conditions of the mean over pairs i < j of d(x_i, x_j) within a condition:
              lpips  LPIPS (Zhang et al. 2018, AlexNet, via pyiqa): the real path, needs its weights;
              pixel  1 - cos(x_i, x_j) of the images in [-1, 1]: weight-free. Identical images -> 0;
-  entropy    H = mean_t -sum_v p(v | c, x_<t) log p(v | c, x_<t), p = process_logits(cfg_logits(..)), the
-             distribution the eval sampler draws from (CFG, temperature, top-k, top-p); uniform -> log V.
+  entropy    H = mean_t -sum_v p(v | c, x_<t) log p(v | c, x_<t),
+             p = process_logits(cfg_logits(..)), the distribution the eval sampler draws from
+             (CFG, temperature, top-k, top-p); uniform -> log V.
 It writes OUT/report.json and OUT/grid.png (a row per condition: base images | tuned images).
 
 fid: the ADM protocol (Dhariwal & Nichol 2021, guided-diffusion/evaluations) on the uint8 NHWC .npz
@@ -28,13 +34,16 @@ that sample.py writes (384 px models: sample.py --image-size-eval 256, bicubic, 
 Features f: TF Inception-v3 (2015-12-05) as ported by pytorch-fid and shipped in pyiqa; images are
 resized to 299 with TF1's bilinear rule and scaled (x - 128) / 128 as the TF graph does; f = pool3
 (2048), logits = f W^T (1008, no bias, as ADM's evaluator).
-  FID       = |mu_r - mu_g|^2 + Tr(S_r + S_g - 2 (S_r S_g)^1/2)   (r: the reference's stored mu, sigma)
-  IS        = exp(E_x KL(p(y|x) || p(y))), per split of 5000 samples, averaged (Salimans et al. 2016)
+  FID       = |mu_r - mu_g|^2 + Tr(S_r + S_g - 2 (S_r S_g)^1/2)
+              (r: the reference's stored mu, sigma)
+  IS        = exp(E_x KL(p(y|x) || p(y))), per split of 5000 samples, averaged
+              (Salimans et al. 2016)
   precision = share of generated f inside the real manifold; recall = share of real f inside the
               generated one; manifold = union of balls around each point of a set, radius = distance
               to its k-th (k = 3) nearest neighbour in that set (Kynkaanniemi et al. 2019; ADM).
-Why pyiqa: already required (the MANIQA reward), and it ships the TF-Inception port with its 1008-way
-head (for IS) and TF1's resize; torch-fidelity or clean-fid would add a dependency for the same network.
+Why pyiqa: already required (the MANIQA reward), and it ships the TF-Inception port with its
+1008-way head (for IS) and TF1's resize; torch-fidelity or clean-fid would add a dependency for the
+same network.
 
 plot: reward (total and per component), KL, entropy, clip fraction and zero-std fraction over steps
 from RUN/metrics.jsonl to RUN/plots/*.png (and RUN/tb with --tensorboard).
@@ -61,12 +70,14 @@ from sample import (SAMPLER_CHECKS, build_models, check_writable, class_prompts,
 from tiny import TINY_PROMPTS, PaletteVQ
 
 
-# ----------------------------------------------------------------------------- metrics (pure functions)
+# ----------------------------------------------------------------------------- metrics
+# Pure functions of features, logits and images: no weights, no files.
 def fid_from_stats(mu1, sigma1, mu2, sigma2):
-    """Frechet distance of two Gaussians, in float64. Tr((S1 S2)^1/2) = sum of the square roots of the
-    eigenvalues of S1 S2 (real, >= 0: S1 S2 is similar to S1^1/2 S2 S1^1/2); rounding leaves tiny
-    negative / imaginary parts, which .sqrt().real drops."""
-    mu1, s1, mu2, s2 = (torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in (mu1, sigma1, mu2, sigma2))
+    """Frechet distance of two Gaussians, in float64. Tr((S1 S2)^1/2) = sum of the square roots of
+    the eigenvalues of S1 S2 (real, >= 0: S1 S2 is similar to S1^1/2 S2 S1^1/2); rounding leaves
+    tiny negative / imaginary parts, which .sqrt().real drops."""
+    mu1, s1, mu2, s2 = (torch.as_tensor(np.asarray(x), dtype=torch.float64)
+                        for x in (mu1, sigma1, mu2, sigma2))
     tr_sqrt = torch.linalg.eigvals(s1 @ s2).sqrt().real.sum()
     return ((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * tr_sqrt).item()
 
@@ -77,23 +88,26 @@ def feature_stats(f):  # (n, d) -> mean (d,), covariance (d, d)
 
 
 def inception_score(logits, split_size=5000):
-    """exp(mean_x KL(p(y|x) || p(y))) per split of split_size samples (ADM's evaluator), averaged."""
+    """exp(mean_x KL(p(y|x) || p(y))) per split of split_size samples (ADM's evaluator),
+    averaged."""
     scores = []
     for chunk in torch.as_tensor(logits, dtype=torch.float64).split(split_size):
-        logp = chunk.log_softmax(-1)                                  # (n, C)
-        logp_y = logp.exp().mean(0).log()                             # (C,) the marginal over the split
+        logp = chunk.log_softmax(-1)                        # (n, C)
+        logp_y = logp.exp().mean(0).log()                   # (C,) the marginal over the split
         scores.append((logp.exp() * (logp - logp_y)).sum(1).mean().exp().item())
     return float(np.mean(scores))
 
 
 def knn_radii(x, k=3, block=2048):
-    """(n, d) -> (n,): distance of each point to its k-th nearest neighbour in x (itself is the 0th)."""
+    """(n, d) -> (n,): distance of each point to its k-th nearest neighbour in x (itself is the
+    0th)."""
     return torch.cat([torch.cdist(b, x).kthvalue(k + 1, dim=1).values for b in x.split(block)])
 
 
 def coverage(q, x, radii, block=2048):
     """Share of the points q (m, d) inside at least one ball (x_i, radii_i)."""
-    return torch.cat([(torch.cdist(b, x) <= radii).any(1) for b in q.split(block)]).float().mean().item()
+    inside = torch.cat([(torch.cdist(b, x) <= radii).any(1) for b in q.split(block)])   # (m,)
+    return inside.float().mean().item()
 
 
 def precision_recall(real, fake, k=3):
@@ -109,36 +123,47 @@ def pairwise_diversity(x, dist=cosine_distance, block=256):
     """x (G, ...): the images of one condition -> mean of dist(x_i, x_j) over the pairs i < j
     (G (G - 1) / 2 pairs, scored `block` pairs at a time: LPIPS at 256 px is memory-hungry)."""
     i, j = torch.triu_indices(len(x), len(x), 1)
-    return torch.cat([dist(x[a], x[b]) for a, b in zip(i.split(block), j.split(block))]).mean().item()
+    pairs = zip(i.split(block), j.split(block))
+    return torch.cat([dist(x[a], x[b]) for a, b in pairs]).mean().item()
 
 
 @torch.no_grad()
-def token_entropy(model, cond, tokens, cfg_scale, temperature=1.0, top_k=0, top_p=1.0, cond_mask=None, cfg_interval=-1):
-    """(B,): per image, the mean over its N tokens of the entropy of the distribution the sampler drew from."""
-    _, ent = policy_logprobs(model, cond, tokens, "cfg", cfg_scale, temperature, top_k, top_p, cond_mask, cfg_interval)
+def token_entropy(model, cond, tokens, cfg_scale, temperature=1.0, top_k=0, top_p=1.0,
+                  cond_mask=None, cfg_interval=-1):
+    """(B,): per image, the mean over its N tokens of the entropy of the distribution the sampler
+    drew from."""
+    _, ent = policy_logprobs(model, cond, tokens, "cfg", cfg_scale, temperature, top_k, top_p,
+                             cond_mask, cfg_interval)
     return ent.mean(1)                                                # (B, N) -> (B,)
 
 
-# ----------------------------------------------------------------------------- feature networks (weights)
+# ----------------------------------------------------------------------------- feature networks
+# The networks behind FID / IS / P / R and LPIPS, and where their weights are found.
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-LPIPS_FILES = ["LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth"]   # pyiqa's cache, torchvision's cache
-LPIPS_MIN_PX = 31   # below this AlexNet's second max-pool has no output (measured: 30 px fails, 31 works)
+# pyiqa's cache, torchvision's cache
+LPIPS_FILES = ["LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth"]
+# below this AlexNet's second max-pool has no output (measured: 30 px fails, 31 works)
+LPIPS_MIN_PX = 31
 
 
 def build_inception(ckpt="", device="cpu"):
-    """The FID Inception. ckpt: a file, '' = pyiqa's cache (downloaded if huggingface.co answers), or
-    'random' = random weights, for offline tests of the pipeline only (the numbers mean nothing)."""
+    """The FID Inception. ckpt: a file, '' = pyiqa's cache (downloaded if huggingface.co answers),
+    or 'random' = random weights, for offline tests of the pipeline only (the numbers mean
+    nothing)."""
     import torchvision
-    from pyiqa.archs.inception import FID_WEIGHTS_URL, FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
+    from pyiqa.archs.inception import (FID_WEIGHTS_URL, FIDInceptionA, FIDInceptionC,
+                                       FIDInceptionE_1, FIDInceptionE_2)
     from pyiqa.utils.download_util import DEFAULT_CACHE_DIR, load_file_from_url
     torch.manual_seed(0)
-    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
-    for name, block in [("Mixed_5b", FIDInceptionA(192, 32)), ("Mixed_5c", FIDInceptionA(256, 64)),
-                        ("Mixed_5d", FIDInceptionA(288, 64)), ("Mixed_6b", FIDInceptionC(768, 128)),
-                        ("Mixed_6c", FIDInceptionC(768, 160)), ("Mixed_6d", FIDInceptionC(768, 160)),
-                        ("Mixed_6e", FIDInceptionC(768, 192)), ("Mixed_7b", FIDInceptionE_1(1280)),
-                        ("Mixed_7c", FIDInceptionE_2(2048))]:
-        setattr(net, name, block)                                     # the TF graph's variants of these blocks
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
+                                          init_weights=False)
+    tf_blocks = [("Mixed_5b", FIDInceptionA(192, 32)), ("Mixed_5c", FIDInceptionA(256, 64)),
+                 ("Mixed_5d", FIDInceptionA(288, 64)), ("Mixed_6b", FIDInceptionC(768, 128)),
+                 ("Mixed_6c", FIDInceptionC(768, 160)), ("Mixed_6d", FIDInceptionC(768, 160)),
+                 ("Mixed_6e", FIDInceptionC(768, 192)), ("Mixed_7b", FIDInceptionE_1(1280)),
+                 ("Mixed_7c", FIDInceptionE_2(2048))]
+    for name, block in tf_blocks:
+        setattr(net, name, block)                     # the TF graph's variants of these blocks
     if ckpt != "random":
         cached = os.path.join(DEFAULT_CACHE_DIR, INCEPTION_FILE)
 
@@ -157,11 +182,14 @@ def build_inception(ckpt="", device="cpu"):
 
 @torch.no_grad()
 def inception_features(net, images, batch_size=100, desc="inception"):
-    """uint8 (n, H, W, 3) -> pool3 features (n, 2048), unbiased logits (n, 1008), float64 on the CPU."""
-    from pyiqa.archs.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x as tf_resize
+    """uint8 (n, H, W, 3) -> pool3 features (n, 2048), unbiased logits (n, 1008), float64 on the
+    CPU."""
+    from pyiqa.archs.interpolate_compat_tensorflow import (
+        interpolate_bilinear_2d_like_tensorflow1x as tf_resize)
     dev, pools = next(net.parameters()).device, []
     for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
-        x = torch.as_tensor(images[i:i + batch_size]).to(dev).permute(0, 3, 1, 2).float()   # (b, 3, H, W) in [0, 255]
+        x = torch.as_tensor(images[i:i + batch_size]).to(dev)
+        x = x.permute(0, 3, 1, 2).float()                            # (b, 3, H, W) in [0, 255]
         x = (tf_resize(x, size=(299, 299), align_corners=False) - 128) / 128
         for name, layer in net.named_children():
             if name in ("dropout", "fc"):
@@ -173,9 +201,11 @@ def inception_features(net, images, batch_size=100, desc="inception"):
 
 
 def build_lpips(device):
-    """LPIPS distance fn(a, b) -> (n,) on images in [0, 1]; one-line MissingCheckpoint offline without weights."""
+    """LPIPS distance fn(a, b) -> (n,) on images in [0, 1]; one-line MissingCheckpoint offline
+    without weights."""
     from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
-    paths = [os.path.join(DEFAULT_CACHE_DIR, LPIPS_FILES[0]), os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_FILES[1])]
+    paths = [os.path.join(DEFAULT_CACHE_DIR, LPIPS_FILES[0]),
+             os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_FILES[1])]
 
     def fetch(local):   # both files cached; else pyiqa downloads them when it builds the metric
         missing = [p for p in paths if not os.path.isfile(p)]
@@ -190,7 +220,14 @@ def build_lpips(device):
     return lambda a, b: net(a, b).flatten().double()
 
 
-# ----------------------------------------------------------------------------- compare: base vs tuned
+# ----------------------------------------------------------------------------- shared
+# What compare and drawbench share: the two models, the sampler, the scorer, the grid.
+SAMPLER_SETTINGS = ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")
+# the reward scorers' weights flags (rewards.build_rewards' arguments)
+SCORER_WEIGHTS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path",
+                  "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt")
+
+
 def load_pair(args, device):
     """(base, tuned, vq, text encoder or None, the run's train args) from the tuned checkpoint."""
     ck = load_checkpoint(args.tuned)
@@ -207,37 +244,94 @@ def load_pair(args, device):
         raise BadCheckpoint("; ".join(wrong))
     missing = missing_files(targs, gpt_flag="--base")
     if missing:
-        raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; pass the file(s) with the flag(s)")
+        raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; "
+                                f"pass the file(s) with the flag(s)")
     tuned, base, vq, text = build_models(targs, device)        # base: the run's initial weights
     tuned.load_state_dict(extract_state_dict(ck))
     return base, tuned, vq, text, targs
 
 
+def sampler_settings(args, targs):
+    """The sampler of the evaluation: each setting from its flag, else the run's."""
+    settings = {}
+    for k in SAMPLER_SETTINGS:
+        flag = getattr(args, k)
+        settings[k] = getattr(targs, k) if flag is None else flag
+    return argparse.Namespace(**settings)
+
+
+def base_description(targs):
+    """What the base model is, for the report: its file, or the run's seeded random init."""
+    return targs.gpt_ckpt or f"random init, seed {targs.seed} ({targs.gpt_model})"
+
+
+def build_scorer(spec, args, targs, device, **kw):
+    """The reward scorer of an evaluation: each weights path from its flag here, else the run's
+    (targs may be None); the run's judge mode (else fast); bf16 reward models on CUDA."""
+    weights = {k: getattr(args, k, None) or getattr(targs, k, None) for k in SCORER_WEIGHTS}
+    return build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"),
+                         seed=args.seed, dtype=torch.bfloat16 if device.type == "cuda" else None,
+                         **kw, **weights)
+
+
+def autocast_like_run(device, targs):
+    """bf16 autocast on CUDA when the run trained in bf16, else nothing."""
+    if device.type == "cuda" and targs.bf16:
+        return torch.autocast("cuda", torch.bfloat16)
+    return nullcontext()
+
+
+def side_by_side(base_rows, tuned_rows, min_px=64):
+    """uint8 rows (k, H, W, 3) -> (one grid, images per grid row): base | white gap | tuned per
+    row, small images upscaled, framed."""
+    rows = []
+    for b, t in zip(base_rows, tuned_rows):
+        rows += [b, torch.full_like(b[:1], 255), t]
+    x = torch.cat(rows)                                          # (rows * (2k + 1), H, W, 3)
+    s = max(1, min_px // x.shape[1])
+    x = x.repeat_interleave(s, 1).repeat_interleave(s, 2)
+    x = F.pad(x, (0, 0, 1, 1, 1, 1), value=255)                  # a 1 px white frame
+    return x, 2 * len(base_rows[0]) + 1
+
+
+def save_side_by_side(base_rows, tuned_rows, path):
+    grid, ncol = side_by_side(base_rows, tuned_rows)
+    save_grid(grid, path, nrow=ncol)
+
+
+# ----------------------------------------------------------------------------- compare
+# Base vs tuned on the same seeds: rewards, diversity, entropy.
 @torch.no_grad()
 def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, desc="evaluate"):
-    """Sample, score and measure one model on every condition; returns (metrics, a few uint8 images per condition)."""
+    """Sample, score and measure one model on every condition; returns (metrics, a few uint8
+    images per condition)."""
     rewards, parts, ents, divs, keep = [], {}, [], [], []
     dev, G = next(model.parameters()).device, args.per_class
-    for j, (c, prompt) in enumerate(tqdm(list(zip(conds, prompts)), desc=desc, unit="condition")):
+    conditions = list(zip(conds, prompts))
+    for j, (c, prompt) in enumerate(tqdm(conditions, desc=desc, unit="condition")):
         mask = None
         if text is None:
-            cond = torch.full((G,), c, device=dev)                                # (G,) class ids
+            cond = torch.full((G,), c, device=dev)                       # (G,) class ids
         else:
             feats, mask = text([c])
-            cond, mask = feats.expand(G, -1, -1), mask.expand(G, -1)          # (G, 120, C), (G, 120)
+            cond, mask = feats.expand(G, -1, -1), mask.expand(G, -1)     # (G, 120, C), (G, 120)
         gen = torch.Generator(dev).manual_seed(mix(args.seed, j))   # the same for base and tuned
         with amp:
-            tokens = generate(model, cond, s.cfg_scale, s.temperature, s.top_k, s.top_p, s.cfg_interval,
-                              cond_mask=mask, generator=gen)                      # (G, N)
-            images = vq.decode(tokens).float().clamp(-1, 1)                       # (G, 3, H, W) in [-1, 1]
-            ents += [token_entropy(model, cond[b], tokens[b], s.cfg_scale, s.temperature, s.top_k, s.top_p,
-                                   None if mask is None else mask[b], s.cfg_interval)
-                     for b in torch.arange(G).split(args.batch_size)]
+            tokens = generate(model, cond, s.cfg_scale, s.temperature, s.top_k, s.top_p,
+                              s.cfg_interval, cond_mask=mask, generator=gen)         # (G, N)
+            images = vq.decode(tokens).float().clamp(-1, 1)          # (G, 3, H, W) in [-1, 1]
+            for b in torch.arange(G).split(args.batch_size):
+                ents.append(token_entropy(model, cond[b], tokens[b], s.cfg_scale, s.temperature,
+                                          s.top_k, s.top_p, None if mask is None else mask[b],
+                                          s.cfg_interval))
         total, p = scorer((images + 1) / 2, [prompt] * G)
         rewards.append(total.float().cpu())
         for k, v in p.items():
             parts.setdefault(k, []).append(v.float().cpu())
-        divs.append(pairwise_diversity(images if diversity is None else (images + 1) / 2, diversity or cosine_distance))
+        if diversity is None:        # pixel: cosine distance of the images in [-1, 1]
+            divs.append(pairwise_diversity(images, cosine_distance))
+        else:                        # LPIPS, on images in [0, 1]
+            divs.append(pairwise_diversity((images + 1) / 2, diversity))
         if j < args.grid_rows:
             keep.append(to_uint8(images[:args.grid_cols]))
     r, ent = torch.cat(rewards), torch.cat(ents).float()
@@ -247,99 +341,102 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
     return m, keep
 
 
-def side_by_side(base_rows, tuned_rows, min_px=64):
-    """uint8 rows (k, H, W, 3) -> one grid: base | white gap | tuned per row, small images upscaled, framed."""
-    rows = []
-    for b, t in zip(base_rows, tuned_rows):
-        rows += [b, torch.full_like(b[:1], 255), t]
-    x = torch.cat(rows)                                                           # (rows * (2k + 1), H, W, 3)
-    s = max(1, min_px // x.shape[1])
-    x = F.pad(x.repeat_interleave(s, 1).repeat_interleave(s, 2), (0, 0, 1, 1, 1, 1), value=255)  # 1 px white frame
-    return x, 2 * len(base_rows[0]) + 1
-
-
-def cmd_compare(args):
-    check_writable(args.out, "--out", is_dir=True)                         # before hours of sampling
-    device = torch.device(args.device)
-    base, tuned, vq, text, targs = load_pair(args, device)
-    c = base.config
-    side = math.isqrt(c.block_size) * (vq.ds if isinstance(vq, PaletteVQ) else vq.config.downsample)
+def build_diversity(args, config, vq, device):
+    """The pairwise distance of --diversity: LPIPS (checked: image size, weights) or None for
+    the weight-free pixel distance."""
+    downsample = vq.ds if isinstance(vq, PaletteVQ) else vq.config.downsample
+    side = math.isqrt(config.block_size) * downsample
     if args.diversity == "lpips" and side < LPIPS_MIN_PX:
-        raise SystemExit(f"error: these images are {side} px but LPIPS-AlexNet needs at least {LPIPS_MIN_PX} px; "
-                         f"use --diversity pixel")
-    diversity = build_lpips(device) if args.diversity == "lpips" else None    # missing weights stop here
-    if c.model_type == "t2i":
+        raise SystemExit(f"error: these images are {side} px but LPIPS-AlexNet needs at least "
+                         f"{LPIPS_MIN_PX} px; use --diversity pixel")
+    return build_lpips(device) if args.diversity == "lpips" else None   # missing weights stop here
+
+
+def compare_conditions(args, config, targs):
+    """(conditions, prompts): the held-out prompts twice (t2i), or class ids and their
+    "a photo of {class name}" prompts (c2i)."""
+    if config.model_type == "t2i":
         prompts = (read_prompts(args.prompts) if args.prompts
                    else TINY_PROMPTS if targs.preset == "tiny" else None)
         if prompts is None:
-            raise SystemExit("error: t2i evaluation needs --prompts FILE (held-out captions, one per line)")
-        conds = prompts
-    else:
-        names = class_prompts()                                   # "a photo of {class name}"
-        conds = [int(x) for x in args.classes.split(",")] if args.classes else \
-            list(range(0, c.num_classes, max(1, c.num_classes // 10)))[:10]
-        if any(not 0 <= x < c.num_classes for x in conds):
-            raise SystemExit(f"error: --classes must be in [0, {c.num_classes})")
-        prompts = [names[x] for x in conds]
+            raise SystemExit("error: t2i evaluation needs --prompts FILE "
+                             "(held-out captions, one per line)")
+        return prompts, prompts
+    names = class_prompts()                                   # "a photo of {class name}"
+    if args.classes:
+        conds = [int(x) for x in args.classes.split(",")]
+    else:                                                     # 10 evenly spaced ids
+        conds = list(range(0, config.num_classes, max(1, config.num_classes // 10)))[:10]
+    if any(not 0 <= x < config.num_classes for x in conds):
+        raise SystemExit(f"error: --classes must be in [0, {config.num_classes})")
+    return conds, [names[x] for x in conds]
+
+
+def cmd_compare(args):
+    check_writable(args.out, "--out", is_dir=True)                   # before hours of sampling
+    device = torch.device(args.device)
+    base, tuned, vq, text, targs = load_pair(args, device)
+    diversity = build_diversity(args, base.config, vq, device)
+    conds, prompts = compare_conditions(args, base.config, targs)
     if args.per_class < 2:
         raise SystemExit("error: --per-class must be >= 2 (diversity is a mean over pairs)")
-    # the sampler: the run's settings unless overridden
-    s = argparse.Namespace(**{k: getattr(targs, k) if getattr(args, k) is None else getattr(args, k)
-                              for k in ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")})
+    s = sampler_settings(args, targs)
     spec = args.rewards or targs.rewards
-    weights = {k: getattr(args, k, None) or getattr(targs, k, None)                # a flag here, else the run's
-               for k in SCORER_WEIGHTS}
-    scorer = build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"), seed=args.seed,
-                           dtype=torch.bfloat16 if device.type == "cuda" else None, **weights)
-    amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
+    scorer = build_scorer(spec, args, targs, device)
+    amp = autocast_like_run(device, targs)
     results, grids = {}, {}
     for name, model in (("base", base), ("tuned", tuned)):
-        results[name], grids[name] = evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, name)
+        results[name], grids[name] = evaluate(model, vq, text, conds, prompts, scorer, diversity,
+                                              s, args, amp, name)
         tqdm.write(f"{name:6s} " + " ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
-    report = {"tuned_ckpt": args.tuned, "base_ckpt": targs.gpt_ckpt or f"random init, seed {targs.seed} ({targs.gpt_model})",
-              "task": c.model_type, "conditions": conds, "per_class": args.per_class, "seed": args.seed,
-              "rewards": spec, "diversity_metric": args.diversity, "sampler": vars(s), **results,
-              "delta": {k: results["tuned"][k] - results["base"][k] for k in results["base"] if k not in ("images", "reward_sem")}}
+    delta = {k: results["tuned"][k] - results["base"][k]
+             for k in results["base"] if k not in ("images", "reward_sem")}
+    report = {"tuned_ckpt": args.tuned, "base_ckpt": base_description(targs),
+              "task": base.config.model_type, "conditions": conds, "per_class": args.per_class,
+              "seed": args.seed, "rewards": spec, "diversity_metric": args.diversity,
+              "sampler": vars(s), **results, "delta": delta}
     os.makedirs(args.out, exist_ok=True)
     json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
-    grid, ncol = side_by_side(grids["base"], grids["tuned"])
-    save_grid(grid, os.path.join(args.out, f"{args.prefix}grid.png"), nrow=ncol)
-    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png (a row per condition: base | tuned)")
+    save_side_by_side(grids["base"], grids["tuned"],
+                      os.path.join(args.out, f"{args.prefix}grid.png"))
+    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png "
+          f"(a row per condition: base | tuned)")
     return report
 
 
-# ----------------------------------------------------------------------------- drawbench: T2I scores, base vs tuned
+# ----------------------------------------------------------------------------- drawbench
+# T2I scorers, base vs tuned, on a prompt set.
 DRAWBENCH_SCORERS = "clip,hps,pickscore,imagereward,aesthetic"
-# AR-GRPO's test_t2i_rewards.py prints clip / 5 (the cosine), hps / 5 (HPSv2's raw score) and PickScore / 26
-# (inside its PickScore class); ImageReward and the aesthetic score unchanged. report.json's `argrpo_scale`.
+# AR-GRPO's test_t2i_rewards.py prints clip / 5 (the cosine), hps / 5 (HPSv2's raw score) and
+# PickScore / 26 (inside its PickScore class); ImageReward and the aesthetic score unchanged.
+# report.json's `argrpo_scale`.
 ARGRPO_SCALE = {"clip": 1 / 5, "hps": 1 / 5, "pickscore": 1 / 26}
 ARGRPO_SCORERS = DRAWBENCH_SCORERS.split(",")
-SCORER_WEIGHTS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path", "imagereward_ckpt",
-                  "aesthetic_ckpt", "aesthetic_clip_ckpt")
 
 
 @torch.no_grad()
 def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
-    """N images of prompt j from the generator seed mix(seed, j) (the same for base and tuned), scored:
-    ({scorer: [N floats]}, uint8 images (N, H, W, 3))."""
+    """N images of prompt j from the generator seed mix(seed, j) (the same for base and tuned),
+    scored: ({scorer: [N floats]}, uint8 images (N, H, W, 3))."""
     dev, N = next(model.parameters()).device, args.per_prompt
     feats, mask = text([prompt])
     gen = torch.Generator(dev).manual_seed(mix(args.seed, j))
     images = []
-    for b in range(0, N, args.batch_size):                            # one generator: chunks change nothing
+    for b in range(0, N, args.batch_size):              # one generator: chunks change nothing
         n = min(args.batch_size, N - b)
         with amp:
-            tokens = generate(model, feats.expand(n, -1, -1), s.cfg_scale, s.temperature, s.top_k, s.top_p,
-                              s.cfg_interval, cond_mask=mask.expand(n, -1), generator=gen)     # (n, T)
-            images.append(vq.decode(tokens).float().clamp(-1, 1))                            # (n, 3, H, W)
+            tokens = generate(model, feats.expand(n, -1, -1), s.cfg_scale, s.temperature, s.top_k,
+                              s.top_p, s.cfg_interval, cond_mask=mask.expand(n, -1),
+                              generator=gen)                                      # (n, T)
+            images.append(vq.decode(tokens).float().clamp(-1, 1))                 # (n, 3, H, W)
     images = torch.cat(images)
     _, parts = scorer((images + 1) / 2, [prompt] * N)
     return {k: v.float().cpu().tolist() for k, v in parts.items()}, to_uint8(images)
 
 
 def read_done(path):
-    """The per-prompt records of an interrupted run, by prompt index; a torn last line (killed mid-write)
-    is dropped and its prompt sampled again."""
+    """The per-prompt records of an interrupted run, by prompt index; a torn last line (killed
+    mid-write) is dropped and its prompt sampled again."""
     done = {}
     if os.path.isfile(path):
         for line in open(path, encoding="utf-8"):
@@ -351,14 +448,18 @@ def read_done(path):
     return done
 
 
-def mean_sem(values):  # per-prompt means (P,) -> mean, standard error over prompts (None for one prompt)
+def mean_sem(values):
+    """Per-prompt means (P,) -> {mean, sem}: the standard error over prompts (None for one
+    prompt)."""
     x = torch.tensor(values, dtype=torch.float64)
-    return {"mean": x.mean().item(), "sem": (x.std() / math.sqrt(len(x))).item() if len(x) > 1 else None}
+    sem = (x.std() / math.sqrt(len(x))).item() if len(x) > 1 else None
+    return {"mean": x.mean().item(), "sem": sem}
 
 
 def drawbench_report(rows, names):
-    """mean over all images (= mean of per-prompt means: every prompt has N images) and the standard error
-    over prompts; delta = tuned - base, its standard error from the per-prompt paired differences."""
+    """mean over all images (= mean of per-prompt means: every prompt has N images) and the
+    standard error over prompts; delta = tuned - base, its standard error from the per-prompt
+    paired differences."""
     out = {"base": {}, "tuned": {}, "delta": {}, "argrpo_scale": {"base": {}, "tuned": {}}}
     for n in names:
         per = {m: [float(np.mean(r[m][n])) for r in rows] for m in ("base", "tuned")}
@@ -370,167 +471,222 @@ def drawbench_report(rows, names):
     return out
 
 
-def cmd_drawbench(args):
-    device = torch.device(args.device)
-    args.task = "t2i"                                                 # for a --tuned file without train.py's args
-    check_writable(args.out, "--out", is_dir=True)                         # before hours of sampling
-    targs = run_args(args.tuned)                                      # the run's flags, for the defaults below
+def drawbench_prompts(args, targs):
+    """The prompts of --prompts (the tiny preset's own without it), the first --max-prompts."""
     if args.prompts:
         prompts = read_prompts(args.prompts)
     elif targs is not None and targs.preset == "tiny":
         prompts = TINY_PROMPTS
     else:
-        raise SystemExit("error: drawbench needs --prompts FILE (e.g. AR-GRPO's drawbench_test_1000.json)")
-    prompts = prompts[:args.max_prompts or None]
+        raise SystemExit("error: drawbench needs --prompts FILE "
+                         "(e.g. AR-GRPO's drawbench_test_1000.json)")
+    return prompts[:args.max_prompts or None]
+
+
+def scorer_names(scorers):
+    """--scorers 'a,b' -> the reward names, checked by rewards.parse_spec (one-line error)."""
+    spec = ",".join(f"{n}:1" for n in scorers.split(",") if n.strip())
     try:
-        names = [n for n, _ in parse_spec(",".join(f"{n}:1" for n in args.scorers.split(",") if n.strip()))]
+        return [n for n, _ in parse_spec(spec)]
     except ValueError as e:
         raise SystemExit(f"error: --scorers: {e}") from None
-    weights = {k: getattr(args, k) or getattr(targs, k, None) for k in SCORER_WEIGHTS}   # flag, else the run's
-    scorer = build_rewards(",".join(f"{n}:1" for n in names), device=device, tiny=args.tiny_scorers,
-                           seed=args.seed, judge_mode=getattr(targs, "judge_mode", "fast"),
-                           dtype=torch.bfloat16 if device.type == "cuda" else None,
-                           **weights)                                 # missing weights stop here, before the GPTs
-    base, tuned, vq, text, targs = load_pair(args, device)
-    if base.config.model_type != "t2i":
-        raise SystemExit("error: drawbench evaluates text-to-image models; this checkpoint is class-conditional")
-    s = argparse.Namespace(**{k: getattr(targs, k) if getattr(args, k) is None else getattr(args, k)
-                              for k in ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")})
-    amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and targs.bf16 else nullcontext()
-    base_ckpt = targs.gpt_ckpt or f"random init, seed {targs.seed} ({targs.gpt_model})"
-    config = {"tuned_ckpt": args.tuned, "base_ckpt": base_ckpt,
-              "prompts_file": args.prompts, "prompts": prompts, "per_prompt": args.per_prompt, "seed": args.seed,
-              "scorers": names, "tiny_scorers": args.tiny_scorers, "sampler": vars(s)}
-    os.makedirs(os.path.join(args.out, "rows"), exist_ok=True)
-    cfg_path, log_path = os.path.join(args.out, "config.json"), os.path.join(args.out, "scores.jsonl")
+
+
+def row_path(out, j, model):
+    """Where prompt j's grid images of `model` ('base' or 'tuned') are kept, for a resumed run."""
+    return os.path.join(out, "rows", f"{j:05d}_{model}.npy")
+
+
+def resume(out, config, prompts):
+    """Check OUT against this evaluation's config and read what an earlier run scored there:
+    (scores.jsonl path, {prompt index: record})."""
+    os.makedirs(os.path.join(out, "rows"), exist_ok=True)
+    cfg_path, log_path = os.path.join(out, "config.json"), os.path.join(out, "scores.jsonl")
     if os.path.isfile(cfg_path) and json.load(open(cfg_path)) != json.loads(json.dumps(config)):
-        raise SystemExit(f"error: {args.out} holds another evaluation (config.json differs); pass another --out")
+        raise SystemExit(f"error: {out} holds another evaluation (config.json differs); "
+                         f"pass another --out")
     json.dump(config, open(cfg_path, "w"), indent=1)
     done = read_done(log_path)
     todo = [j for j in range(len(prompts)) if j not in done]
     if done:
-        print(f"resuming: {len(prompts) - len(todo)} of {len(prompts)} prompts already scored in {log_path}")
+        print(f"resuming: {len(prompts) - len(todo)} of {len(prompts)} prompts already scored "
+              f"in {log_path}")
+    return log_path, done
+
+
+def score_prompts(models, vq, text, prompts, scorer, s, args, amp, log_path, done):
+    """Sample and score every prompt not in `done` with both models; each prompt's record is
+    appended to scores.jsonl (and synced) as soon as it is complete, and added to `done`."""
+    todo = [j for j in range(len(prompts)) if j not in done]
     with open(log_path, "a", encoding="utf-8") as log:
-        for j in tqdm(todo, desc="drawbench", unit="prompt", initial=len(prompts) - len(todo), total=len(prompts)):
+        for j in tqdm(todo, desc="drawbench", unit="prompt", initial=len(prompts) - len(todo),
+                      total=len(prompts)):
             row = {"index": j, "prompt": prompts[j]}
-            for name, model in (("base", base), ("tuned", tuned)):
-                row[name], images = drawbench_prompt(model, vq, text, prompts[j], j, scorer, s, args, amp)
-                if j < args.grid_rows:                                 # kept on disk: a resumed run still has them
-                    np.save(os.path.join(args.out, "rows", f"{j:05d}_{name}.npy"), images[:args.grid_cols].numpy())
+            for name, model in models.items():
+                row[name], images = drawbench_prompt(model, vq, text, prompts[j], j, scorer, s,
+                                                     args, amp)
+                if j < args.grid_rows:            # kept on disk: a resumed run still has them
+                    np.save(row_path(args.out, j, name), images[:args.grid_cols].numpy())
             log.write(json.dumps(row) + "\n")
-            log.flush(), os.fsync(log.fileno())
+            log.flush()
+            os.fsync(log.fileno())
             done[j] = row
-    rows = [done[j] for j in range(len(prompts))]
-    report = {**config, "prompts": len(prompts), "images_per_model": len(prompts) * args.per_prompt,
-              **drawbench_report(rows, names)}
-    json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
-    row = lambda j, m: os.path.join(args.out, "rows", f"{j:05d}_{m}.npy")
-    grid_rows = [j for j in range(min(args.grid_rows, len(prompts)))
-                 if all(os.path.isfile(row(j, m)) for m in ("base", "tuned"))]   # a resumed run may lack some
-    if grid_rows:
-        load = lambda j, m: torch.from_numpy(np.load(row(j, m)))
-        grid, ncol = side_by_side([load(j, "base") for j in grid_rows], [load(j, "tuned") for j in grid_rows])
-        save_grid(grid, os.path.join(args.out, f"{args.prefix}grid.png"), nrow=ncol)
+
+
+def save_drawbench_grid(args, n_prompts):
+    """grid.png from the kept rows of the first --grid-rows prompts (a resumed run may lack
+    some); no file when none is there."""
+    grid_rows = [j for j in range(min(args.grid_rows, n_prompts))
+                 if all(os.path.isfile(row_path(args.out, j, m)) for m in ("base", "tuned"))]
+    if not grid_rows:
+        return
+
+    def load(j, m):
+        return torch.from_numpy(np.load(row_path(args.out, j, m)))
+    save_side_by_side([load(j, "base") for j in grid_rows], [load(j, "tuned") for j in grid_rows],
+                      os.path.join(args.out, f"{args.prefix}grid.png"))
+
+
+def print_drawbench_table(report, names):
     for n in names:
         b, t, d = report["base"][n], report["tuned"][n], report["delta"][n]
+        sem = f" +- {d['sem']:.4f}" if d["sem"] is not None else ""
         print(f"{n:12s} base {b['mean']:.4f}  tuned {t['mean']:.4f}  delta {d['mean']:+.4f}"
-              + (f" +- {d['sem']:.4f}" if d["sem"] is not None else ""))
-    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png (a row per prompt: base | tuned)")
+              + sem)
+
+
+def cmd_drawbench(args):
+    # set up: prompts, scorers (missing weights stop here, before the GPTs), models, sampler
+    device = torch.device(args.device)
+    args.task = "t2i"                           # for a --tuned file without train.py's args
+    check_writable(args.out, "--out", is_dir=True)                   # before hours of sampling
+    targs = run_args(args.tuned)                # the run's flags, for the defaults below
+    prompts = drawbench_prompts(args, targs)
+    names = scorer_names(args.scorers)
+    scorer = build_scorer(",".join(f"{n}:1" for n in names), args, targs, device,
+                          tiny=args.tiny_scorers)
+    base, tuned, vq, text, targs = load_pair(args, device)
+    if base.config.model_type != "t2i":
+        raise SystemExit("error: drawbench evaluates text-to-image models; "
+                         "this checkpoint is class-conditional")
+    s = sampler_settings(args, targs)
+    amp = autocast_like_run(device, targs)
+    config = {"tuned_ckpt": args.tuned, "base_ckpt": base_description(targs),
+              "prompts_file": args.prompts, "prompts": prompts, "per_prompt": args.per_prompt,
+              "seed": args.seed, "scorers": names, "tiny_scorers": args.tiny_scorers,
+              "sampler": vars(s)}
+    # sample and score, resuming where an interrupted run stopped
+    log_path, done = resume(args.out, config, prompts)
+    score_prompts({"base": base, "tuned": tuned}, vq, text, prompts, scorer, s, args, amp,
+                  log_path, done)
+    # report
+    rows = [done[j] for j in range(len(prompts))]
+    report = {**config, "prompts": len(prompts),
+              "images_per_model": len(prompts) * args.per_prompt,
+              **drawbench_report(rows, names)}
+    json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
+    save_drawbench_grid(args, len(prompts))
+    print_drawbench_table(report, names)
+    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png "
+          f"(a row per prompt: base | tuned)")
     return report
 
 
-def add_drawbench_args(sub):
-    d = sub.add_parser("drawbench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       help="T2I: base vs tuned on a prompt set (DrawBench), N images per prompt, scored by "
-                            "CLIP/HPS/PickScore/ImageReward/Aesthetic (any reward) -> report.json, grid")
-    a = d.add_argument
-    a("--tuned", required=True,
-      help="tuned T2I weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base, --vq-ckpt)")
-    a("--base", default="", help="base weights ('' = the run's initial weights)")
-    a("--vq-ckpt", default="", help="VQ weights ('' = the run's)")
-    a("--t5-path", default="", help="FLAN-T5-XL directory ('' = the run's)")
-    a("--prompts", default="", help="prompt file: AR-GRPO's drawbench_test_1000.json, .txt or .jsonl")
-    a("--max-prompts", type=int, default=0, help="only the first K prompts (0 = all)")
-    a("--scorers", default=DRAWBENCH_SCORERS, help="comma-separated reward names of rewards.py (any)")
-    a("--per-prompt", type=int, default=4, help="images per prompt and model (AR-GRPO's script: 4)")
-    for flag, typ in (("--cfg-scale", float), ("--temperature", float), ("--top-k", int), ("--top-p", float),
-                      ("--cfg-interval", int)):
-        a(flag, type=typ, default=None,
-          help="sampler setting (default: the run's; AR-GRPO's eval script: cfg 2.0, top-k 2000)")
-    a("--seed", type=int, default=0, help="prompt j samples from seed mix(seed, j), the same for both models")
-    a("--batch-size", type=int, default=16, help="images per sampling call")
-    for flag in SCORER_WEIGHTS:
-        a("--" + flag.replace("_", "-"), default=None, help="scorer weights (default: the run's, else the cache)")
-    a("--tiny-scorers", action="store_true", help="tiny random scorer networks: offline tests only (meaningless)")
-    a("--grid-rows", type=int, default=8, help="prompts in grid.png")
-    a("--grid-cols", type=int, default=4, help="images per model per grid row")
-    a("--out", default="out/drawbench", help="folder: report.json, grid.png, scores.jsonl (resume), config.json")
-    a("--prefix", default="", help="report / grid file name prefix")
-    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
-
-
 # ----------------------------------------------------------------------------- fid
-def cmd_fid(args):
+def read_fid_inputs(args):
+    """(the reference .npz, the samples (N, H, W, 3) uint8), checked: one-line errors."""
     for flag, path in (("--npz", args.npz), ("--ref", args.ref)):
         if not os.path.isfile(path):
             raise SystemExit(f"error: {flag} {path} does not exist")
-    check_writable(args.out or os.path.splitext(args.npz)[0] + "_fid.json", "--out")  # before the features
+    check_writable(fid_report_path(args), "--out")                     # before the features
     ref, samples = np.load(args.ref), np.load(args.npz)["arr_0"]
     if samples.dtype != np.uint8 or samples.ndim != 4 or samples.shape[-1] != 3:
-        raise SystemExit(f"error: {args.npz} arr_0 must be uint8 (N, H, W, 3), got {samples.dtype} {samples.shape}")
+        raise SystemExit(f"error: {args.npz} arr_0 must be uint8 (N, H, W, 3), "
+                         f"got {samples.dtype} {samples.shape}")
     if "arr_0" in ref and ref["arr_0"].shape[1:] != samples.shape[1:]:
-        raise SystemExit(f"error: samples are {samples.shape[1]} px but the reference is {ref['arr_0'].shape[1]} px: "
-                         f"resample with sample.py --image-size-eval {ref['arr_0'].shape[1]}")
+        ref_px = ref["arr_0"].shape[1]
+        raise SystemExit(f"error: samples are {samples.shape[1]} px but the reference is "
+                         f"{ref_px} px: resample with sample.py --image-size-eval {ref_px}")
+    return ref, samples
+
+
+def fid_report_path(args):
+    return args.out or os.path.splitext(args.npz)[0] + "_fid.json"
+
+
+def cmd_fid(args):
+    ref, samples = read_fid_inputs(args)
     net = build_inception(args.inception_ckpt, args.device)
     pool, logits = inception_features(net, samples, args.batch_size, "inception (samples)")
-    ref_pool = inception_features(net, ref["arr_0"], args.batch_size, "inception (reference)")[0] if "arr_0" in ref else None
+    ref_pool = None                      # the reference's own features, when it holds images
+    if "arr_0" in ref:
+        ref_pool = inception_features(net, ref["arr_0"], args.batch_size,
+                                      "inception (reference)")[0]
     mu_r, sigma_r = (ref["mu"], ref["sigma"]) if "mu" in ref else feature_stats(ref_pool)
-    report = {"npz": args.npz, "ref": args.ref, "samples": len(samples), "features": args.inception_ckpt or INCEPTION_FILE,
-              "fid": fid_from_stats(*feature_stats(pool), mu_r, sigma_r), "inception_score": inception_score(logits)}
+    report = {"npz": args.npz, "ref": args.ref, "samples": len(samples),
+              "features": args.inception_ckpt or INCEPTION_FILE,
+              "fid": fid_from_stats(*feature_stats(pool), mu_r, sigma_r),
+              "inception_score": inception_score(logits)}
     if ref_pool is not None:
-        report["precision"], report["recall"] = precision_recall(ref_pool.to(args.device), pool.to(args.device), k=3)
+        report["precision"], report["recall"] = precision_recall(
+            ref_pool.to(args.device), pool.to(args.device), k=3)
     print(json.dumps(report, indent=1))
-    out = args.out or os.path.splitext(args.npz)[0] + "_fid.json"
-    json.dump(report, open(out, "w"), indent=1)
+    json.dump(report, open(fid_report_path(args), "w"), indent=1)
     return report
 
 
 # ----------------------------------------------------------------------------- plot
+def moving_average(y, w):
+    """Trailing moving average over w points (the first ones padded with y[0])."""
+    return np.convolve(np.pad(y, (w - 1, 0), mode="edge"), np.ones(w) / w, "valid")
+
+
+def draw_panel(ax, steps, column, name, keys, w):
+    """One panel: each metric of `keys` raw (faint) and as a w-step moving average;
+    column(key) -> its values over the steps."""
+    for k in keys:
+        y = column(k)
+        line, = ax.plot(steps, y, alpha=0.3, lw=1)
+        ax.plot(steps, moving_average(y, w), color=line.get_color(), label=k)
+    if name == "reward":                         # +- the std over the step's images
+        mean, std = column("reward_mean"), column("reward_std")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
+    ax.set(title=name, xlabel="step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def cmd_plot(args):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [json.loads(line) for line in open(os.path.join(args.run, "metrics.jsonl")) if line.strip()]
+    rows = [json.loads(line) for line in open(os.path.join(args.run, "metrics.jsonl"))
+            if line.strip()]
     if not rows:
         raise SystemExit(f"error: {args.run}/metrics.jsonl is empty")
     steps = np.array([r["step"] + 1 for r in rows])
-    parts = sorted(k for k in rows[0] if k.startswith("reward_") and k not in ("reward_mean", "reward_std", "reward_group_std"))
-    panels = {"reward": ["reward_mean"], "reward_components": parts, "kl": ["kl"], "entropy": ["entropy"],
-              "clip_frac": ["clip_frac"], "zero_std_frac": ["zero_std_frac"]}
-    col = lambda k: np.array([r.get(k, np.nan) for r in rows], dtype=float)
-    w = max(1, len(rows) // 20)                                       # trailing moving average over ~5% of the run
-
-    def draw(ax, name, keys):
-        for k in keys:
-            y = col(k)
-            line, = ax.plot(steps, y, alpha=0.3, lw=1)
-            ax.plot(steps, np.convolve(np.pad(y, (w - 1, 0), mode="edge"), np.ones(w) / w, "valid"),
-                    color=line.get_color(), label=k)
-        if name == "reward":                                          # +- the std over the step's images
-            ax.fill_between(steps, col("reward_mean") - col("reward_std"), col("reward_mean") + col("reward_std"), alpha=0.15)
-        ax.set(title=name, xlabel="step")
-        ax.grid(alpha=0.3), ax.legend(fontsize=8)
+    not_parts = ("reward_mean", "reward_std", "reward_group_std")
+    parts = sorted(k for k in rows[0] if k.startswith("reward_") and k not in not_parts)
+    panels = {"reward": ["reward_mean"], "reward_components": parts, "kl": ["kl"],
+              "entropy": ["entropy"], "clip_frac": ["clip_frac"],
+              "zero_std_frac": ["zero_std_frac"]}
+    column = lambda k: np.array([r.get(k, np.nan) for r in rows], dtype=float)
+    w = max(1, len(rows) // 20)                  # trailing moving average over ~5% of the run
 
     out = args.out or os.path.join(args.run, "plots")
     check_writable(out, "--out", is_dir=True)
     fig_all, axes = plt.subplots(2, 3, figsize=(15, 7))
     for ax_all, (name, keys) in zip(axes.flat, panels.items()):
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        draw(ax, name, keys), draw(ax_all, name, keys)
-        fig.tight_layout(), fig.savefig(os.path.join(out, f"{args.prefix}{name}.png"), dpi=100), plt.close(fig)
-    fig_all.tight_layout(), fig_all.savefig(os.path.join(out, f"{args.prefix}curves.png"), dpi=80), plt.close(fig_all)
-    if args.tensorboard:                                              # train.py --tensorboard logs these live
+        draw_panel(ax, steps, column, name, keys, w)
+        draw_panel(ax_all, steps, column, name, keys, w)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"{args.prefix}{name}.png"), dpi=100)
+        plt.close(fig)
+    fig_all.tight_layout()
+    fig_all.savefig(os.path.join(out, f"{args.prefix}curves.png"), dpi=80)
+    plt.close(fig_all)
+    if args.tensorboard:                         # train.py --tensorboard logs these live
         from torch.utils.tensorboard import SummaryWriter
         with SummaryWriter(os.path.join(args.run, "tb")) as writer:
             for r in rows:
@@ -540,62 +696,151 @@ def cmd_plot(args):
 
 
 # ----------------------------------------------------------------------------- command line
-def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    c = sub.add_parser("compare", help="base vs tuned on the same seeds: rewards, diversity, entropy, grid")
+SAMPLER_FLAGS = (("--cfg-scale", float), ("--temperature", float), ("--top-k", int),
+                 ("--top-p", float), ("--cfg-interval", int))
+# every numeric flag in its range, checked in one line before anything loads
+RANGE_CHECKS = {
+    "compare": SAMPLER_CHECKS + [
+        ("--per-class", lambda v: v >= 2, ">= 2 (diversity is a mean over pairs)"),
+        ("--batch-size", lambda v: v >= 1, ">= 1"),
+        ("--seed", lambda v: v >= 0, ">= 0"),
+        ("--grid-rows", lambda v: v >= 0, ">= 0"),
+        ("--grid-cols", lambda v: v >= 1, ">= 1")],
+    "drawbench": SAMPLER_CHECKS + [
+        ("--per-prompt", lambda v: v >= 1, ">= 1"),
+        ("--max-prompts", lambda v: v >= 0, ">= 0 (0 = all)"),
+        ("--batch-size", lambda v: v >= 1, ">= 1"),
+        ("--seed", lambda v: v >= 0, ">= 0"),
+        ("--grid-rows", lambda v: v >= 0, ">= 0"),
+        ("--grid-cols", lambda v: v >= 1, ">= 1")],
+    "fid": [("--batch-size", lambda v: v >= 1, ">= 1")],
+}
+CPU_THREADS_CHECK = ("--cpu-threads", lambda v: v >= 0, ">= 0")    # every command but plot
+
+
+def add_compare_args(sub, dev):
+    c = sub.add_parser("compare",
+                       help="base vs tuned on the same seeds: rewards, diversity, entropy, grid")
     a = c.add_argument
-    a("--tuned", required=True, help="tuned weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base and --vq-ckpt)")
-    a("--base", default="", help="base weights ('' = the run's initial weights: its --gpt-ckpt or its seeded random init)")
+    a("--tuned", required=True,
+      help="tuned weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base and "
+           "--vq-ckpt)")
+    a("--base", default="",
+      help="base weights ('' = the run's initial weights: its --gpt-ckpt or its seeded random "
+           "init)")
     a("--vq-ckpt", default="", help="VQ weights ('' = the run's)")
     a("--t5-path", default="", help="t2i: FLAN-T5-XL directory ('' = the run's)")
-    a("--task", choices=["c2i", "t2i"], default="c2i", help="only for a --tuned file without train.py's args")
-    a("--classes", default="", help="c2i: comma-separated class ids ('' = 10 evenly spaced ids)")
+    a("--task", choices=["c2i", "t2i"], default="c2i",
+      help="only for a --tuned file without train.py's args")
+    a("--classes", default="",
+      help="c2i: comma-separated class ids ('' = 10 evenly spaced ids)")
     a("--prompts", default="", help="t2i: held-out prompt file (.txt or .jsonl)")
-    a("--per-class", type=int, default=8, help="images per class / prompt (the diversity group)")
-    a("--rewards", default="", help="'name:weight,...' ('' = the run's); e.g. add hps:1 for a preference score")
-    a("--diversity", choices=["lpips", "pixel"], default="lpips", help="pairwise distance (pixel: weight-free)")
-    a("--clip-ckpt", default=None, help="CLIP ViT-B/32 weights file (default: the run's flag, else the HF cache)")
-    a("--hps-ckpt", default=None, help="HPS_v2.1_compressed.pt (default: the run's flag, else the HF cache)")
-    a("--maniqa-ckpt", default=None, help="MANIQA ckpt_koniq10k.pt (default: the run's flag, else pyiqa's cache)")
-    a("--qwen-path", default=None, help="Qwen2.5-VL-3B-Instruct folder (default: the run's, else the HF cache)")
+    a("--per-class", type=int, default=8,
+      help="images per class / prompt (the diversity group)")
+    a("--rewards", default="",
+      help="'name:weight,...' ('' = the run's); e.g. add hps:1 for a preference score")
+    a("--diversity", choices=["lpips", "pixel"], default="lpips",
+      help="pairwise distance (pixel: weight-free)")
+    a("--clip-ckpt", default=None,
+      help="CLIP ViT-B/32 weights file (default: the run's flag, else the HF cache)")
+    a("--hps-ckpt", default=None,
+      help="HPS_v2.1_compressed.pt (default: the run's flag, else the HF cache)")
+    a("--maniqa-ckpt", default=None,
+      help="MANIQA ckpt_koniq10k.pt (default: the run's flag, else pyiqa's cache)")
+    a("--qwen-path", default=None,
+      help="Qwen2.5-VL-3B-Instruct folder (default: the run's, else the HF cache)")
     for flag in SCORER_WEIGHTS[4:]:  # the T2I scorers' weights (see drawbench)
-        a("--" + flag.replace("_", "-"), default=None, help="scorer weights (default: the run's, else the cache)")
-    for flag, typ in (("--cfg-scale", float), ("--temperature", float), ("--top-k", int), ("--top-p", float), ("--cfg-interval", int)):
+        a("--" + flag.replace("_", "-"), default=None,
+          help="scorer weights (default: the run's, else the cache)")
+    for flag, typ in SAMPLER_FLAGS:
         a(flag, type=typ, default=None, help="sampler setting (default: the run's)")
-    a("--seed", type=int, default=0, help="condition j samples from seed mix(seed, j), the same for both models")
+    a("--seed", type=int, default=0,
+      help="condition j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="sequences per entropy forward")
-    a("--grid-rows", type=int, default=8), a("--grid-cols", type=int, default=8, help="images per model per grid row")
+    a("--grid-rows", type=int, default=8)
+    a("--grid-cols", type=int, default=8, help="images per model per grid row")
     a("--out", default="out/eval", help="directory for report.json and grid.png")
-    f = sub.add_parser("fid", help="FID / IS / precision / recall of a sample.py .npz against an ADM reference batch")
-    f.add_argument("--npz", required=True, help="samples: arr_0 uint8 (N, H, W, 3)")
-    f.add_argument("--ref", required=True, help="ADM reference batch, e.g. VIRTUAL_imagenet256_labeled.npz (arr_0, mu, sigma)")
-    f.add_argument("--inception-ckpt", default="", help=f"{INCEPTION_FILE} ('' = pyiqa's cache; 'random' = tests only)")
-    f.add_argument("--batch-size", type=int, default=100)
-    f.add_argument("--out", default="", help="report path ('' = NPZ_fid.json)")
-    add_drawbench_args(sub)
+    a("--prefix", default="", help="output file name prefix, e.g. tiny_")
+    a("--device", default=dev)
+    a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+
+def add_fid_args(sub, dev):
+    f = sub.add_parser("fid", help="FID / IS / precision / recall of a sample.py .npz against an "
+                                   "ADM reference batch")
+    a = f.add_argument
+    a("--npz", required=True, help="samples: arr_0 uint8 (N, H, W, 3)")
+    a("--ref", required=True,
+      help="ADM reference batch, e.g. VIRTUAL_imagenet256_labeled.npz (arr_0, mu, sigma)")
+    a("--inception-ckpt", default="",
+      help=f"{INCEPTION_FILE} ('' = pyiqa's cache; 'random' = tests only)")
+    a("--batch-size", type=int, default=100)
+    a("--out", default="", help="report path ('' = NPZ_fid.json)")
+    a("--device", default=dev)
+    a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+
+def add_drawbench_args(sub):
+    d = sub.add_parser("drawbench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="T2I: base vs tuned on a prompt set (DrawBench), N images per prompt, "
+                            "scored by CLIP/HPS/PickScore/ImageReward/Aesthetic (any reward) "
+                            "-> report.json, grid")
+    a = d.add_argument
+    a("--tuned", required=True,
+      help="tuned T2I weights: train.py's OUT/ckpt.pt (or any GPT file, then give --base, "
+           "--vq-ckpt)")
+    a("--base", default="", help="base weights ('' = the run's initial weights)")
+    a("--vq-ckpt", default="", help="VQ weights ('' = the run's)")
+    a("--t5-path", default="", help="FLAN-T5-XL directory ('' = the run's)")
+    a("--prompts", default="",
+      help="prompt file: AR-GRPO's drawbench_test_1000.json, .txt or .jsonl")
+    a("--max-prompts", type=int, default=0, help="only the first K prompts (0 = all)")
+    a("--scorers", default=DRAWBENCH_SCORERS,
+      help="comma-separated reward names of rewards.py (any)")
+    a("--per-prompt", type=int, default=4,
+      help="images per prompt and model (AR-GRPO's script: 4)")
+    for flag, typ in SAMPLER_FLAGS:
+        a(flag, type=typ, default=None,
+          help="sampler setting (default: the run's; AR-GRPO's eval script: cfg 2.0, top-k 2000)")
+    a("--seed", type=int, default=0,
+      help="prompt j samples from seed mix(seed, j), the same for both models")
+    a("--batch-size", type=int, default=16, help="images per sampling call")
+    for flag in SCORER_WEIGHTS:
+        a("--" + flag.replace("_", "-"), default=None,
+          help="scorer weights (default: the run's, else the cache)")
+    a("--tiny-scorers", action="store_true",
+      help="tiny random scorer networks: offline tests only (meaningless)")
+    a("--grid-rows", type=int, default=8, help="prompts in grid.png")
+    a("--grid-cols", type=int, default=4, help="images per model per grid row")
+    a("--out", default="out/drawbench",
+      help="folder: report.json, grid.png, scores.jsonl (resume), config.json")
+    a("--prefix", default="", help="report / grid file name prefix")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+
+def add_plot_args(sub):
     pl = sub.add_parser("plot", help="training curves from RUN/metrics.jsonl as PNG")
     pl.add_argument("run", help="a train.py --out directory")
     pl.add_argument("--out", default="", help="PNG directory ('' = RUN/plots)")
     pl.add_argument("--tensorboard", action="store_true", help="also write the curves to RUN/tb")
-    for s in (c, pl):
-        s.add_argument("--prefix", default="", help="output file name prefix, e.g. tiny_")
-    for s in (c, f):
-        s.add_argument("--device", default=dev)
-        s.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    pl.add_argument("--prefix", default="", help="output file name prefix, e.g. tiny_")
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    add_compare_args(sub, dev)
+    add_fid_args(sub, dev)
+    add_drawbench_args(sub)
+    add_plot_args(sub)
     args = p.parse_args(argv)
-    # every numeric flag in its range, one line, before anything loads
-    checks = {"compare": SAMPLER_CHECKS + [
-        ("--per-class", lambda v: v >= 2, ">= 2 (diversity is a mean over pairs)"),
-        ("--batch-size", lambda v: v >= 1, ">= 1"), ("--seed", lambda v: v >= 0, ">= 0"),
-        ("--grid-rows", lambda v: v >= 0, ">= 0"), ("--grid-cols", lambda v: v >= 1, ">= 1")],
-        "drawbench": SAMPLER_CHECKS + [
-        ("--per-prompt", lambda v: v >= 1, ">= 1"), ("--max-prompts", lambda v: v >= 0, ">= 0 (0 = all)"),
-        ("--batch-size", lambda v: v >= 1, ">= 1"), ("--seed", lambda v: v >= 0, ">= 0"),
-        ("--grid-rows", lambda v: v >= 0, ">= 0"), ("--grid-cols", lambda v: v >= 1, ">= 1")],
-        "fid": [("--batch-size", lambda v: v >= 1, ">= 1")]}.get(args.cmd, [])
-    error = range_errors(args, checks + ([("--cpu-threads", lambda v: v >= 0, ">= 0")] if args.cmd != "plot" else []))
+    checks = RANGE_CHECKS.get(args.cmd, [])
+    if args.cmd != "plot":
+        checks = checks + [CPU_THREADS_CHECK]
+    error = range_errors(args, checks)
     if error:
         p.error(error)
     return args
@@ -606,7 +851,9 @@ def main(argv=None):
     print(json.dumps(vars(args)))
     if getattr(args, "cpu_threads", 0):
         torch.set_num_threads(args.cpu_threads)
-    return {"compare": cmd_compare, "fid": cmd_fid, "plot": cmd_plot, "drawbench": cmd_drawbench}[args.cmd](args)
+    commands = {"compare": cmd_compare, "fid": cmd_fid, "plot": cmd_plot,
+                "drawbench": cmd_drawbench}
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -48,10 +48,12 @@ where it was looked for and the flag to pass. tiny=True builds every paper rewar
 stand-in in tiny.py (random weights, offline; what the tests use).
 
 T2I evaluation scorers, usable as rewards (section "T2I evaluation scorers" below): pickscore
-(PickScore_v1), imagereward (ImageReward-v1.0 on transformers' BLIP), aesthetic (LAION predictor v2).
+(PickScore_v1), imagereward (ImageReward-v1.0 on transformers' BLIP), aesthetic (LAION
+predictor v2).
 
-Reading order: the ensemble (reward_builders, parse_spec, Rewards, build_rewards) opens the file;
-the weight-free maps follow, then each paper reward's loader and builder, then the T2I scorers.
+Reading order: the ensemble (the REWARDS table, parse_spec, Rewards, build_rewards) opens the
+file; the weight-free maps follow, then each paper reward's loader and builder, then the T2I
+scorers.
 
 Run:  python rewards.py --bench            (images/s of each reward, tiny configs, CPU)
 """
@@ -60,15 +62,14 @@ import json
 import math
 import os
 import re
-from functools import partial
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from checkpoint import BadCheckpoint, find_weights, is_torchscript, read_torchscript_tensors
-from tiny import (TINY_BERT_VOCAB, TINY_IMAGEREWARD, TINY_MANIQA, seeded, tiny_clip, tiny_maniqa_vit,
-                  tiny_pickscore, tiny_qwen)
+from tiny import (TINY_BERT_VOCAB, TINY_IMAGEREWARD, TINY_MANIQA, seeded, tiny_clip,
+                  tiny_maniqa_vit, tiny_pickscore, tiny_qwen)
 
 
 class RewardWeightsMissing(RuntimeError):
@@ -76,19 +77,31 @@ class RewardWeightsMissing(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- the ensemble
+# The rewards by name: name -> builder(ctx), which loads what the reward needs (failing fast on
+# missing weights) and returns its function fn(images, prompts) -> (B,). The lambdas look their
+# targets up when called, so this table can open the file, above the functions it names.
+REWARDS = {
+    "color": lambda ctx: OFFLINE["color"],                 # weight-free: nothing to load
+    "brightness": lambda ctx: OFFLINE["brightness"],
+    "colorfulness": lambda ctx: OFFLINE["colorfulness"],
+    "jpeg": lambda ctx: OFFLINE["jpeg"],
+    "clip": lambda ctx: build_clip(ctx, kind="clip", quantised=False),
+    "clip_q": lambda ctx: build_clip(ctx, kind="clip", quantised=True),
+    "hps": lambda ctx: build_clip(ctx, kind="hps", quantised=False),
+    "hps_q": lambda ctx: build_clip(ctx, kind="hps", quantised=True),
+    "maniqa": lambda ctx: build_maniqa(ctx),
+    "qwen_score": lambda ctx: Judge(ctx, name="qwen_score"),
+    "qwen_fake": lambda ctx: Judge(ctx, name="qwen_fake"),
+    "qwen_weird": lambda ctx: Judge(ctx, name="qwen_weird"),
+    "pickscore": lambda ctx: build_pickscore(ctx),
+    "imagereward": lambda ctx: build_imagereward(ctx),
+    "aesthetic": lambda ctx: build_aesthetic(ctx),
+}
+
+
 def reward_builders():
-    """The rewards by name: name -> builder(ctx), which loads what the reward needs (failing fast
-    on missing weights) and returns its function fn(images, prompts) -> (B,). A function rather
-    than a module-level dict only so that this table can open the file, above what it names."""
-    return {**{name: partial(weight_free, name) for name in OFFLINE},
-            "clip": partial(build_clip, kind="clip", quantised=False),
-            "clip_q": partial(build_clip, kind="clip", quantised=True),
-            "hps": partial(build_clip, kind="hps", quantised=False),
-            "hps_q": partial(build_clip, kind="hps", quantised=True),
-            "maniqa": build_maniqa,
-            **{name: partial(Judge, name=name) for name in JUDGE},
-            "pickscore": build_pickscore, "imagereward": build_imagereward,
-            "aesthetic": build_aesthetic}
+    """A copy of REWARDS, the table of reward builders (name -> builder(ctx))."""
+    return dict(REWARDS)
 
 
 def parse_spec(spec, valid=None):
@@ -179,11 +192,12 @@ def quantise(s):
 
 
 def judge_score(text):
-    """The judge's score from its answer, exactly as AR-GRPO parses it (reward_utils/qwen_vl_reward.py):
-    the body of a ```json block fenced by newlines (else the whole answer), repaired by json_repair
-    (trailing commas, a truncated string or object, text around the JSON...), json.loads, then
-    float(answer["score"]). None where any step fails (AR-GRPO: an exception, then a retry).
-    No range check: a score of 7 is 7 (AR-GRPO's reward is then 7/4). Never eval()s."""
+    """The judge's score from its answer, exactly as AR-GRPO parses it
+    (reward_utils/qwen_vl_reward.py): the body of a ```json block fenced by newlines (else the
+    whole answer), repaired by json_repair (trailing commas, a truncated string or object, text
+    around the JSON...), json.loads, then float(answer["score"]). None where any step fails
+    (AR-GRPO: an exception, then a retry). No range check: a score of 7 is 7 (AR-GRPO's reward
+    is then 7/4). Never eval()s."""
     from json_repair import repair_json
     if not isinstance(text, str):
         return None
@@ -191,16 +205,18 @@ def judge_score(text):
     body = m.group(1).strip() if m else text.strip()
     try:
         return float(json.loads(repair_json(body.strip()))["score"])
-    except Exception:   # as AR-GRPO: whatever went wrong (no JSON, no "score", not a number) is a failure
+    except Exception:   # as AR-GRPO: anything wrong (no JSON, no "score", no number) is a failure
         return None
 
 
 def jpeg_round_trip(x):
-    """What AR-GRPO's judge sees: images (B, 3, H, W) in [0, 1] -> PIL images after torchvision's
-    to_pil_image (x * 255, truncated to uint8) and a JPEG save / load at PIL's default quality (75)."""
+    """What AR-GRPO's judge sees: images (B, 3, H, W) in [0, 1] -> PIL images after
+    torchvision's to_pil_image (x * 255, truncated to uint8) and a JPEG save / load at PIL's
+    default quality (75)."""
     import io
     from PIL import Image
-    u8 = (x.float() * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()   # (B, H, W, 3), truncated
+    u8 = (x.float() * 255).to(torch.uint8)                  # truncated, as to_pil_image
+    u8 = u8.permute(0, 2, 3, 1).cpu().numpy()               # (B, H, W, 3)
     out = []
     for img in u8:
         buf = io.BytesIO()
@@ -255,11 +271,6 @@ OFFLINE = {"color": reward_color, "brightness": reward_brightness,
 OFFLINE_REWARDS = list(OFFLINE)
 
 
-def weight_free(name, ctx):
-    """The builder of a weight-free reward: nothing to load (ctx unused)."""
-    return OFFLINE[name]
-
-
 # ----------------------------------------------------------------------------- finding weights
 def _hub_file(repo, filenames, what, flag, path=None):
     """A local path (the flag) if given, else the huggingface_hub cache, else a download if
@@ -279,17 +290,19 @@ def _hub_file(repo, filenames, what, flag, path=None):
 
 
 def _torch_load(path, what, flag):
-    """torch.load(weights_only=True). A file that needs more (pickled Python objects besides tensors)
-    is refused in one line: we never fall back to weights_only=False, which can run code from the file."""
+    """torch.load(weights_only=True). A file that needs more (pickled Python objects besides
+    tensors) is refused in one line: we never fall back to weights_only=False, which can run code
+    from the file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         held = re.search(r"GLOBAL (\S+)", str(e))
         why = (f"it holds a pickled {held.group(1)}" if held
                else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")
-        raise BadCheckpoint(f"{what}: {path} (from {flag}) cannot be read with torch.load(weights_only=True) "
-                            f"({why}); this project never unpickles arbitrary objects: if you trust the "
-                            f"file, re-save just its tensors (a dict of name -> tensor) and pass that") from None
+        raise BadCheckpoint(f"{what}: {path} (from {flag}) cannot be read with "
+                            f"torch.load(weights_only=True) ({why}); this project never unpickles "
+                            f"arbitrary objects: if you trust the file, re-save just its tensors "
+                            f"(a dict of name -> tensor) and pass that") from None
 
 
 def _frozen(model, ctx):
@@ -307,9 +320,11 @@ def clip_preprocess(x, size):
     """open_clip's eval transform on a batch of tensors: bicubic resize of the short side to
     `size` (antialiased, like PIL), center crop size x size, CLIP mean/std. (B,3,H,W)->(B,3,S,S)"""
     h, w = x.shape[-2:]
-    nh, nw = max(size, int(h * size / min(h, w))), max(size, int(w * size / min(h, w)))  # as torchvision
+    nh = max(size, int(h * size / min(h, w)))        # as torchvision's Resize(size)
+    nw = max(size, int(w * size / min(h, w)))
     if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+        x = x.clamp(0, 1)
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[..., top:top + size, left:left + size]
     mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
@@ -348,18 +363,21 @@ def _load_clip_weights(model, path, what, flag):
         sd = _torch_load(path, what, flag)
         sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
     if not isinstance(sd, dict):
-        raise BadCheckpoint(f"{what}: {path} (from {flag}) holds a {type(sd).__name__}, not a state dict")
+        raise BadCheckpoint(f"{what}: {path} (from {flag}) holds a {type(sd).__name__}, "
+                            f"not a state dict")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     own, buffers = model.state_dict(), dict(model.named_buffers())
-    # open_clip 3.x owns buffers (attn_mask, logit_bias) older files predate or carry as non-persistent
+    # open_clip 3.x owns buffers (attn_mask, logit_bias) that older files predate or carry as
+    # non-persistent
     sd = {k: v for k, v in sd.items() if k in own or k not in buffers}
     missing = [k for k in own if k not in sd and k not in ("logit_bias", "attn_mask")]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
               for k in own if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        raise BadCheckpoint(f"{what}: {path} (from {flag}) does not fit open_clip's architecture: missing "
-                            f"{missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {shapes[:3]}")
+        raise BadCheckpoint(f"{what}: {path} (from {flag}) does not fit open_clip's architecture: "
+                            f"missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                            f"shape mismatch {shapes[:3]}")
     model.load_state_dict(sd, strict=False)
     return model
 
@@ -376,11 +394,13 @@ def load_clip(ctx, kind):
     elif kind == "clip":
         path = _hub_file("timm/vit_base_patch32_clip_224.openai", CLIP_FILES,
                          "CLIP ViT-B/32 (openai)", "--clip-ckpt", ctx.clip_ckpt)
-        model = _load_clip_weights(_open_clip_model(CLIP_ARCH["clip"]), path, "CLIP ViT-B/32 (openai)",
-                                   "--clip-ckpt")
+        model = _load_clip_weights(_open_clip_model(CLIP_ARCH["clip"]), path,
+                                   "CLIP ViT-B/32 (openai)", "--clip-ckpt")
     else:
-        path = _hub_file("xswu/HPSv2", ["HPS_v2.1_compressed.pt"], "HPSv2.1", "--hps-ckpt", ctx.hps_ckpt)
-        model = _load_clip_weights(_open_clip_model(CLIP_ARCH["hps"]), path, "HPSv2.1", "--hps-ckpt")
+        path = _hub_file("xswu/HPSv2", ["HPS_v2.1_compressed.pt"], "HPSv2.1", "--hps-ckpt",
+                         ctx.hps_ckpt)
+        model = _load_clip_weights(_open_clip_model(CLIP_ARCH["hps"]), path,
+                                   "HPSv2.1", "--hps-ckpt")
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
     ctx.cache[kind] = (_frozen(model, ctx), open_clip.get_tokenizer("ViT-B-32"), image_size)
@@ -394,10 +414,11 @@ def clip_cosine(ctx, kind, x, prompts):
     if memo is not None and memo[0] is x and memo[1] == prompts:
         return memo[2]
     model, tokenizer, size = load_clip(ctx, kind)
-    img = model.encode_image(clip_preprocess(x, size).to(ctx.dtype), normalize=True).float()  # (B, D)
+    pixels = clip_preprocess(x, size).to(ctx.dtype)
+    img = model.encode_image(pixels, normalize=True).float()                   # (B, D)
     uniq = sorted(set(prompts))
-    txt = model.encode_text(tokenizer(uniq).to(ctx.device), normalize=True).float()           # (U, D)
-    txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]              # (B, D)
+    txt = model.encode_text(tokenizer(uniq).to(ctx.device), normalize=True).float()   # (U, D)
+    txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]      # (B, D)
     cos = (img * txt).sum(-1)
     ctx.cache[("cos", kind)] = (x, list(prompts), cos)
     return cos
@@ -412,9 +433,9 @@ def build_clip(ctx, kind, quantised):
 
 # ----------------------------------------------------------------------------- MANIQA
 MANIQA_CROPS, MANIQA_CROP = 20, 224
-# the architecture of pyiqa's 'maniqa' (KonIQ-10k weights): MANIQA's own arguments and timm overrides
-# of its 'vit_base_patch8_224' backbone (none for the real file; the tests shrink both to load tiny
-# files in the released layouts through the real path)
+# the architecture of pyiqa's 'maniqa' (KonIQ-10k weights): MANIQA's own arguments and timm
+# overrides of its 'vit_base_patch8_224' backbone (none for the real file; the tests shrink both to
+# load tiny files in the released layouts through the real path)
 MANIQA_ARCH = dict(maniqa=dict(embed_dim=768, dim_mlp=768, patch_size=8, window_size=4,
                                num_heads=[4, 4]), vit={})
 MANIQA_FILE = "ckpt_koniq10k.pt"
@@ -490,8 +511,9 @@ def load_maniqa(ctx):
         state = state.get("params", state) if isinstance(state, dict) else state
         if not isinstance(state, dict):
             raise BadCheckpoint(f"MANIQA: {path} holds a {type(state).__name__}, not a state dict")
+        state = {k.removeprefix("module."): v for k, v in state.items()}
         try:
-            net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+            net.load_state_dict(state, strict=True)
         except RuntimeError as e:   # torch lists every key on many lines; the first ones are enough
             raise BadCheckpoint(f"MANIQA: {path} does not fit pyiqa's MANIQA (KonIQ): "
                                 f"{' '.join(str(e).split())[:300]}") from None
@@ -503,7 +525,8 @@ def maniqa_crops(x, n, size, gen):
     Images smaller than a crop are first upsampled (the paper's code would crash on them)."""
     h, w = x.shape[-2:]
     if min(h, w) < size:
-        x = F.interpolate(x, scale_factor=size / min(h, w), mode="bicubic", antialias=True).clamp(0, 1)
+        x = F.interpolate(x, scale_factor=size / min(h, w), mode="bicubic", antialias=True)
+        x = x.clamp(0, 1)
         h, w = x.shape[-2:]
     tops = torch.randint(0, h - size + 1, (x.shape[0], n), generator=gen).tolist()
     lefts = torch.randint(0, w - size + 1, (x.shape[0], n), generator=gen).tolist()
@@ -538,7 +561,7 @@ def build_maniqa(ctx):
     gen = torch.Generator().manual_seed(ctx.seed)   # crop positions: reproducible per run
 
     def reward(x, prompts):
-        crops = maniqa_crops(x, MANIQA_CROPS, MANIQA_CROP, gen)                 # (B*20, 3, 224, 224)
+        crops = maniqa_crops(x, MANIQA_CROPS, MANIQA_CROP, gen)          # (B*20, 3, 224, 224)
         scores = torch.cat([maniqa_forward(net, c.to(ctx.dtype)).float() for c in crops.split(64)])
         return 2.0 * scores.view(x.shape[0], MANIQA_CROPS).mean(1)
     return reward
@@ -546,7 +569,8 @@ def build_maniqa(ctx):
 
 # ----------------------------------------------------------------------------- the Qwen judge
 # The three questions, verbatim from the paper's code (typos kept: the reward is defined by
-# these words). Like the paper, the text comes first and the image after it.
+# these words). Like the paper, the text comes first and the image after it. A backslash at the
+# end of a line continues it: the paper's long lines are wrapped here, not changed.
 QWEN_SCORE_PROMPT = """
 You are given a text prompt used to generate image: "{}"
 Below is one generated image: <image>
@@ -561,14 +585,20 @@ etc.), do not be affected by the prompt.
 
 Your response should in a **JSON** format following rules below:
 1. The final response should have three keys: "description", "score", "explanation".
-2. The total score of the image should be store in "score" key, you may use float numbers for the scores. The value of total score should be between 0 and 5.
+2. The total score of the image should be store in "score" key, you may use float numbers for \
+the scores. The value of total score should be between 0 and 5.
 3. The reasoning and scoring process could be write in "explanation" for you to explain your score.
 Following is a exmaple of response:
 ```json
 {{
-"description": "The image shows a brown dog with one eye and two ears. its mouth is open and the its tongue is sticking out.",
+"description": "The image shows a brown dog with one eye and two ears. its mouth is open and \
+the its tongue is sticking out.",
 "score": 3.5,
-"explanation": "The image shows a brown dog matches the prompt 'a photo of a dog' (1 score). The image is complete and all part can be seen (1 score). The dog in the photo looks unreal becaues it has only one eye and the eye position is not reasonable (0 score). The dog's face is clear but its body and backgroud is blurred (0.5 score). The image do not have any noises, defects and artifacts (1 score). So the total score of this image is 1+1+0+0.5+1=3.5 .'"
+"explanation": "The image shows a brown dog matches the prompt 'a photo of a dog' (1 score). \
+The image is complete and all part can be seen (1 score). The dog in the photo looks unreal \
+becaues it has only one eye and the eye position is not reasonable (0 score). The dog's face is \
+clear but its body and backgroud is blurred (0.5 score). The image do not have any noises, \
+defects and artifacts (1 score). So the total score of this image is 1+1+0+0.5+1=3.5 .'"
 }}
 ```
 """
@@ -608,14 +638,15 @@ def judge_texts():
 
 
 def _qwen_processor(path):
-    """The judge's processor, read before the weights (a bad snapshot fails in a second, not after
-    7 GB). A snapshot whose preprocessor_config.json predates transformers' rename (image_processor_type
-    'Qwen2_5_VLImageProcessor', the files of early 2025) is assembled from its parts: Qwen2.5-VL uses
-    Qwen2-VL's image processor, which reads the same file (min_pixels, max_pixels, patch sizes)."""
-    from transformers import (AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor, Qwen2VLImageProcessor,
-                              Qwen2VLVideoProcessor)
-    refresh = (f"refresh the snapshot: hf download {QWEN_REPO} (unchanged files are not fetched again; "
-               f"add --local-dir FOLDER for a --qwen-path folder)")
+    """The judge's processor, read before the weights (a bad snapshot fails in a second, not
+    after 7 GB). A snapshot whose preprocessor_config.json predates transformers' rename
+    (image_processor_type 'Qwen2_5_VLImageProcessor', the files of early 2025) is assembled from
+    its parts: Qwen2.5-VL uses Qwen2-VL's image processor, which reads the same file (min_pixels,
+    max_pixels, patch sizes)."""
+    from transformers import (AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    refresh = (f"refresh the snapshot: hf download {QWEN_REPO} (unchanged files are not fetched "
+               f"again; add --local-dir FOLDER for a --qwen-path folder)")
     try:
         return AutoProcessor.from_pretrained(path)
     except (ValueError, OSError, KeyError) as e:
@@ -624,7 +655,8 @@ def _qwen_processor(path):
         kind = json.load(open(cfg)).get("image_processor_type") if os.path.isfile(cfg) else None
         old = kind == "Qwen2_5_VLImageProcessor"
         if not old:
-            raise BadCheckpoint(f"Qwen judge: cannot load the processor in {path} ({first}); {refresh}") from None
+            raise BadCheckpoint(f"Qwen judge: cannot load the processor in {path} ({first}); "
+                                f"{refresh}") from None
     try:
         return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor.from_pretrained(path),
                                    tokenizer=AutoTokenizer.from_pretrained(path),
@@ -651,9 +683,10 @@ def load_qwen(ctx):
         model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=ctx.dtype,
                                                                          output_loading_info=True)
         if info["missing_keys"]:   # transformers would leave them random and only log it
-            raise BadCheckpoint(f"Qwen judge: {path} lacks {len(info['missing_keys'])} weights of Qwen2.5-VL, "
-                                f"e.g. {sorted(info['missing_keys'])[:3]}")
-    processor.tokenizer.padding_side = "left"    # batched generation: prompts end at the same column
+            missing = info["missing_keys"]
+            raise BadCheckpoint(f"Qwen judge: {path} lacks {len(missing)} weights of Qwen2.5-VL, "
+                                f"e.g. {sorted(missing)[:3]}")
+    processor.tokenizer.padding_side = "left"   # batched generation: prompts end at one column
     ctx.cache["qwen"] = (_frozen(model, ctx), processor)
     return ctx.cache["qwen"]
 
@@ -674,9 +707,11 @@ class Judge:
         self.stats = {"answers": 0, "attempts": 0, "failures": 0, "nonfinite": 0}
 
     def _inputs(self, images, prompts, prefix):
-        texts = [judge_text(self.question.format(p) if "{}" in self.question else self.question, prefix)
-                 for p in prompts]
-        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")  # uint8 PIL: /255
+        has_slot = "{}" in self.question         # qwen_score quotes the prompt; yes/no ones do not
+        questions = [self.question.format(p) if has_slot else self.question for p in prompts]
+        texts = [judge_text(q, prefix) for q in questions]
+        # uint8 PIL images: the processor divides by 255
+        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
         inputs = inputs.to(self.ctx.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.ctx.dtype)
         return inputs
@@ -684,7 +719,7 @@ class Judge:
     def fast(self, x, prompts):
         """One forward pass: E[score] from p(next token = d | ... '"score": '), d = 0..max."""
         inputs = self._inputs(jpeg_round_trip(x), prompts, ANSWER_PREFIX)
-        logits = self.model(**inputs, logits_to_keep=1).logits[:, -1].float()   # (b, V), left padded
+        logits = self.model(**inputs, logits_to_keep=1).logits[:, -1].float()  # (b, V) left padded
         p = logits.softmax(-1)[:, self.digit_ids]                                # (b, max+1)
         d = torch.arange(self.max_score + 1, device=p.device, dtype=p.dtype)
         self.stats["digit_mass"] = p.sum(1).mean().item()   # how much the judge wants a digit here
@@ -701,8 +736,8 @@ class Judge:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             out = self.model.generate(**inputs, max_new_tokens=self.ctx.judge_tokens)
-        new = out[:, inputs["input_ids"].shape[1]:]                     # (b, <= judge_tokens), the answers
-        return self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)
+        answers = out[:, inputs["input_ids"].shape[1]:]          # (b, <= judge_tokens) new tokens
+        return self.processor.tokenizer.batch_decode(answers, skip_special_tokens=True)
 
     def generate(self, x, prompts):
         """AR-GRPO's judge: answer, parse (`judge_score`); an image whose answer does not parse is
@@ -719,60 +754,75 @@ class Judge:
             todo = [i for i in todo if scores[i] is None]
         self.stats["answers"] += len(prompts)
         self.stats["failures"] += len(todo)
-        bad = [s is not None and not math.isfinite(s) for s in scores]
-        self.stats["nonfinite"] += sum(bad)
-        return torch.tensor([0.0 if s is None or b else s for s, b in zip(scores, bad)], device=x.device)
+        nonfinite = [s is not None and not math.isfinite(s) for s in scores]
+        self.stats["nonfinite"] += sum(nonfinite)
+        scores = [0.0 if s is None or bad else s for s, bad in zip(scores, nonfinite)]
+        return torch.tensor(scores, device=x.device)
 
     def __call__(self, x, prompts):
         run = self.fast if self.ctx.judge_mode == "fast" else self.generate
-        scores = [run(x[i:i + JUDGE_BATCH], prompts[i:i + JUDGE_BATCH]) for i in range(0, len(prompts), JUDGE_BATCH)]
+        scores = [run(x[i:i + JUDGE_BATCH], prompts[i:i + JUDGE_BATCH])
+                  for i in range(0, len(prompts), JUDGE_BATCH)]
         return torch.cat(scores).float().to(x.device) / 4.0
 
 
-# ----------------------------------------------------------------------------- T2I evaluation scorers
-# The extra DrawBench scorers of AR-GRPO's T2I table (its test_t2i_rewards.py), usable as rewards too:
-#   pickscore    PickScore_v1 (Kirstain et al. 2023): transformers CLIPModel (CLIP-H/14 fine-tuned on
-#                Pick-a-Pic) with the processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, as PickScore's
-#                README loads them; score = exp(logit_scale) * cos(f_img, f_txt), the checkpoint's own scale
-#                (CLIP training caps it at 100). AR-GRPO's scorer divides this by 26 (eval.py reports both).
-#   imagereward  ImageReward-v1.0 (Xu et al. 2023): BLIP ViT-L/16 image tokens cross-attended by a BERT-base
-#                text encoder; the [CLS] output goes through a 5-layer MLP with no activations;
-#                score = (mlp - 0.16717) / 1.03334, the library's normalisation; unbounded, higher = preferred.
-#                The BLIP towers are transformers' BlipVisionModel / BlipTextModel (what the HF BLIP
-#                conversion maps Salesforce's BLIP onto); ImageReward.pt keys are renamed, strictly.
-#   aesthetic    LAION aesthetic predictor v2 (improved-aesthetic-predictor): OpenAI CLIP ViT-L/14 image
-#                embedding (open_clip "ViT-L-14-quickgelu", the openai weights), L2-normalised, through
-#                the sac+logos+ava1-l14-linearMSE MLP (768-1024-128-64-16-1, dropouts, no activations:
-#                an affine map), regressed on 1-10 ratings; unbounded, higher = more aesthetic; prompts unused.
+# ----------------------------------------------------------------------------- T2I scorers
+# T2I evaluation scorers: the extra DrawBench scorers of AR-GRPO's T2I table (its
+# test_t2i_rewards.py), usable as rewards too:
+#   pickscore    PickScore_v1 (Kirstain et al. 2023): transformers CLIPModel (CLIP-H/14 fine-tuned
+#                on Pick-a-Pic) with the processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, as
+#                PickScore's README loads them; score = exp(logit_scale) * cos(f_img, f_txt), the
+#                checkpoint's own scale (CLIP training caps it at 100). AR-GRPO's scorer divides
+#                this by 26 (eval.py reports both).
+#   imagereward  ImageReward-v1.0 (Xu et al. 2023): BLIP ViT-L/16 image tokens cross-attended by a
+#                BERT-base text encoder; the [CLS] output goes through a 5-layer MLP with no
+#                activations; score = (mlp - 0.16717) / 1.03334, the library's normalisation;
+#                unbounded, higher = preferred. The BLIP towers are transformers' BlipVisionModel /
+#                BlipTextModel (what the HF BLIP conversion maps Salesforce's BLIP onto);
+#                ImageReward.pt keys are renamed, strictly.
+#   aesthetic    LAION aesthetic predictor v2 (improved-aesthetic-predictor): OpenAI CLIP ViT-L/14
+#                image embedding (open_clip "ViT-L-14-quickgelu", the openai weights),
+#                L2-normalised, through the sac+logos+ava1-l14-linearMSE MLP (768-1024-128-64-16-1,
+#                dropouts, no activations: an affine map), regressed on 1-10 ratings; unbounded,
+#                higher = more aesthetic; prompts unused.
 # DeQA (AR-GRPO's sixth scorer) runs behind its own server (reward-server); not implemented here.
-PICKSCORE_REPO, PICKSCORE_PROCESSOR_REPO = "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+PICKSCORE_REPO = "yuvalkirstain/PickScore_v1"
+PICKSCORE_PROCESSOR_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 IMAGEREWARD_REPO, IMAGEREWARD_FILE = "THUDM/ImageReward", "ImageReward.pt"
 IMAGEREWARD_MEAN, IMAGEREWARD_STD = 0.16717362830052426, 1.0333394966054072   # ImageReward.py
 BERT_REPO = "google-bert/bert-base-uncased"      # the BLIP tokenizer's vocabulary (vocab.txt)
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 AESTHETIC_URL = ("https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
                  "sac%2Blogos%2Bava1-l14-linearMSE.pth")
-AESTHETIC_CLIP_REPO = "timm/vit_large_patch14_clip_224.openai"   # open_clip's "openai" ViT-L/14 weights
+AESTHETIC_CLIP_REPO = "timm/vit_large_patch14_clip_224.openai"   # open_clip's "openai" ViT-L/14
 
 
-def to_uint8_hwc(x):  # (B, 3, H, W) in [0, 1] -> list of (H, W, 3) uint8 arrays, as AR-GRPO hands PIL images over
-    return list((x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+def to_uint8_hwc(x):
+    """(B, 3, H, W) in [0, 1] -> a list of (H, W, 3) uint8 arrays, as AR-GRPO hands PIL images
+    over."""
+    u8 = (x * 255).round().clamp(0, 255).to(torch.uint8)
+    return list(u8.permute(0, 2, 3, 1).cpu().numpy())
 
 
-def _has_files(d, need):  # every name of `need` in folder d; a tuple = any one of its names
-    return bool(d) and all(any(os.path.isfile(os.path.join(d, f)) for f in (n if isinstance(n, tuple) else (n,)))
-                           for n in need)
+def _has_files(d, need):
+    """Whether folder d holds every name of `need`; a tuple in `need` = any one of its names."""
+    def present(names):
+        names = names if isinstance(names, tuple) else (names,)
+        return any(os.path.isfile(os.path.join(d, f)) for f in names)
+    return bool(d) and all(present(n) for n in need)
 
 
 def _hub_dir(repo, what, flag, path, need, patterns=None):
-    """A model folder: the flag's path, else the huggingface_hub snapshot (cache first, then the network).
-    `need`: file names that must be inside (a tuple = any one of them). One-line RewardWeightsMissing."""
+    """A model folder: the flag's path, else the huggingface_hub snapshot (cache first, then the
+    network). `need`: file names that must be inside (a tuple = any one of them). One-line
+    RewardWeightsMissing."""
     complete = lambda d: _has_files(d, need)
     if path:
         if not os.path.isdir(path):
             raise RewardWeightsMissing(f"{what}: model folder {path} (from {flag}) does not exist")
         if not complete(path):
-            raise RewardWeightsMissing(f"{what}: model folder {path} (from {flag}) lacks one of {need}")
+            raise RewardWeightsMissing(f"{what}: model folder {path} (from {flag}) "
+                                       f"lacks one of {need}")
         return path
     from huggingface_hub import snapshot_download
 
@@ -787,14 +837,16 @@ def _hub_dir(repo, what, flag, path, need, patterns=None):
 
 
 class LinearHead(torch.nn.Module):
-    """The MLP head shared by ImageReward and the LAION aesthetic predictor: the same `layers` nn.Sequential in
-    both libraries (their ReLUs are commented out, so it is an affine map); weights at layers.{0,2,4,6,7}."""
+    """The MLP head shared by ImageReward and the LAION aesthetic predictor: the same `layers`
+    nn.Sequential in both libraries (their ReLUs are commented out, so it is an affine map);
+    weights at layers.{0,2,4,6,7}."""
 
     def __init__(self, dim):
         super().__init__()
-        self.layers = torch.nn.Sequential(
-            torch.nn.Linear(dim, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2),
-            torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
+        nn = torch.nn
+        self.layers = nn.Sequential(
+            nn.Linear(dim, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
+            nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
 
     def forward(self, x):  # (B, dim) -> (B, 1)
         return self.layers(x)
@@ -810,20 +862,22 @@ def load_pickscore(ctx):
     else:
         path = _hub_dir(PICKSCORE_REPO, "PickScore", "--pickscore-path", ctx.pickscore_path,
                         ["config.json", ("model.safetensors", "pytorch_model.bin")])
-        # the processor of the README (laion's); the PickScore_v1 repo carries a copy, used when laion's is absent
+        # the processor of the README (laion's); the PickScore_v1 repo carries a copy, used when
+        # laion's is absent
         need = [("preprocessor_config.json", "processor_config.json"), "tokenizer_config.json"]
         try:
-            proc_dir = _hub_dir(PICKSCORE_PROCESSOR_REPO, "PickScore processor", "--pickscore-path", None, need,
-                                ["*.json", "*.txt"])
+            proc_dir = _hub_dir(PICKSCORE_PROCESSOR_REPO, "PickScore processor", "--pickscore-path",
+                                None, need, ["*.json", "*.txt"])
         except RewardWeightsMissing:
             if not _has_files(path, need):
                 raise RewardWeightsMissing(
-                    f"PickScore: processor {PICKSCORE_PROCESSOR_REPO} (preprocessor_config.json, tokenizer files) "
-                    f"not in the huggingface_hub cache and not in {path}; download it into the cache") from None
+                    f"PickScore: processor {PICKSCORE_PROCESSOR_REPO} (preprocessor_config.json, "
+                    f"tokenizer files) not in the huggingface_hub cache and not in {path}; "
+                    f"download it into the cache") from None
             proc_dir = path
         model = CLIPModel.from_pretrained(path)
         processor = CLIPProcessor.from_pretrained(proc_dir)
-    scale = model.logit_scale.detach().float().exp().item()   # before a bf16 cast would round it (~1 %)
+    scale = model.logit_scale.detach().float().exp().item()  # before a bf16 cast rounds it (~1 %)
     ctx.cache["pickscore"] = (_frozen(model, ctx), processor, scale)
     return ctx.cache["pickscore"]
 
@@ -832,13 +886,17 @@ def build_pickscore(ctx):
     model, processor, scale = load_pickscore(ctx)
 
     def reward(x, prompts):
-        pix = processor(images=to_uint8_hwc(x), return_tensors="pt")["pixel_values"].to(ctx.device, ctx.dtype)
-        img = model.visual_projection(model.vision_model(pixel_values=pix).pooler_output).float()     # (B, D)
+        pix = processor(images=to_uint8_hwc(x), return_tensors="pt")["pixel_values"]
+        pix = pix.to(ctx.device, ctx.dtype)
+        pooled = model.vision_model(pixel_values=pix).pooler_output
+        img = model.visual_projection(pooled).float()                                 # (B, D)
         uniq = sorted(set(prompts))
-        t = processor(text=uniq, padding=True, truncation=True, max_length=77, return_tensors="pt").to(ctx.device)
-        txt = model.text_projection(model.text_model(input_ids=t["input_ids"],
-                                                     attention_mask=t["attention_mask"]).pooler_output).float()
-        txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]                  # (B, D)
+        t = processor(text=uniq, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        t = t.to(ctx.device)
+        pooled = model.text_model(input_ids=t["input_ids"],
+                                  attention_mask=t["attention_mask"]).pooler_output
+        txt = model.text_projection(pooled).float()                                   # (U, D)
+        txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]  # (B, D)
         cos = F.cosine_similarity(img, txt, dim=-1)
         return scale * cos
     return reward
@@ -856,57 +914,67 @@ class ImageRewardNet(torch.nn.Module):
         self.mlp = LinearHead(text_cfg.hidden_size)
 
     def forward(self, pixel_values, input_ids, attention_mask):
-        img = self.vision_model(pixel_values=pixel_values).last_hidden_state                      # (B, 1 + P, Dv)
+        img = self.vision_model(pixel_values=pixel_values).last_hidden_state     # (B, 1 + P, Dv)
         img_mask = torch.ones(img.shape[:2], dtype=torch.long, device=img.device)
-        txt = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=img,
-                                encoder_attention_mask=img_mask).last_hidden_state[:, 0]          # (B, Dt) [CLS]
+        out = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                encoder_hidden_states=img, encoder_attention_mask=img_mask)
+        txt = out.last_hidden_state[:, 0]                                        # (B, Dt) [CLS]
         r = self.mlp(txt.float()).squeeze(-1)              # (B,) the head in fp32, as the library
         return (r - IMAGEREWARD_MEAN) / IMAGEREWARD_STD
 
 
 def imagereward_configs(tiny):
-    """(BlipVisionConfig, BlipTextConfig): BLIP ViT-L/16 at 224 px (LayerNorm eps 1e-6 as BLIP's vit.py;
-    transformers' default is 1e-5) and ImageReward's med_config.json (BERT-base, vocab 30522 + [DEC], [ENC])."""
+    """(BlipVisionConfig, BlipTextConfig): BLIP ViT-L/16 at 224 px (LayerNorm eps 1e-6 as BLIP's
+    vit.py; transformers' default is 1e-5) and ImageReward's med_config.json (BERT-base, vocab
+    30522 + [DEC], [ENC])."""
     from transformers import BlipTextConfig, BlipVisionConfig
     if tiny:
         v = BlipVisionConfig(**TINY_IMAGEREWARD["vision"], layer_norm_eps=1e-6)
         t = TINY_IMAGEREWARD["text"]
     else:
         v = BlipVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                             num_attention_heads=16, image_size=224, patch_size=16, layer_norm_eps=1e-6)
+                             num_attention_heads=16, image_size=224, patch_size=16,
+                             layer_norm_eps=1e-6)
         t = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                  num_attention_heads=12, max_position_embeddings=512)
-    # is_decoder=True only makes transformers build the cross-attention layers; the forward is bidirectional
-    text = BlipTextConfig(**t, encoder_hidden_size=v.hidden_size, layer_norm_eps=1e-12, is_decoder=True,
-                          hidden_act="gelu", pad_token_id=0)
+    # is_decoder=True only makes transformers build the cross-attention layers; the forward is
+    # bidirectional
+    text = BlipTextConfig(**t, encoder_hidden_size=v.hidden_size, layer_norm_eps=1e-12,
+                          is_decoder=True, hidden_act="gelu", pad_token_id=0)
     return v, text
 
 
-_VIT_NAMES = {"cls_token": "embeddings.class_embedding", "pos_embed": "embeddings.position_embedding",
+_VIT_NAMES = {"cls_token": "embeddings.class_embedding",
+              "pos_embed": "embeddings.position_embedding",
               "patch_embed.proj.weight": "embeddings.patch_embedding.weight",
               "patch_embed.proj.bias": "embeddings.patch_embedding.bias",
               "norm.weight": "post_layernorm.weight", "norm.bias": "post_layernorm.bias"}
 _VIT_BLOCK_NAMES = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.qkv": "self_attn.qkv",
                     "attn.proj": "self_attn.projection", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-IMAGEREWARD_UNUSED = ("blip.vision_proj.", "blip.text_proj.", "blip.text_encoder.embeddings.position_ids")
+IMAGEREWARD_UNUSED = ("blip.vision_proj.", "blip.text_proj.",
+                      "blip.text_encoder.embeddings.position_ids")
 
 
 def imagereward_state_dict(sd):
-    """ImageReward.pt (the ImageReward module's state dict: blip.visual_encoder.* in BLIP's timm-style ViT names,
-    blip.text_encoder.* in med.py's BERT names, mlp.layers.*) -> ImageRewardNet's names. Keys the score does
-    not use (the ITC projections, med.py's persistent position_ids) are dropped by name; any other is an error."""
+    """ImageReward.pt (the ImageReward module's state dict: blip.visual_encoder.* in BLIP's
+    timm-style ViT names, blip.text_encoder.* in med.py's BERT names, mlp.layers.*) ->
+    ImageRewardNet's names. Keys the score does not use (the ITC projections, med.py's persistent
+    position_ids) are dropped by name; any other is an error."""
     out, unknown = {}, []
     for k, v in sd.items():
         if k.startswith(IMAGEREWARD_UNUSED):
             continue
         m = re.fullmatch(r"blip\.visual_encoder\.(?:blocks\.(\d+)\."
-                         r"(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)|(.+))", k)
+                         r"(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\."
+                         r"(weight|bias)|(.+))", k)
         if m and m.group(1):
-            out[f"vision_model.encoder.layers.{m.group(1)}.{_VIT_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"] = v
+            block, layer, kind = m.group(1), _VIT_BLOCK_NAMES[m.group(2)], m.group(3)
+            out[f"vision_model.encoder.layers.{block}.{layer}.{kind}"] = v
         elif m and m.group(4) in _VIT_NAMES:
             out["vision_model." + _VIT_NAMES[m.group(4)]] = v
         elif k.startswith("blip.text_encoder."):
-            out["text_encoder." + k[len("blip.text_encoder."):]] = v     # med.py and BlipTextModel share names
+            # med.py and BlipTextModel share names
+            out["text_encoder." + k[len("blip.text_encoder."):]] = v
         elif k.startswith("mlp.layers."):
             out[k] = v
         else:
@@ -917,8 +985,9 @@ def imagereward_state_dict(sd):
 
 
 def imagereward_from_state(sd, vision_cfg, text_cfg):
-    """ImageRewardNet from ImageReward.pt's state dict, built on the meta device (no random init of 450M
-    parameters: every weight comes from the file; strict, so a missing or unexpected key is an error)."""
+    """ImageRewardNet from ImageReward.pt's state dict, built on the meta device (no random init
+    of 450M parameters: every weight comes from the file; strict, so a missing or unexpected key
+    is an error)."""
     with torch.device("meta"):
         net = ImageRewardNet(vision_cfg, text_cfg)
     net.load_state_dict(imagereward_state_dict(sd), strict=True, assign=True)
@@ -928,7 +997,8 @@ def imagereward_from_state(sd, vision_cfg, text_cfg):
 
 
 def blip_tokenizer(vocab):
-    """BLIP's tokenizer (blip.init_tokenizer): BERT WordPiece, uncased, plus [DEC] (bos) and [ENC]."""
+    """BLIP's tokenizer (blip.init_tokenizer): BERT WordPiece, uncased, plus [DEC] (bos) and
+    [ENC]."""
     from transformers import BertTokenizer
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tok.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
@@ -946,13 +1016,14 @@ def load_imagereward(ctx):
     else:
         path = _hub_file(IMAGEREWARD_REPO, [IMAGEREWARD_FILE], "ImageReward", "--imagereward-ckpt",
                          ctx.imagereward_ckpt)
-        side = os.path.join(os.path.dirname(path), "vocab.txt")   # bert-base-uncased's vocab.txt next to it
+        side = os.path.join(os.path.dirname(path), "vocab.txt")   # bert-base-uncased's, next to it
         try:
             vocab = side if os.path.isfile(side) else _hub_file(BERT_REPO, ["vocab.txt"], "", "")
         except RewardWeightsMissing:
             raise RewardWeightsMissing(
-                f"ImageReward: BLIP's tokenizer vocabulary {BERT_REPO}/vocab.txt is neither next to {path} nor "
-                f"in the huggingface_hub cache; put it next to the --imagereward-ckpt file") from None
+                f"ImageReward: BLIP's tokenizer vocabulary {BERT_REPO}/vocab.txt is neither "
+                f"next to {path} nor in the huggingface_hub cache; put it next to the "
+                f"--imagereward-ckpt file") from None
         net = imagereward_from_state(torch.load(path, map_location="cpu", weights_only=True),
                                      *imagereward_configs(tiny=False))
         tok = blip_tokenizer([w.rstrip("\n") for w in open(vocab, encoding="utf-8")])
@@ -967,10 +1038,13 @@ def build_imagereward(ctx):
     size = net.vision_model.config.image_size
 
     def reward(x, prompts):
-        # ImageReward.score: prompt padded to 35 tokens ([CLS] first, not [ENC]); CLIP's 224 px transform
-        t = tok(list(prompts), padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+        # ImageReward.score: prompt padded to 35 tokens ([CLS] first, not [ENC]); CLIP's 224 px
+        # transform
+        t = tok(list(prompts), padding="max_length", truncation=True, max_length=35,
+                return_tensors="pt")
         t = t.to(ctx.device)
-        return net(clip_preprocess(x, size).to(ctx.dtype), t["input_ids"], t["attention_mask"]).float()
+        pixels = clip_preprocess(x, size).to(ctx.dtype)
+        return net(pixels, t["input_ids"], t["attention_mask"]).float()
     return reward
 
 
@@ -998,16 +1072,18 @@ def load_aesthetic(ctx):
                             file=f"MLP {AESTHETIC_FILE}", where="~/.cache/ImageReward or torch hub",
                             names=[AESTHETIC_FILE], error=RewardWeightsMissing,
                             fix=f"download {AESTHETIC_URL} and pass --aesthetic-ckpt PATH")
-        clip_path = _hub_file(AESTHETIC_CLIP_REPO, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
+        clip_path = _hub_file(AESTHETIC_CLIP_REPO, CLIP_FILES,
                               "LAION aesthetic: CLIP ViT-L/14 (openai)", "--aesthetic-clip-ckpt",
                               ctx.aesthetic_clip_ckpt)
         clip = open_clip.create_model("ViT-L-14-quickgelu", pretrained=None)
         open_clip.load_checkpoint(clip, clip_path)
         mlp = LinearHead(768)
-        mlp.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))   # strict: layers.{0,2,4,6,7}
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        mlp.load_state_dict(state)                      # strict: layers.{0,2,4,6,7}
     size = clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    ctx.cache["aesthetic"] = (_frozen(clip, ctx), _frozen(mlp, ctx).float(), size)   # head in fp32, as the library
+    head = _frozen(mlp, ctx).float()                    # the head in fp32, as the library
+    ctx.cache["aesthetic"] = (_frozen(clip, ctx), head, size)
     return ctx.cache["aesthetic"]
 
 
@@ -1015,7 +1091,7 @@ def build_aesthetic(ctx):
     clip, mlp, size = load_aesthetic(ctx)
 
     def reward(x, prompts):   # prompts unused: an image-only score
-        f = clip.encode_image(clip_preprocess(x, size).to(ctx.dtype)).float()             # (B, 768)
+        f = clip.encode_image(clip_preprocess(x, size).to(ctx.dtype)).float()     # (B, 768)
         f = f / f.norm(dim=-1, keepdim=True)
         return mlp(f).squeeze(-1)
     return reward
@@ -1023,7 +1099,8 @@ def build_aesthetic(ctx):
 
 # ----------------------------------------------------------------------------- judge agreement
 def spearman(a, b):
-    """Spearman rank correlation of two score lists (average ranks for ties); nan when either is constant."""
+    """Spearman rank correlation of two score lists (average ranks for ties); nan when either is
+    constant."""
     def ranks(x):
         x = torch.as_tensor(x, dtype=torch.float64)
         r = torch.empty_like(x)
@@ -1042,9 +1119,13 @@ def agreement_images(folder=None, n=32, size=256):
     import numpy as np
     from PIL import Image
     if folder:
-        files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".png", ".jpg", ".jpeg")))
-        load = lambda f: np.asarray(Image.open(os.path.join(folder, f)).convert("RGB").resize((size, size)))
-        x = torch.stack([torch.from_numpy(load(f)).permute(2, 0, 1) for f in files]).float() / 255
+        files = sorted(f for f in os.listdir(folder)
+                       if f.lower().endswith((".png", ".jpg", ".jpeg")))
+
+        def load(f):   # (3, size, size) uint8
+            image = Image.open(os.path.join(folder, f)).convert("RGB").resize((size, size))
+            return torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+        x = torch.stack([load(f) for f in files]).float() / 255
         return x, [os.path.splitext(f)[0].replace("_", " ") for f in files]
     g = torch.Generator().manual_seed(0)
     coarse = torch.rand(n, 3, 4, 4, generator=g)
@@ -1055,7 +1136,7 @@ def agreement_images(folder=None, n=32, size=256):
 
 def judge_agreement(x, prompts, names=QWEN_PARTS, **kw):
     """Fast vs generate judge on the same images: per question, the Spearman rank correlation of
-    the two scores, the generate-mode failure fraction and both means."""
+    the two scores, the generate-mode failure fraction and non-finite count, and both means."""
     out = {}
     for name in names:
         scores, stats = {}, None
@@ -1066,15 +1147,19 @@ def judge_agreement(x, prompts, names=QWEN_PARTS, **kw):
             stats = scorer.stats() if mode == "generate" else stats
         out[name] = {"spearman": spearman(scores["fast"], scores["generate"]),
                      "generate_fail_frac": stats[f"{name}/failures"] / stats[f"{name}/answers"],
-                     "mean_fast": scores["fast"].mean().item(), "mean_generate": scores["generate"].mean().item()}
+                     "generate_nonfinite": stats[f"{name}/nonfinite"],
+                     "mean_fast": scores["fast"].mean().item(),
+                     "mean_generate": scores["generate"].mean().item()}
         print(name, json.dumps(out[name]), flush=True)
     return out
 
 
 # ----------------------------------------------------------------------------- benchmark
-def benchmark(names, device="cpu", tiny=True, batch=8, size=256, repeats=3, dtype=None, judge_tokens=256):
+def benchmark(names, device="cpu", tiny=True, batch=8, size=256, repeats=3, dtype=None,
+              judge_tokens=256):
     """images/s of each reward alone (model load excluded, one warm-up call), and the fast
-    judge vs the paper's generate-and-parse judge on the same images."""
+    judge vs the paper's generate-and-parse judge on the same images. A fast judge's line also
+    shows its digit mass: p(score digit) at the score position, averaged over the last batch."""
     import time
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     prompts = [f"a photo of class {i // 4}" for i in range(batch)]   # groups share a prompt
@@ -1093,34 +1178,44 @@ def benchmark(names, device="cpu", tiny=True, batch=8, size=256, repeats=3, dtyp
                 torch.cuda.synchronize()
             ips = batch * n / (time.perf_counter() - t)
             label = name + (f" ({mode})" if name in QWEN_PARTS else "")
-            rows.append((label, ips, parts[name].mean().item()))
-            print(f"{label:24s} {ips:10.1f} images/s   mean reward {rows[-1][2]:+.3f}", flush=True)
+            mean = parts[name].mean().item()
+            rows.append((label, ips, mean))
+            mass = scorer.stats().get(f"{name}/digit_mass") if mode == "fast" else None
+            digits = "" if mass is None else f"   digit mass {mass:.3f}"
+            print(f"{label:24s} {ips:10.1f} images/s   mean reward {mean:+.3f}{digits}", flush=True)
     return rows
 
 
 if __name__ == "__main__":
     import argparse
-    ap = argparse.ArgumentParser(description="reward benchmark (images/s); tiny random models unless --real")
+    ap = argparse.ArgumentParser(
+        description="reward benchmark (images/s); tiny random models unless --real")
     ap.add_argument("--bench", action="store_true", help="run the benchmark")
-    ap.add_argument("--rewards", default=",".join(OFFLINE_REWARDS + ["clip", "hps", "maniqa", "qwen_fake"]))
-    ap.add_argument("--real", action="store_true", help="real weights and sizes (caches / flags as usual)")
+    bench_rewards = OFFLINE_REWARDS + ["clip", "hps", "maniqa", "qwen_fake"]
+    ap.add_argument("--rewards", default=",".join(bench_rewards))
+    ap.add_argument("--real", action="store_true",
+                    help="real weights and sizes (caches / flags as usual)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--judge-tokens", type=int, default=256)
-    ap.add_argument("--agreement", action="store_true", help="fast vs generate judge: Spearman rank correlation")
-    ap.add_argument("--images", default=None, help="--agreement: a folder of images (default: 32 synthetic)")
+    ap.add_argument("--agreement", action="store_true",
+                    help="fast vs generate judge: Spearman rank correlation")
+    ap.add_argument("--images", default=None,
+                    help="--agreement: a folder of images (default: 32 synthetic)")
     ap.add_argument("--qwen-path", default=None)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    weights = "real" if args.real else "tiny random"
+    dtype = torch.bfloat16 if args.bf16 else None
     if args.agreement:
         x, prompts = agreement_images(args.images, size=args.size)
-        print(f"judge agreement: {len(prompts)} images, {'real' if args.real else 'tiny random'} judge, {args.device}")
-        judge_agreement(x, prompts, device=args.device, tiny=not args.real, qwen_path=args.qwen_path,
-                        dtype=torch.bfloat16 if args.bf16 else None, judge_tokens=args.judge_tokens)
+        print(f"judge agreement: {len(prompts)} images, {weights} judge, {args.device}")
+        judge_agreement(x, prompts, device=args.device, tiny=not args.real,
+                        qwen_path=args.qwen_path, dtype=dtype, judge_tokens=args.judge_tokens)
         raise SystemExit
-    print(f"device {args.device}, {'real' if args.real else 'tiny random'} models, batch {args.batch}, "
+    print(f"device {args.device}, {weights} models, batch {args.batch}, "
           f"{args.size} px, {torch.get_num_threads()} threads")
-    benchmark(args.rewards.split(","), args.device, tiny=not args.real, batch=args.batch, size=args.size,
-              dtype=torch.bfloat16 if args.bf16 else None, judge_tokens=args.judge_tokens)
+    benchmark(args.rewards.split(","), args.device, tiny=not args.real, batch=args.batch,
+              size=args.size, dtype=dtype, judge_tokens=args.judge_tokens)

@@ -8,28 +8,17 @@ import pytest
 import torch
 
 import eval as ev
-from sample import build_models
-from train import get_args
+from conftest import save_tiny_run
 
 PROMPTS = ["A red fox in the snow.", "a bowl of blueberries", "two lemons on a table"]
-
-
-def save_t2i_run(path, steps=0):
-    """A train.py-style checkpoint of the tiny T2I preset after `steps` fake updates (0 = the initial weights)."""
-    args = get_args(["--task", "t2i", "--preset", "tiny"])
-    policy = build_models(args, torch.device("cpu"))[0]
-    with torch.no_grad():
-        for _ in range(steps):
-            policy.output.weight.add_(0.5 * torch.randn_like(policy.output.weight))
-    torch.save({"model": policy.state_dict(), "step": steps, "args": vars(args)}, path)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    save_t2i_run(d / "ckpt.pt", steps=1)
-    save_t2i_run(d / "init.pt", steps=0)
+    save_tiny_run(d / "ckpt.pt", steps=1, task="t2i")
+    save_tiny_run(d / "init.pt", steps=0, task="t2i")
     rows = [{"id": i, "image_num": 1, "conversations": [{"from": "human", "value": p}, {"from": "gpt", "value": ""}]}
             for i, p in enumerate(PROMPTS)]                       # AR-GRPO's drawbench_test_1000.json format
     (d / "drawbench.json").write_text(json.dumps(rows))
@@ -58,7 +47,7 @@ def test_drawbench_report_by_hand_and_grid(run, tmp_path):
             assert r[m][n]["mean"] == pytest.approx(per[m].mean(), abs=1e-9)
             assert r[m][n]["sem"] == pytest.approx(per[m].mean(1).std(ddof=1) / math.sqrt(3), abs=1e-9)
         d = per["tuned"].mean(1) - per["base"].mean(1)
-        assert r["delta"][n]["mean"] == pytest.approx(r["tuned"][n]["mean"] - r["base"][n]["mean"], abs=1e-9)
+        assert r["delta"][n]["mean"] == pytest.approx(d.mean(), abs=1e-9)
         assert r["delta"][n]["sem"] == pytest.approx(d.std(ddof=1) / math.sqrt(3), abs=1e-9)
     assert r["argrpo_scale"]["tuned"]["pickscore"] == pytest.approx(r["tuned"]["pickscore"]["mean"] / 26)
     assert set(r["argrpo_scale"]["base"]) == {"pickscore", "imagereward", "aesthetic"}   # AR-GRPO's columns only
@@ -93,7 +82,8 @@ def test_drawbench_resumes_after_an_interruption(run, tmp_path, monkeypatch):
     assert [json.loads(line)["index"] for line in open(log)] == [0]
     with open(log, "a") as f:                                        # a record torn by a kill mid-write
         f.write('{"index": 2, "prompt": "two lem')
-    calls.clear(), stop.clear(), stop.append(0)
+    calls.clear()
+    stop[0] = 0                                                      # no interruption this time
     got = drawbench(run, tmp_path / "db")
     assert calls == [1, 1, 2, 2]                                     # prompt 0 not sampled again
     assert {k: got[k] for k in ("base", "tuned", "delta")} == {k: want[k] for k in ("base", "tuned", "delta")}
@@ -104,8 +94,7 @@ def test_drawbench_resumes_after_an_interruption(run, tmp_path, monkeypatch):
 def test_drawbench_errors(run, tmp_path):
     with pytest.raises(SystemExit, match="unknown reward 'nope'"):
         drawbench(run, tmp_path / "a", scorers="color,nope")
-    save_run = __import__("test_eval").save_run                      # a class-conditional run
-    save_run(tmp_path / "c2i.pt")
+    save_tiny_run(tmp_path / "c2i.pt")                               # a class-conditional run
     with pytest.raises(SystemExit, match="text-to-image"):
         ev.main(["drawbench", "--tuned", str(tmp_path / "c2i.pt"), "--prompts", str(run / "drawbench.json"),
                  "--scorers", "color", "--out", str(tmp_path / "b")])

@@ -3,8 +3,6 @@ Tiny random models on CPU, random-weight Inception for the FID pipeline; no weig
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,11 +10,9 @@ import torch
 
 import eval as ev
 from checkpoint import MissingCheckpoint
+from conftest import one_line_error, save_tiny_run
 from model import GPT, gpt_config
-from sample import build_models
-from train import get_args
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -82,16 +78,6 @@ def test_entropy_uniform_is_log_vocab():
 
 
 # ----------------------------------------------------------------------------- compare: the report
-def save_run(path, steps=0):
-    """A train.py-style checkpoint of the tiny preset after `steps` fake updates (0 = the initial weights)."""
-    args = get_args(["--preset", "tiny"])
-    policy = build_models(args, torch.device("cpu"))[0]
-    with torch.no_grad():
-        for _ in range(steps):
-            policy.output.weight.add_(0.5 * torch.randn_like(policy.output.weight))
-    torch.save({"model": policy.state_dict(), "step": steps, "args": vars(args)}, path)
-
-
 def compare(tmp_path, ckpt, *flags):
     return ev.main(["compare", "--tuned", str(ckpt), "--diversity", "pixel", "--per-class", "4", "--classes", "1,2,3",
                     "--out", str(tmp_path / "eval"), *flags])
@@ -99,14 +85,14 @@ def compare(tmp_path, ckpt, *flags):
 
 def test_compare_of_the_initial_weights_has_zero_delta(tmp_path):
     # the base is rebuilt from the run's seed: it must equal train.py's initial weights, sampled on the same seeds
-    save_run(tmp_path / "ckpt.pt")
+    save_tiny_run(tmp_path / "ckpt.pt")
     r = compare(tmp_path, tmp_path / "ckpt.pt")
     assert all(v == 0 for v in r["delta"].values()), r["delta"]
     assert 0 < r["base"]["diversity"] <= 2 and 0 < r["base"]["entropy"] <= math.log(64) + 1e-5
 
 
 def test_compare_report_format_and_grid(tmp_path):
-    save_run(tmp_path / "ckpt.pt", steps=1)
+    save_tiny_run(tmp_path / "ckpt.pt", steps=1)
     r = compare(tmp_path, tmp_path / "ckpt.pt", "--rewards", "color:1,brightness:0.5", "--grid-rows", "2", "--grid-cols", "3")
     on_disk = json.load(open(tmp_path / "eval" / "report.json"))
     assert on_disk == json.loads(json.dumps(r))
@@ -123,12 +109,10 @@ def test_compare_report_format_and_grid(tmp_path):
 
 
 def test_compare_missing_base_is_one_line(tmp_path):
-    save_run(tmp_path / "ckpt.pt")
-    r = subprocess.run([sys.executable, "eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"),
-                        "--base", str(tmp_path / "nope.pt"), "--diversity", "pixel"],
-                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "nope.pt" in r.stderr and "--base" in r.stderr
+    save_tiny_run(tmp_path / "ckpt.pt")
+    err = one_line_error(["eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"),
+                          "--base", str(tmp_path / "nope.pt"), "--diversity", "pixel"], ENV, 120)
+    assert "nope.pt" in err and "--base" in err
 
 
 def test_lpips_missing_weights_is_one_line(tmp_path, monkeypatch):
@@ -156,10 +140,9 @@ def test_fid_pipeline_with_random_inception(tmp_path):
 
 def test_fid_missing_inception_weights_is_one_line(tmp_path):
     np.savez(tmp_path / "s.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
-    r = subprocess.run([sys.executable, "eval.py", "fid", "--npz", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "s.npz")],
-                       cwd=ROOT, env={**ENV, "TORCH_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert ev.INCEPTION_FILE in r.stderr and "--inception-ckpt" in r.stderr
+    err = one_line_error(["eval.py", "fid", "--npz", str(tmp_path / "s.npz"),
+                          "--ref", str(tmp_path / "s.npz")], {**ENV, "TORCH_HOME": str(tmp_path)}, 120)
+    assert ev.INCEPTION_FILE in err and "--inception-ckpt" in err
 
 
 # ----------------------------------------------------------------------------- plot

@@ -10,8 +10,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from typing import Dict, List
 
@@ -22,8 +20,8 @@ import eval as ev
 import rewards as R
 import train
 from checkpoint import BadCheckpoint, MissingCheckpoint
+from conftest import one_line_error, save_tiny_run
 from rewards import RewardWeightsMissing, build_rewards
-from sample import build_models
 from tiny import TINY_PROMPTS, tiny_qwen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -272,9 +270,7 @@ def test_wrong_kind_of_weight_path_is_named(tmp_path, flag, kind):
 # ----------------------------------------------------------------------------- one line, not a traceback
 def _one_line_error(cmd, tmp_path):
     env = {**ENV, "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}   # empty caches
-    r = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    return r.stderr
+    return one_line_error(cmd, env, 300)
 
 
 def test_t5_width_mismatch_is_one_line_before_loading(release, tmp_path):
@@ -292,9 +288,7 @@ def test_eval_reward_flags_exist_and_missing_weights_name_them(tmp_path):
     for flag in ("--clip-ckpt", "--hps-ckpt", "--maniqa-ckpt", "--qwen-path"):   # the flags the loaders' errors name
         assert getattr(ev.get_args(["compare", "--tuned", "x", flag, "p"]), flag[2:].replace("-", "_")) == "p"
         assert getattr(train.get_args(["--preset", "tiny", flag, "p"]), flag[2:].replace("-", "_")) == "p"
-    args = train.get_args(["--preset", "tiny"])
-    policy = build_models(args, torch.device("cpu"))[0]
-    torch.save({"model": policy.state_dict(), "step": 0, "args": vars(args)}, tmp_path / "ckpt.pt")
+    save_tiny_run(tmp_path / "ckpt.pt")
     err = _one_line_error(["eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"), "--rewards", "hps:1",
                            "--diversity", "pixel", "--out", str(tmp_path / "eval")], tmp_path)
     assert "--hps-ckpt" in err

@@ -1,17 +1,14 @@
 """Tests of rewards.py: the maps, the spec grammar, the weight-free rewards, and every paper
 reward end to end with tiny random networks (offline)."""
 import math
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import rewards as R  # noqa: E402
-from rewards import OFFLINE_REWARDS, RewardWeightsMissing, build_rewards  # noqa: E402
-from conftest import assert_frozen  # noqa: E402
-from tiny import tiny_clip  # noqa: E402
+import rewards as R
+from conftest import assert_frozen, random_images
+from rewards import OFFLINE_REWARDS, RewardWeightsMissing, build_rewards
+from tiny import tiny_clip
 
 
 # ----------------------------------------------------------------------------- pure maps
@@ -56,6 +53,15 @@ def test_prompt_color_is_deterministic_and_distinct():
 
 
 # ----------------------------------------------------------------------------- spec grammar
+def test_reward_table_names_every_reward():
+    """REWARDS, the table that opens rewards.py, lists every weight-free reward, every judge
+    question and the paper / T2I rewards, in that order; reward_builders() returns a copy."""
+    want = [*R.OFFLINE, "clip", "clip_q", "hps", "hps_q", "maniqa", *R.JUDGE,
+            "pickscore", "imagereward", "aesthetic"]
+    assert list(R.REWARDS) == want
+    assert R.reward_builders() == R.REWARDS and R.reward_builders() is not R.REWARDS
+
+
 def test_spec_parsing_and_errors():
     assert R.parse_spec("color:1, jpeg:0.5", R.reward_builders()) == [("color", 1.0), ("jpeg", 0.5)]
     with pytest.raises(ValueError, match="unknown reward 'nope'; valid: .*color"):
@@ -119,20 +125,16 @@ PROMPTS = ["a photo of tench, Tinca tinca", "a photo of tench, Tinca tinca",
            "a photo of goldfish, Carassius auratus", "a photo of great white shark"]
 
 
-def _images(b=4, h=64, w=64, seed=0):
-    return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
-
-
 def test_clip_preprocess_matches_torchvision():
     from torchvision.transforms import v2
-    x = _images(2, 48, 64)
+    x = random_images(2, 48, 64)
     tv = v2.Compose([v2.Resize(32, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(32),
                      v2.Normalize(R.CLIP_MEAN, R.CLIP_STD)])
     assert torch.allclose(R.clip_preprocess(x, 32), tv(x), atol=2e-2)   # clamp after resize differs a hair
 
 
 def test_clip_and_hps_tiny_end_to_end():
-    x = _images()
+    x = random_images(4, 64, 64)
     s = build_rewards("clip:1,clip_q:1,hps:0.5,hps_q:2", tiny=True)
     total, parts = s(x, PROMPTS)
     assert s.names == ["clip", "clip_q", "hps", "hps_q"]
@@ -155,14 +157,14 @@ def test_clip_and_hps_tiny_end_to_end():
     # each image is scored with its own prompt: the same numbers one image at a time
     one_by_one = torch.cat([s(x[i:i + 1], PROMPTS[i:i + 1])[1]["clip"] for i in range(4)])
     assert torch.allclose(one_by_one, parts["clip"], atol=1e-5)
-    assert not torch.equal(s(_images(seed=1), PROMPTS)[1]["hps"], parts["hps"])
+    assert not torch.equal(s(random_images(4, 64, 64, seed=1), PROMPTS)[1]["hps"], parts["hps"])
     assert_frozen(s)
 
 
 def test_maniqa_tiny_forward_matches_pyiqa_and_crops():
     s = build_rewards("maniqa:1", tiny=True, seed=3)
     net = s.ctx.cache["maniqa"]
-    x = _images(2, 225, 225)
+    x = random_images(2, 225, 225)
     # our crop-level forward == pyiqa's forward with one crop (pyiqa crops at (0, 0))
     net.test_sample = 1
     with torch.no_grad():
@@ -176,11 +178,11 @@ def test_maniqa_tiny_forward_matches_pyiqa_and_crops():
     left = crops[:, 0, 0, 0]
     assert ((0 <= left) & (left <= 32)).all() and torch.equal(crops[:, 0, 5, :], left[:, None] + torch.arange(224.0))
     assert len(set(left.tolist())) > 5
-    assert R.maniqa_crops(_images(1, 64, 64), 3, 224, torch.Generator()).shape == (3, 3, 224, 224)
+    assert R.maniqa_crops(random_images(1, 64, 64), 3, 224, torch.Generator()).shape == (3, 3, 224, 224)
 
 
 def test_maniqa_tiny_reward_is_2x_mean_of_20_crops_and_seeded():
-    x = _images(2, 256, 256)
+    x = random_images(2, 256, 256)
     a, b = build_rewards("maniqa:1", tiny=True, seed=5), build_rewards("maniqa:1", tiny=True, seed=5)
     ra = a(x, PROMPTS[:2])[0]
     assert ra.shape == (2,) and torch.equal(ra, b(x, PROMPTS[:2])[0])     # same seed, same crops
@@ -198,7 +200,7 @@ def judge():
 
 
 def test_qwen_fast_judge_batched_equals_single_and_reads_digits(judge):
-    x = _images(3, 96, 80)
+    x = random_images(3, 96, 80)
     prompts = ["a photo of cat", "a photo of tench, Tinca tinca, a long one", "dog"]
     total, parts = judge(x, prompts)
     assert judge.names == ["qwen_score", "qwen_fake", "qwen_weird"]
@@ -226,7 +228,7 @@ def test_jpeg_round_trip_is_what_ar_grpos_judge_sees():
     import numpy as np
     from PIL import Image
     from torchvision.transforms.functional import to_pil_image
-    x = _images(2, 40, 48)
+    x = random_images(2, 40, 48)
     got = R.jpeg_round_trip(x)
     for i, img in enumerate(got):
         buf = io.BytesIO()
@@ -253,7 +255,7 @@ def test_qwen_generate_mode_retries_parses_and_counts(monkeypatch):
     real_processor = judge.processor
     monkeypatch.setattr(judge, "processor", lambda **kw: seen.append(kw["images"]) or real_processor(**kw))
     monkeypatch.setattr(judge.processor, "tokenizer", proc.tokenizer, raising=False)
-    x = _images(3, 56, 56)
+    x = random_images(3, 56, 56)
     calls = []
     script = [["no idea", '```json\n{"score": 7}\n```', "garbage"],     # attempt 1: images 0, 1, 2
               ['```json\n{\n    "score": 3.5,\n}\n```', "still nothing"],  # attempt 2: images 0, 2
@@ -281,8 +283,8 @@ def test_qwen_generate_mode_retries_parses_and_counts(monkeypatch):
 
 def test_qwen_generate_mode_real_tiny_model_samples_by_its_generation_config():
     gen = build_rewards("qwen_fake:1", tiny=True, judge_mode="generate", judge_tokens=6)
-    judge, (model, proc) = gen.fns[0], gen.ctx.cache["qwen"]
-    x = _images(2, 56, 56)
+    judge, (model, _) = gen.fns[0], gen.ctx.cache["qwen"]
+    x = random_images(2, 56, 56)
     total, parts = gen(x, PROMPTS[:2])           # random tiny model: gibberish, 3 attempts, then 0
     assert torch.equal(total, torch.zeros(2))
     assert gen.stats() == {"qwen_fake/answers": 2, "qwen_fake/attempts": 6, "qwen_fake/failures": 2,

@@ -3,23 +3,17 @@ computed here by an independent formula on tiny random weights, each real checkp
 library's own model classes built at real size on the meta device, and the one-line errors offline."""
 import math
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import rewards as R  # noqa: E402
-from rewards import RewardWeightsMissing, build_rewards  # noqa: E402
-from conftest import assert_frozen  # noqa: E402
-from tiny import TINY_BERT_VOCAB, clip_tokenizer_offline  # noqa: E402
+import rewards as R
+from conftest import assert_frozen, random_images
+from rewards import RewardWeightsMissing, build_rewards
+from tiny import TINY_BERT_VOCAB, clip_tokenizer_offline
 
 PROMPTS = ["a red cat", "a photo of dog", "a red cat"]
-
-
-def _images(b=3, h=48, w=40, seed=0):
-    return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------- PickScore
@@ -27,7 +21,7 @@ def test_pickscore_tiny_is_exp_logit_scale_times_cosine():
     """PickScore's README: processor on PIL images, get_image/text_features, normalise, exp(logit_scale) * dot."""
     from PIL import Image
     s = build_rewards("pickscore:1", tiny=True)
-    x = _images()
+    x = random_images(3, 48, 40)
     got = s(x, PROMPTS)[1]["pickscore"]
     model, proc, _ = s.ctx.cache["pickscore"]
     pil = [Image.fromarray((255 * im).round().byte().permute(1, 2, 0).numpy()) for im in x]
@@ -180,7 +174,7 @@ def test_imagereward_tiny_checkpoint_matches_the_reference_forward():
     tok = ctx.cache["imagereward"][1]
     ctx.cache["imagereward"] = (R._frozen(R.imagereward_from_state(sd, *R.imagereward_configs(tiny=True)), ctx), tok)
     score = R.build_imagereward(ctx)                                    # the reward, with the loaded tiny checkpoint
-    x = _images(3, 64, 48)
+    x = random_images(3, 64, 48)
     prompts = ["a red cat", "photo of a very red dog and a cat", "zebra"]   # unknown words -> [UNK]
     with torch.no_grad():
         got = score(x, prompts)
@@ -194,7 +188,7 @@ def test_imagereward_tiny_checkpoint_matches_the_reference_forward():
 # ----------------------------------------------------------------------------- LAION aesthetic
 def test_aesthetic_tiny_is_an_affine_map_of_the_normalised_embedding():
     s = build_rewards("aesthetic:1", tiny=True)
-    x = _images()
+    x = random_images(3, 48, 40)
     got = s(x, PROMPTS)[1]["aesthetic"]
     clip, mlp, size = s.ctx.cache["aesthetic"]
     with torch.no_grad():
@@ -234,7 +228,7 @@ def test_aesthetic_real_layout():
 # ----------------------------------------------------------------------------- registration, errors
 def test_scorers_are_rewards():
     s = build_rewards("pickscore:0.5,imagereward:1,aesthetic:2,color:1", tiny=True)
-    total, parts = s(_images(), PROMPTS)
+    total, parts = s(random_images(3, 48, 40), PROMPTS)
     assert s.names == ["pickscore", "imagereward", "aesthetic", "color"]
     assert torch.allclose(total, 0.5 * parts["pickscore"] + parts["imagereward"] + 2 * parts["aesthetic"] + parts["color"])
     assert all(v.shape == (3,) and v.dtype == torch.float32 for v in parts.values())
@@ -275,7 +269,7 @@ def test_pickscore_real_path_loads_a_saved_model_folder(no_weights, tmp_path):
     model.save_pretrained(tmp_path / "PickScore_v1")
     proc.save_pretrained(tmp_path / "PickScore_v1")
     real = build_rewards("pickscore:1", pickscore_path=str(tmp_path / "PickScore_v1"))
-    x = _images()
+    x = random_images(3, 48, 40)
     assert torch.allclose(real(x, PROMPTS)[0], tiny(x, PROMPTS)[0], atol=1e-5)
     for f in ("preprocessor_config.json", "processor_config.json"):          # no processor anywhere: one line
         if os.path.isfile(tmp_path / "PickScore_v1" / f):
@@ -296,7 +290,7 @@ def test_imagereward_real_path_reads_the_file_and_vocab(no_weights, tmp_path, mo
     s = build_rewards("imagereward:1", imagereward_ckpt=str(tmp_path / "ImageReward.pt"))
     net, tok = s.ctx.cache["imagereward"]
     assert len(tok) == len(TINY_BERT_VOCAB) + 2 and not net.training
-    x = _images(2, 40, 40)
+    x = random_images(2, 40, 40)
     t = tok(PROMPTS[:2], padding="max_length", truncation=True, max_length=35, return_tensors="pt")
     with torch.no_grad():
         want = reference_imagereward(sd, R.clip_preprocess(x, 32), t["input_ids"], t["attention_mask"])
