@@ -134,7 +134,9 @@ def write_geneval(rows, out, per_prompt, sample_fn):
     are skipped (a re-run resumes); each PNG is written to a temporary name first, so an
     interrupted run never leaves a truncated image behind."""
     from PIL import Image
-    png = lambda i, k: os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
+
+    def png(i, k):  # image k of prompt i
+        return os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
 
     def done(i):  # all of prompt i's images are on disk
         return all(os.path.isfile(png(i, k)) for k in range(per_prompt))
