@@ -395,8 +395,7 @@ def parse_args(argv=None):
         p.error(error)
     if args.compile is None:  # pays for itself on a GPU after a few batches, never on a CPU
         args.compile = args.device.startswith("cuda")
-    # T2I text settings: as given, else those a train.py checkpoint was trained with, else
-    # LlamaGen's
+    # T2I text settings: as given, else a train.py checkpoint's own, else LlamaGen's
     run = None if args.preset == "tiny" else run_args(args.gpt_ckpt)
     if args.caption_pad is None:
         args.caption_pad = getattr(run, "caption_pad", "left")
@@ -408,7 +407,8 @@ def parse_args(argv=None):
 
 def check_outputs(args):
     """Bad input and unwritable outputs stop here, before any model is built (a bad --npz must not
-    cost the whole sampling run). Returns the GenEval metadata rows, or None."""
+    cost the whole sampling run). --geneval implies --task t2i. Returns the GenEval metadata rows,
+    or None."""
     geneval = None
     if args.geneval:
         geneval = read_geneval(args.geneval)
