@@ -1,22 +1,23 @@
-"""Benchmarks against floors measured in the same run: the sampler, and one GRPO step phase by phase.
+"""Benchmarks against floors measured in the same run: the sampler, and one GRPO step phase by
+phase.
 
-Sampling (default). The floor is what no implementation of the same model can beat on this machine:
-the bare weight matmuls of one decode step (every Linear of every layer plus the output head) at the
-decode batch size (2 x images with CFG), times the number of tokens. Timed interleaved with it, best
-of --repeat: our `generate` eager, `generate(..., compile=True)` (its compilation timed separately,
-as "warm-up"), and LlamaGen's generate() loop re-created on the same weights (`llamagen_style`; a
-real LlamaGen checkout with --official DIR).
+Sampling (default). The floor is what no implementation of the same model can beat on this
+machine: the bare weight matmuls of one decode step (every Linear of every layer plus the output
+head) at the decode batch size (2 x images with CFG), times the number of tokens. Timed interleaved
+with it, best of --repeat: our `generate` eager, `generate(..., compile=True)` (its compilation
+timed separately, as "warm-up"), and LlamaGen's generate() loop re-created on the same weights
+(`llamagen_style`; a real LlamaGen checkout with --official DIR).
 
 GRPO step (--step). One training step of train.py at GPT-B scale with random weights (8 images of
 one class, --policy cfg, random VQ-16, the weight-free `color` reward), run as a subprocess; each
 phase beside its floor on this machine: the measured matmul time of the same FLOPs (rollout: the
-decode floor; reference log-probs: one forward; update: forward + backward) or, for the VQ decode, its
-FLOPs at the measured matmul rate, and the peak memory (RSS) of the run.
+decode floor; reference log-probs: one forward; update: forward + backward) or, for the VQ decode,
+its FLOPs at the measured matmul rate, and the peak memory (RSS) of the run.
 
-    python bench.py                                  # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
-    python bench.py --step                           # one GRPO step at GPT-B scale, phases vs floors
+    python bench.py                        # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
+    python bench.py --step                 # one GRPO step at GPT-B scale, phases vs floors
     python bench.py --model GPT-L --images 8 --device cuda --dtype bf16
-    python bench.py --official ~/LlamaGen            # also the official generate() (a LlamaGen checkout)
+    python bench.py --official ~/LlamaGen  # also the official generate() (a LlamaGen checkout)
 """
 import argparse
 import json
@@ -39,7 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def timed(fns, device, repeat, bar=None):
-    """Best-of-`repeat` seconds for each function, run interleaved so machine noise hits all alike."""
+    """Best-of-`repeat` seconds for each function, run interleaved so machine noise hits all
+    alike."""
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
         if bar is not None:
@@ -68,50 +70,57 @@ def floor_step(model, rows, backward=False):
     (the FFN's w2 takes the hidden width); with backward, also the two matmuls of its gradient
     (dx = dy W and dW = dy^T x). Attention, norms and the rest are left out: this is a floor."""
     w0 = model.output.weight
-    xs = {w.shape[1]: torch.randn(rows, w.shape[1], device=w0.device, dtype=w0.dtype) for w in linears(model)}
-    ys = {w.shape[0]: torch.randn(rows, w.shape[0], device=w0.device, dtype=w0.dtype) for w in linears(model)}
+    on = dict(device=w0.device, dtype=w0.dtype)
+    xs = {w.shape[1]: torch.randn(rows, w.shape[1], **on) for w in linears(model)}  # inputs
+    ys = {w.shape[0]: torch.randn(rows, w.shape[0], **on) for w in linears(model)}  # output grads
 
     def step():
         for w in linears(model):
             F.linear(xs[w.shape[1]], w)
             if backward:
-                ys[w.shape[0]] @ w, ys[w.shape[0]].t() @ xs[w.shape[1]]
+                ys[w.shape[0]] @ w  # dx
+                ys[w.shape[0]].t() @ xs[w.shape[1]]  # dW
     return step
 
 
 @torch.no_grad()
 def llamagen_style_generate(model, cond, cfg_scale, generator=None):
-    """LlamaGen's generate() loop (FoundationVision/LlamaGen ce98ec4, autoregressive/models/generate.py
-    and gpt.py) re-created on our modules' weights, for a baseline without a checkout: the same work
-    per token as the official code: q and k rotated by separate calls, k and v written into a
-    full-length cache and attention over all of it behind a slice of a (B, S, S) causal mask, k and v
-    repeat_interleave'd, CFG on the split batch, softmax + torch.multinomial, tokens kept in a list."""
+    """LlamaGen's generate() loop (FoundationVision/LlamaGen ce98ec4,
+    autoregressive/models/generate.py and gpt.py) re-created on our modules' weights, for a baseline
+    without a checkout: the same work per token as the official code: q and k rotated by separate
+    calls, k and v written into a full-length cache and attention over all of it behind a slice of
+    a (B, S, S) causal mask, k and v repeat_interleave'd, CFG on the split batch, softmax +
+    torch.multinomial, tokens kept in a list."""
     c, B = model.config, len(cond)
     T, N, H, D = c.cls_token_num, c.block_size, c.n_head, c.dim
     S, hd, dev, dt = T + N, D // H, model.output.weight.device, model.output.weight.dtype
     cond2 = torch.cat([cond, model.null_cond(cond)])
     B2 = len(cond2)
-    cache = [(torch.zeros(B2, H, S, hd, device=dev, dtype=dt), torch.zeros(B2, H, S, hd, device=dev, dtype=dt))
+    on = dict(device=dev, dtype=dt)
+    cache = [(torch.zeros(B2, H, S, hd, **on), torch.zeros(B2, H, S, hd, **on))
              for _ in model.layers]
-    causal = torch.tril(torch.ones(S, S, dtype=torch.bool, device=dev)).unsqueeze(0).repeat(B2, 1, 1)
+    causal = torch.tril(torch.ones(S, S, dtype=torch.bool, device=dev))
+    causal = causal.unsqueeze(0).repeat(B2, 1, 1)
     freqs = torch.view_as_real(model.rope.to(dev))  # (S, hd/2, 2)
 
     def rope(x, f):  # x (B, L, H, hd), f (L, hd/2, 2): LlamaGen's apply_rotary_emb
         xs = x.float().reshape(*x.shape[:-1], -1, 2)
         f = f.view(1, xs.size(1), 1, xs.size(3), 2)
-        return torch.stack([xs[..., 0] * f[..., 0] - xs[..., 1] * f[..., 1],
-                            xs[..., 1] * f[..., 0] + xs[..., 0] * f[..., 1]], -1).flatten(3).type_as(x)
+        real = xs[..., 0] * f[..., 0] - xs[..., 1] * f[..., 1]
+        imag = xs[..., 1] * f[..., 0] + xs[..., 0] * f[..., 1]
+        return torch.stack([real, imag], -1).flatten(3).type_as(x)
 
     def forward(h, input_pos):
         mask, f, L = causal[:B2, None, input_pos], freqs[input_pos], h.shape[1]
         for layer, (kc, vc) in zip(model.layers, cache):
             a = layer.attention
             xq, xk, xv = a.wqkv(layer.attention_norm(h)).split([D, D, D], dim=-1)
-            xq, xk, xv = rope(xq.view(B2, L, H, hd), f), rope(xk.view(B2, L, H, hd), f), xv.view(B2, L, H, hd)
+            xq, xk = rope(xq.view(B2, L, H, hd), f), rope(xk.view(B2, L, H, hd), f)
+            xv = xv.view(B2, L, H, hd)
             xq, xk, xv = (t.transpose(1, 2) for t in (xq, xk, xv))
             kc[:, :, input_pos], vc[:, :, input_pos] = xk, xv
-            y = F.scaled_dot_product_attention(xq, kc.repeat_interleave(1, dim=1), vc.repeat_interleave(1, dim=1),
-                                               attn_mask=mask)
+            keys, values = kc.repeat_interleave(1, dim=1), vc.repeat_interleave(1, dim=1)
+            y = F.scaled_dot_product_attention(xq, keys, values, attn_mask=mask)
             h = h + a.wo(y.transpose(1, 2).contiguous().view(B2, L, D))
             h = h + layer.feed_forward(layer.ffn_norm(h))
         return model.output(model.norm(h)).float()
@@ -126,48 +135,57 @@ def llamagen_style_generate(model, cond, cfg_scale, generator=None):
     for _ in range(N - 1):
         nxt, probs = sample(model.tok_embeddings(torch.cat([nxt, nxt])), input_pos)
         input_pos += 1
-        tokens.append(nxt.clone()), probs.clone()
+        tokens.append(nxt.clone())
+        probs.clone()  # LlamaGen copies each step's probabilities too: the same work
     return torch.cat(tokens, 1)
 
 
 def bench_sampling(args, dev, dtype):
     torch.manual_seed(0)
-    model = GPT(gpt_config(args.model, block_size=(args.image_size // 16) ** 2)).to(dev, dtype).eval()
+    config = gpt_config(args.model, block_size=(args.image_size // 16) ** 2)
+    model = GPT(config).to(dev, dtype).eval()
     N = model.config.block_size
     official = None
-    if args.official:  # the reference implementation, same weights (it is not part of this project)
+    if args.official:  # the reference implementation, same weights (not part of this project)
         sys.path.insert(0, args.official)
         from autoregressive.models.generate import generate as official_generate
         from autoregressive.models.gpt import GPT_models
-        ref = GPT_models[args.model](vocab_size=16384, block_size=N, num_classes=1000, cls_token_num=1,
-                                     model_type="c2i", resid_dropout_p=0.0, ffn_dropout_p=0.0, token_dropout_p=0.0)
-        ref.load_state_dict(model.state_dict(), strict=False)  # theirs also holds freqs_cis / caches
+        ref = GPT_models[args.model](vocab_size=16384, block_size=N, num_classes=1000,
+                                     cls_token_num=1, model_type="c2i", resid_dropout_p=0.0,
+                                     ffn_dropout_p=0.0, token_dropout_p=0.0)
+        # strict=False: theirs also holds freqs_cis and the KV caches
+        ref.load_state_dict(model.state_dict(), strict=False)
         official = (ref.to(dev, dtype).eval(), official_generate)
-    print(f"{args.model} {args.dtype} on {dev} ({torch.get_num_threads()} threads), {N} tokens/image, "
-          f"cfg {args.cfg_scale}, best of {args.repeat}, floor timed interleaved")
+    print(f"{args.model} {args.dtype} on {dev} ({torch.get_num_threads()} threads), "
+          f"{N} tokens/image, cfg {args.cfg_scale}, best of {args.repeat}, floor timed interleaved")
     rows, sizes = [], [int(x) for x in args.images.split(",")]
-    bar = tqdm(total=len(sizes) * args.repeat, desc="bench", unit="run")  # a run = every column once
+    # a run = every column once
+    bar = tqdm(total=len(sizes) * args.repeat, desc="bench", unit="run")
     for n in sizes:
         cond = torch.randint(0, model.config.num_classes, (n,), device=dev)
         batch = 2 * n if args.cfg_scale != 1.0 else n
         g = torch.Generator(dev).manual_seed(0)
         run = lambda compile: generate(model, cond, args.cfg_scale, generator=g, compile=compile)
         generate(model, cond[:1], args.cfg_scale, generator=g)  # eager warm-up (allocator, threads)
-        warm = once(lambda: run(args.compile is not False), dev)  # compilation (one graph per batch) + one run
+        compiled = args.compile is not False
+        warm = once(lambda: run(compiled), dev)  # compilation (one graph per batch) + one run
         step = floor_step(model, batch)
-        fns = [lambda: [step() for _ in range(N)], lambda: run(False), lambda: run(args.compile is not False),
+        fns = [lambda: [step() for _ in range(N)], lambda: run(False), lambda: run(compiled),
                lambda: llamagen_style_generate(model, cond, args.cfg_scale, g)]
         if official:
             fns.append(lambda: official[1](official[0], cond, N, cfg_scale=args.cfg_scale))
         with torch.no_grad():
             t_floor, t_eager, t_comp, t_style, *t_off = timed(fns, dev, args.repeat, bar)
         ms = lambda t: f"{t:6.2f} s = {1e3 * t / N:6.1f} ms/step ({t / t_floor:.2f}x)"
-        tqdm.write(f"images {n:3d} (decode batch {batch:3d}): floor {t_floor:6.2f} s = {1e3 * t_floor / N:6.1f} ms/step")
+        tqdm.write(f"images {n:3d} (decode batch {batch:3d}): "
+                   f"floor {t_floor:6.2f} s = {1e3 * t_floor / N:6.1f} ms/step")
         tqdm.write(f"  eager    {ms(t_eager)}  {n * N / t_eager:6.1f} tokens/s")
         gain = t_eager - t_comp
-        repaid = f"repaid after {max(warm - t_comp, 0) / gain:.0f} calls of this size" if gain > 0 else "never repaid"
-        tqdm.write(f"  compiled {ms(t_comp)}  {n * N / t_comp:6.1f} tokens/s | first call {warm:.1f} s: compilation "
-              f"~{warm - t_comp:.0f} s, {repaid}")
+        repaid = "never repaid"
+        if gain > 0:
+            repaid = f"repaid after {max(warm - t_comp, 0) / gain:.0f} calls of this size"
+        tqdm.write(f"  compiled {ms(t_comp)}  {n * N / t_comp:6.1f} tokens/s | "
+                   f"first call {warm:.1f} s: compilation ~{warm - t_comp:.0f} s, {repaid}")
         tqdm.write(f"  LlamaGen-style loop {ms(t_style)}")
         if t_off:
             tqdm.write(f"  official LlamaGen generate() {ms(t_off[0])}")
@@ -179,19 +197,23 @@ def bench_sampling(args, dev, dtype):
 
 # ----------------------------------------------------------------------------- one GRPO step
 
-STEP_FLAGS = ["--task", "c2i", "--preset", "tiny", "--vq-model", "VQ-16",
-              "--image-size", "256", "--rewards", "color:1", "--prompts-per-rank", "1", "--group-size", "8",
-              "--policy", "cfg", "--cfg-scale", "2.0", "--lr", "1e-5", "--beta", "0.1", "--image-every", "0"]
+STEP_FLAGS = ["--task", "c2i", "--preset", "tiny", "--vq-model", "VQ-16", "--image-size", "256",
+              "--rewards", "color:1", "--prompts-per-rank", "1", "--group-size", "8",
+              "--policy", "cfg", "--cfg-scale", "2.0", "--lr", "1e-5", "--beta", "0.1",
+              "--image-every", "0"]
 
 
 def run_step(args, extra):
-    """train.py for --steps steps as a subprocess -> (its last step's metrics, its peak RSS in GB)."""
+    """train.py for --steps steps as a subprocess -> (its last step's metrics, its peak RSS in GB,
+    its wall time in s)."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, args.train, *STEP_FLAGS, "--gpt-model", args.model, "--steps", str(args.steps),
-               "--cpu-threads", str(torch.get_num_threads()), "--device", args.device, "--out", out, *extra]
+        cmd = [sys.executable, args.train, *STEP_FLAGS, "--gpt-model", args.model,
+               "--steps", str(args.steps), "--cpu-threads", str(torch.get_num_threads()),
+               "--device", args.device, "--out", out, *extra]
         print(" ".join(cmd[1:]).replace(out, "TMP"), flush=True)
         t = time.time()
-        r = subprocess.run(cmd, cwd=os.path.dirname(os.path.abspath(args.train)), capture_output=True, text=True)
+        cwd = os.path.dirname(os.path.abspath(args.train))
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
         if r.returncode:
             sys.exit(r.stdout[-2000:] + r.stderr[-2000:])
         m = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))][-1]
@@ -199,7 +221,8 @@ def run_step(args, extra):
 
 
 def bench_step(args, dev, dtype):
-    m, rss, wall = run_step(args, args.step_flags.split() + (["--compile"] if args.compile else ["--no-compile"]))
+    compile_flag = "--compile" if args.compile else "--no-compile"
+    m, rss, wall = run_step(args, args.step_flags.split() + [compile_flag])
     torch.manual_seed(0)
     model = GPT(gpt_config(args.model)).to(dev, dtype).eval()
     from vq import VQ_PRESETS, VQModel
@@ -211,23 +234,30 @@ def bench_step(args, dev, dtype):
     from torch.utils.flop_counter import FlopCounterMode
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         vq.decode(torch.randint(0, 16384, (1, N), device=dev))
-    rows = 2 * B * (T + N - 1)  # teacher forcing [cond; null] x (T + N - 1) positions (--policy cfg)
-    dec, fwd, fwdbwd = floor_step(model, 2 * B), floor_step(model, rows), floor_step(model, rows, backward=True)
+    # teacher forcing [cond; null] x (T + N - 1) positions (--policy cfg)
+    rows = 2 * B * (T + N - 1)
+    dec = floor_step(model, 2 * B)
+    fwd = floor_step(model, rows)
+    fwdbwd = floor_step(model, rows, backward=True)
     with torch.no_grad():
         t_dec, t_fwd, t_fb = timed([dec, fwd, fwdbwd], dev, 3)
-    floors = {"t_rollout": N * t_dec, "t_reward": B * fc.get_total_flops() / flops, "t_logp": t_fwd, "t_update": t_fb}
-    names = {"t_rollout": "rollout (generate)", "t_reward": "VQ decode + reward", "t_logp": "log-prob passes",
-             "t_update": "update (fwd + bwd + AdamW)"}
-    print(f"one GRPO step, {args.model}, {B} images, last of {args.steps} steps ({wall:.0f} s in all), "
-          f"peak RSS {rss:.2f} GB; matmul rate now {flops / 1e9:.0f} GFLOP/s")
+    t_vq = B * fc.get_total_flops() / flops
+    floors = {"t_rollout": N * t_dec, "t_reward": t_vq, "t_logp": t_fwd, "t_update": t_fb}
+    names = {"t_rollout": "rollout (generate)", "t_reward": "VQ decode + reward",
+             "t_logp": "log-prob passes", "t_update": "update (fwd + bwd + AdamW)"}
+    print(f"one GRPO step, {args.model}, {B} images, last of {args.steps} steps "
+          f"({wall:.0f} s in all), peak RSS {rss:.2f} GB; "
+          f"matmul rate now {flops / 1e9:.0f} GFLOP/s")
     for k in names:
-        print(f"  {names[k]:28s} {m[k]:6.2f} s | floor {floors[k]:6.2f} s | {m[k] / floors[k]:5.2f}x")
+        ratio = m[k] / floors[k]
+        print(f"  {names[k]:28s} {m[k]:6.2f} s | floor {floors[k]:6.2f} s | {ratio:5.2f}x")
     print(f"  {'step':28s} {m['t_step']:6.2f} s | floor {sum(floors.values()):6.2f} s")
     return dict(metrics={k: m[k] for k in [*names, "t_step"]}, floors=floors, peak_rss_gb=rss)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # the first paragraph of the docstring, as one line
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--model", default="GPT-B", help="GPT preset (random weights)")
     p.add_argument("--images", default="4,16", help="comma-separated numbers of images per batch")
     p.add_argument("--cfg-scale", type=float, default=2.0)
@@ -235,22 +265,32 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--repeat", type=int, default=3, help="best of N runs")
-    p.add_argument("--official", default="", help="path to a FoundationVision/LlamaGen checkout: time its generate() too, same weights")
-    p.add_argument("--step", action="store_true", help="time one GRPO step of train.py phase by phase instead")
-    p.add_argument("--steps", type=int, default=2, help="--step: train.py steps to run; the last is reported")
-    p.add_argument("--step-flags", default="", help="--step: extra train.py flags, e.g. '--compile' or '--grad-checkpoint'")
-    p.add_argument("--train", default=os.path.join(HERE, "train.py"), help="--step: the train.py to time (e.g. another checkout's)")
+    p.add_argument("--official", default="",
+                   help="path to a FoundationVision/LlamaGen checkout: time its generate() too, "
+                        "same weights")
+    p.add_argument("--step", action="store_true",
+                   help="time one GRPO step of train.py phase by phase instead")
+    p.add_argument("--steps", type=int, default=2,
+                   help="--step: train.py steps to run; the last is reported")
+    p.add_argument("--step-flags", default="",
+                   help="--step: extra train.py flags, e.g. '--compile' or '--grad-checkpoint'")
+    p.add_argument("--train", default=os.path.join(HERE, "train.py"),
+                   help="--step: the train.py to time (e.g. another checkout's)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="sampling: --no-compile times the eager path in the compiled column too; --step: train with --compile")
+                   help="sampling: --no-compile times the eager path in the compiled column too; "
+                        "--step: train with --compile")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     try:
         sizes = [int(x) for x in args.images.split(",")]
     except ValueError:
         p.error(f"--images must be comma-separated integers, got {args.images!r}")
-    error = range_errors(args, [("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
-                                ("--image-size", lambda v: v > 0 and v % 16 == 0, "a positive multiple of 16"),
-                                ("--repeat", lambda v: v >= 1, ">= 1"), ("--steps", lambda v: v >= 1, ">= 1")])
+    error = range_errors(args, [
+        ("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+        ("--image-size", lambda v: v > 0 and v % 16 == 0, "a positive multiple of 16"),
+        ("--repeat", lambda v: v >= 1, ">= 1"),
+        ("--steps", lambda v: v >= 1, ">= 1"),
+    ])
     if error or min(sizes) < 1:
         p.error(error or f"--images must all be >= 1, got {args.images}")
     dev = torch.device(args.device)

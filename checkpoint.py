@@ -8,7 +8,8 @@
   (LlamaGen, the rewards, eval's Inception and LPIPS): the flag's path, else the library cache,
   else a download when huggingface.co answers, else that one-line message.
 - `read(name_or_path, config_cls, flag)`: resolve, then `torch.load(..., weights_only=True)` and
-  the state dict (plus our stored config, if any) out of every layout the released files use: `{"model": sd}` (DDP runs, plus optimizer/steps/args), `{"ema": sd}`, `{"module": sd}`,
+  the state dict (plus our stored config, if any) out of every layout the released files use:
+  `{"model": sd}` (DDP runs, plus optimizer/steps/args), `{"ema": sd}`, `{"module": sd}`,
   `{"state_dict": sd}`, a bare state dict (FSDP runs), stray `freqs_cis`, `module.`/`_orig_mod.`
   prefixes. The released DDP files keep an argparse `Namespace` under `args`, which
   `weights_only=True` refuses; we allow-list exactly that class.
@@ -53,11 +54,13 @@ def resolve(name_or_path, flag="--gpt-ckpt"):
     if os.path.isfile(name_or_path):
         return name_or_path
     if os.path.isdir(name_or_path):
-        raise MissingCheckpoint(f"{flag} {name_or_path} is a directory; pass the checkpoint file in it")
+        raise MissingCheckpoint(f"{flag} {name_or_path} is a directory; "
+                                f"pass the checkpoint file in it")
     name = os.path.basename(name_or_path)[:-3] if name_or_path.endswith(".pt") else name_or_path
     if name not in RELEASES:
-        raise MissingCheckpoint(f"checkpoint {name_or_path!r} not found; pass an existing file with "
-                                f"{flag} PATH or a released name ({', '.join(sorted(RELEASES))})")
+        released = ", ".join(sorted(RELEASES))
+        raise MissingCheckpoint(f"checkpoint {name_or_path!r} not found; pass an existing file "
+                                f"with {flag} PATH or a released name ({released})")
     repo, fname = RELEASES[name], f"{name}.pt"
     from huggingface_hub import hf_hub_download
     return find_weights("LlamaGen", flag, file=f"{fname} (huggingface.co/{repo})",
@@ -133,7 +136,8 @@ def hub_reachable(timeout=3.0):
 
 
 def load_checkpoint(path):
-    """torch.load with weights_only=True, allowing the argparse Namespace the released files keep."""
+    """torch.load with weights_only=True, allowing the argparse Namespace the released files
+    keep."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -145,8 +149,9 @@ def load_checkpoint(path):
 
 
 def run_args(path):
-    """train.py's args stored in a checkpoint (a Namespace), or None for any other file; memory-mapped,
-    so the weights are not read here (the loaders read them and report a missing or bad file)."""
+    """train.py's args stored in a checkpoint (a Namespace), or None for any other file;
+    memory-mapped, so the weights are not read here (the loaders read them and report a missing or
+    bad file)."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -160,7 +165,8 @@ def extract_state_dict(ckpt):
     """Pull the weights out of any released layout and normalise the key names."""
     if not isinstance(ckpt, dict):
         raise BadCheckpoint(f"checkpoint holds a {type(ckpt).__name__}, expected a dict of tensors")
-    for key in ("model", "ema", "module", "state_dict"):  # `model` first: it is what LlamaGen samples
+    # `model` first: it is what LlamaGen samples
+    for key in ("model", "ema", "module", "state_dict"):
         if key in ckpt and isinstance(ckpt[key], dict):
             ckpt = ckpt[key]
             break
@@ -180,7 +186,8 @@ def extract_state_dict(ckpt):
 def read(name_or_path, config_cls, flag, meta=None):
     """resolve + load: (path, state dict, the stored config as `config_cls` or None).
     Our checkpoints store the config as a plain dict under `config`; released files have none.
-    `meta`, a dict, receives the stored `image_size` (train.py's checkpoints keep it) when there is one."""
+    `meta`, a dict, receives the stored `image_size` (train.py's checkpoints keep it) when there
+    is one."""
     path = resolve(name_or_path, flag)
     raw = load_checkpoint(path)
     if meta is not None and isinstance(raw, dict):
@@ -203,7 +210,8 @@ def check_keys(module, sd, what="checkpoint"):
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
               for k in own if k in sd and sd[k].shape != own[k].shape]
     problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+    found = (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+    for label, items in found:
         if items:
             more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
             problems.append(f"{label} {len(items)}: {', '.join(items[:3])}{more}")
@@ -242,16 +250,18 @@ def remove_stale_tmp(path):
     return removed
 
 
-# ----------------------------------------------------------------------------- TorchScript archives, read as data
-# OpenAI's CLIP release (`ViT-B-32.pt`, what `clip.load` and open_clip's OpenAI URL leave in ~/.cache/clip)
-# is a TorchScript archive. torch.load(weights_only=True) refuses those, and torch.jit.load compiles and
-# can run the code inside the archive (the reason torch >= 2.6 refuses it under weights_only). Its
-# tensors are ordinary zip records, so we read them with an unpickler that can build nothing but tensors,
-# dicts and inert stand-ins for the archive's module classes: no code from the file is ever run.
-_STORAGE_DTYPES = {"FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
-                   "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
-                   "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-                   "BoolStorage": torch.bool}
+# ----------------------------------------------------------------------------- TorchScript archives
+# read as data. OpenAI's CLIP release (`ViT-B-32.pt`, what `clip.load` and open_clip's OpenAI URL
+# leave in ~/.cache/clip) is a TorchScript archive. torch.load(weights_only=True) refuses those, and
+# torch.jit.load compiles and can run the code inside the archive (the reason torch >= 2.6 refuses
+# it under weights_only). Its tensors are ordinary zip records, so we read them with an unpickler
+# that can build nothing but tensors, dicts and inert stand-ins for the archive's module classes:
+# no code from the file is ever run.
+_STORAGE_DTYPES = {"FloatStorage": torch.float32, "HalfStorage": torch.float16,
+                   "BFloat16Storage": torch.bfloat16, "DoubleStorage": torch.float64,
+                   "LongStorage": torch.int64, "IntStorage": torch.int32,
+                   "ShortStorage": torch.int16, "CharStorage": torch.int8,
+                   "ByteStorage": torch.uint8, "BoolStorage": torch.bool}
 
 
 def is_torchscript(path):
@@ -264,7 +274,8 @@ def is_torchscript(path):
 
 
 class _ScriptObject:
-    """Stands in for every class of the archive (`__torch__.*`): keeps its pickled state, nothing else."""
+    """Stands in for every class of the archive (`__torch__.*`): keeps its pickled state, nothing
+    else."""
 
     def __setstate__(self, state):
         self.state = state
@@ -277,15 +288,16 @@ def read_torchscript_tensors(path):
     import pickle
     import zipfile
 
-    def rebuild(storage, offset, size, stride, *_):   # torch._utils._rebuild_tensor_v2, on a 1-D storage
+    def rebuild(storage, offset, size, stride, *_):  # torch._utils._rebuild_tensor_v2, 1-D storage
         return storage.as_strided(size, stride, offset)
 
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         root = names[0].split("/", 1)[0]
         if f"{root}/data.pkl" not in names:
-            raise BadCheckpoint(f"{path}: a TorchScript archive without data.pkl (an older layout); "
-                                f"use a safetensors or state-dict file of the same weights")
+            raise BadCheckpoint(f"{path}: a TorchScript archive without data.pkl "
+                                f"(an older layout); use a safetensors or state-dict file of the "
+                                f"same weights")
 
         class Unpickler(pickle.Unpickler):
             def find_class(self, module, name):
@@ -297,8 +309,9 @@ def read_torchscript_tensors(path):
                     return rebuild
                 if (module, name) == ("collections", "OrderedDict"):
                     return collections.OrderedDict
-                if module == "torch.jit._pickle" and (name.startswith("build_") or name == "restore_type_tag"):
-                    return lambda value, *_: value              # typed lists / dicts: the value itself
+                typed = name.startswith("build_") or name == "restore_type_tag"
+                if module == "torch.jit._pickle" and typed:
+                    return lambda value, *_: value  # typed lists / dicts: the value itself
                 raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights archive")
 
             def persistent_load(self, pid):   # ('storage', dtype, key, device, numel) -> 1-D tensor
@@ -308,15 +321,16 @@ def read_torchscript_tensors(path):
         try:
             obj = Unpickler(z.open(f"{root}/data.pkl")).load()
         except (pickle.UnpicklingError, ValueError, TypeError, KeyError, RuntimeError) as e:
-            raise BadCheckpoint(f"cannot read the TorchScript archive {path} as weights: {type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            raise BadCheckpoint(f"cannot read the TorchScript archive {path} as weights: "
+                                f"{type(e).__name__}: {first_line}") from None
     sd = {}
 
     def walk(o, prefix):
         state = getattr(o, "state", None)
         for k, v in (state.items() if isinstance(state, dict) else ()):
             if torch.is_tensor(v):
-                sd[prefix + k] = v.clone()        # own storage: tensors of one archive may share one
+                sd[prefix + k] = v.clone()  # own storage: tensors of one archive may share one
             elif isinstance(v, _ScriptObject):
                 walk(v, f"{prefix}{k}.")
     walk(obj, "")

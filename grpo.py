@@ -5,12 +5,14 @@ are the G images of prompt j. Each image is a sequence of N tokens (no end token
 sequence has exactly N tokens). With r_i the scalar reward of image i and q_t the token log-probs:
 
   advantage   A_i = (r_i - mean_g r) / (std_g r + eps)        unbiased std over the group g of i
-              (GRPO: Shao et al. 2024, DeepSeekMath; AR-GRPO uses eps = 1e-4). A group whose rewards are all
-              equal carries no signal: its A is set to exactly 0 (never NaN) and it is counted.
+              (GRPO: Shao et al. 2024, DeepSeekMath; AR-GRPO uses eps = 1e-4). A group whose
+              rewards are all equal carries no signal: its A is set to exactly 0 (never NaN) and
+              it is counted.
               std="global" divides by the std of the whole batch instead (as Flow-GRPO does).
   ratio       rho_t = exp(log pi(x_t) - log pi_old(x_t))      pi_old = the policy that sampled
   surrogate   L_pg  = -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps_high) A)     (PPO, eps = 0.2)
-  KL (k3)     L_kl  = exp(l_ref - l) - (l_ref - l) - 1 >= 0, l = log pi(x_t), l_ref = log pi_ref(x_t)
+  KL (k3)     L_kl  = exp(l_ref - l) - (l_ref - l) - 1 >= 0
+              with l = log pi(x_t), l_ref = log pi_ref(x_t):
               an unbiased, always non-negative estimate of KL(pi || pi_ref) from samples of pi
               (Schulman, "Approximating KL divergence", 2020)
   loss        L = masked_mean_t(L_pg + beta L_kl)       token level, over all tokens of the batch
@@ -23,7 +25,7 @@ Which distribution is "pi" when the sampler uses classifier-free guidance (`poli
                  the samples come from a different (guided) distribution, so rho is not the true
                  importance ratio of the samples; reproduces the paper.
   policy="cfg"   log-probs of the guided distribution the tokens were actually drawn from:
-                 process_logits(l_u + s (l_c - l_u)) with temperature / top-k / top-p applied.
+                 sampling_logprobs(l_u + s (l_c - l_u)) with temperature / top-k / top-p applied.
                  On-policy rho is exactly 1 and the gradient flows through both branches.
 
 Run the tests:  python -m pytest tests/test_grpo.py
@@ -113,13 +115,14 @@ def policy_logprobs(model, cond, tokens, policy="cfg", cfg_scale=1.0, temperatur
     """Teacher-forced log-probs of the sampled tokens under the policy definition (see top).
     tokens (B, N) -> (logp (B, N) with grad, entropy (B, N) without grad). pad_self_attend: see
     GPT.attn_mask (False: AR-GRPO's training pass on right-padded captions)."""
-    from model import cfg_logits, process_logits
+    from model import cfg_logits, sampling_logprobs
     if policy == "cond":   # the paper: conditional branch only, temperature only (no truncation,
         # since a sampled token may lie outside the conditional branch's own top-k set)
         logprobs = (model(cond, tokens, cond_mask, pad_self_attend) / temperature).log_softmax(-1)
     elif policy == "cfg":  # the distribution generate() sampled from
-        logits = cfg_logits(model, cond, tokens, cfg_scale, cond_mask, cfg_interval, pad_self_attend)
-        logprobs = process_logits(logits, temperature, top_k, top_p)            # (B, N, V)
+        logits = cfg_logits(model, cond, tokens, cfg_scale, cond_mask, cfg_interval,
+                            pad_self_attend)
+        logprobs = sampling_logprobs(logits, temperature, top_k, top_p)         # (B, N, V)
     else:
         raise ValueError(f"policy must be 'cond' or 'cfg', got {policy!r}")
     logp = logprobs.gather(-1, tokens[..., None]).squeeze(-1)                   # (B, N)

@@ -1,28 +1,33 @@
-"""LlamaGen's autoregressive image generator (GPT), its CFG sampler with a static KV cache, and loading.
+"""LlamaGen's autoregressive image generator (GPT), its CFG sampler with a static KV cache, loading.
 
-The model (Sun et al. 2024, "Autoregressive Model Beats Diffusion", LlamaGen) is a Llama decoder over
-VQ image tokens, raster order, prefixed by condition tokens:
+The model (Sun et al. 2024, "Autoregressive Model Beats Diffusion", LlamaGen) is a Llama decoder
+over VQ image tokens, raster order, prefixed by condition tokens:
 
     h_0 = [cond tokens (T), tok_emb(x_1 .. x_{N-1})]          T = 1 (class) or 120 (T5 caption)
     h_l = h + Attn(RMSNorm(h)) ; h_{l+1} = h_l + SwiGLU(RMSNorm(h_l))
     p(x_i | c, x_<i) = softmax(W_out RMSNorm(h_L)[T - 1 + i])
 
-with 2D RoPE (row index on the first half of each head, column on the second half) and the LlamaGen
-quirk that the condition positions get cos = sin = 0: their queries and keys are exactly zero, so the
-condition reaches the image only through the attention values. The released weights rely on it.
+with 2D RoPE (row index on the first half of each head, column on the second half) and the
+LlamaGen quirk that the condition positions get cos = sin = 0: their queries and keys are exactly
+zero, so the condition reaches the image only through the attention values. The released weights
+rely on it.
 
-Classifier-free guidance (CFG) runs the condition and the null condition in one batch and samples from
+Classifier-free guidance (CFG) runs the condition and the null condition in one batch and samples
+from
 
     l_guided = l_uncond + s (l_cond - l_uncond)        then temperature, top-k, top-p, multinomial.
 
-`generate` is a loop over `decode_step` (layers over a static KV cache, CFG, sampling): every step after
-the first has the same shapes, so `generate(..., compile=True)` runs it as one torch.compile'd graph
-(the same tokens). On the host the attention reads only the filled prefix of the cache; for CUDA
-graphs it reads the whole cache behind a mask, as the official code always does. `cfg_logits` gives the
-same guided logits by teacher forcing, which GRPO uses to score sampled sequences. Parameter and buffer names equal the official
-ones, so released checkpoints load unchanged (`load_gpt`).
+The file reads top to bottom: config, RoPE, attention (with its KV-cache write), blocks, GPT, then
+the sampler. `guide` is the CFG mix above, shared by the sampler and by `cfg_logits` (the same
+guided logits by teacher forcing, which GRPO uses to score sampled sequences). `generate` runs
+`prefill` (the T condition tokens) and then `decode_step` once per token (layers over a static KV
+cache, CFG, sampling): every `decode_step` has the same shapes, so `generate(..., compile=True)`
+runs it as one torch.compile'd graph (the same tokens). On the host the attention reads only the
+filled prefix of the cache; for CUDA graphs it reads the whole cache behind a mask, as the official
+code always does. Parameter and buffer names equal the official ones, so released checkpoints load
+unchanged (`load_gpt`, last in the file).
 
-    python -c "from model import *; m = GPT(gpt_config('GPT-tiny')); print(generate(m, torch.tensor([1, 2])))"
+    python -c "from model import *; print(generate(GPT(gpt_config('GPT-tiny')), torch.tensor([1])))"
 """
 import math
 import os
@@ -37,6 +42,8 @@ import torch.utils.checkpoint
 
 from checkpoint import BadCheckpoint, check_keys, read
 
+
+# ----------------------------------------------------------------------------- config
 
 @dataclass
 class GPTConfig:  # field names as LlamaGen's ModelArgs
@@ -92,32 +99,40 @@ def find_multiple(n, k):
     return n if n % k == 0 else n + k - n % k
 
 
+# ----------------------------------------------------------------------------- RoPE
+
 def rope_2d(grid, head_dim, base, n_cond):
-    """Rotations (n_cond + grid*grid, head_dim // 2) as unit complex numbers cos + i sin: the row index
-    on the first head_dim/4 frequencies, the column index on the last; n_cond leading zero rows."""
+    """Rotations (n_cond + grid*grid, head_dim // 2) as unit complex numbers cos + i sin: the row
+    index on the first head_dim/4 frequencies, the column index on the last; n_cond leading zero
+    rows."""
     half = head_dim // 2
     freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (head_dim/4,)
     f = torch.outer(torch.arange(grid).float(), freqs)  # (grid, head_dim/4)
-    ang = torch.cat([f[:, None].expand(-1, grid, -1), f[None].expand(grid, -1, -1)], -1).flatten(0, 1)
-    zeros = torch.zeros(n_cond, half, dtype=torch.complex64)  # the quirk: cos = sin = 0 for condition positions
+    rows, cols = f[:, None].expand(-1, grid, -1), f[None].expand(grid, -1, -1)
+    ang = torch.cat([rows, cols], -1).flatten(0, 1)  # (grid*grid, head_dim/2)
+    # the quirk: cos = sin = 0 for the condition positions
+    zeros = torch.zeros(n_cond, half, dtype=torch.complex64)
     return torch.cat([zeros, torch.polar(torch.ones_like(ang), ang)])
 
 
 def apply_rope(x, rot):
-    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, L, H, D) by rot (L, 1, D/2, 2) = (cos, sin), in fp32:
-    (x0 + i x1)(cos + i sin) = (x0 cos - x1 sin) + i (x1 cos + x0 sin). Real arithmetic, not complex
-    tensors: torch.compile's inductor generates no code for complex ops."""
+    """Rotate interleaved pairs (x[2j], x[2j+1]) of x (B, L, H, D) by rot (L, 1, D/2, 2) =
+    (cos, sin), in fp32: (x0 + i x1)(cos + i sin) = (x0 cos - x1 sin) + i (x1 cos + x0 sin).
+    Real arithmetic, not complex tensors: torch.compile's inductor generates no code for complex
+    ops."""
     x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, L, H, D/2) each
     cos, sin = rot.unbind(-1)  # (L, 1, D/2) each
     return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(3).type_as(x)
 
+
+# ----------------------------------------------------------------------------- attention
 
 class RMSNorm(nn.Module):
     def __init__(self, dim, eps):
         super().__init__()
         self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
 
-    def forward(self, x):  # x * rsqrt(mean(x^2) + eps) in fp32 (as LlamaGen), then scale in the input dtype
+    def forward(self, x):  # x * rsqrt(mean(x^2) + eps) in fp32 (as LlamaGen), scaled in x's dtype
         return F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).type_as(x) * self.weight
 
 
@@ -125,7 +140,8 @@ class Attention(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = c.n_head, c.n_kv_head, c.dim // c.n_head
-        self.wqkv = nn.Linear(c.dim, (c.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)  # fused [q | k | v]
+        qkv_heads = c.n_head + 2 * self.n_kv_head  # fused [q | k | v]
+        self.wqkv = nn.Linear(c.dim, qkv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(c.dim, c.dim, bias=False)
         self.attn_p, self.resid_p = c.attn_dropout_p, c.resid_dropout_p
 
@@ -134,47 +150,54 @@ class Attention(nn.Module):
         qkv = self.wqkv(x).view(B, L, self.n_head + 2 * self.n_kv_head, self.head_dim)
         nqk = self.n_head + self.n_kv_head
         qk = apply_rope(qkv[:, :, :nqk], rot).transpose(1, 2)  # q and k rotated in one go
-        q, k, v = qk[:, :self.n_head], qk[:, self.n_head:], qkv[:, :, nqk:].transpose(1, 2)  # (B, H, L, hd)
-        if cache is not None:  # sampling: write k, v at positions pos of the static cache, attend over it
+        q, k = qk[:, :self.n_head], qk[:, self.n_head:]  # (B, H, L, hd), (B, Hkv, L, hd)
+        v = qkv[:, :, nqk:].transpose(1, 2)  # (B, Hkv, L, hd)
+        if cache is not None:  # sampling: write k, v at positions pos of the static cache, attend
             y = attend_cache(q, k, v, *cache, pos, mask)
         else:
             if self.n_kv_head != self.n_head:
                 k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
                 v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and L > 1,
-                                               dropout_p=self.attn_p if self.training else 0.0)
+            dropout_p = self.attn_p if self.training else 0.0
+            causal = mask is None and L > 1
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                               dropout_p=dropout_p)
         return F.dropout(self.wo(y.transpose(1, 2).reshape(B, L, -1)), self.resid_p, self.training)
 
 
 def attend_cache(q, k, v, kc, vc, pos, mask):
     """Attention over a static KV cache kc, vc (B, Hkv, S, hd): write k, v (B, Hkv, L, hd) at the
     positions pos (L,), then attend from q (B, H, L, hd) with the boolean mask (B or 1, 1, L, S).
-    pos on the host: read only the filled prefix 0..pos[-1] (half the cache on average; on a CPU that
-    read is the bandwidth that counts). pos on a GPU: read the whole cache behind the mask, with no
-    shape or value the host must know, so CUDA graphs can replay one decode step at every position."""
+    pos on the host: read only the filled prefix 0..pos[-1] (half the cache on average; on a CPU
+    that read is the bandwidth that counts). pos on a GPU: read the whole cache behind the mask,
+    with no shape or value the host must know, so CUDA graphs can replay one decode step at every
+    position."""
     if pos.device == kc.device and kc.device.type != "cpu":
         return attend_full(q, k, v, kc, vc, pos, mask)
     return attend_prefix(q, k, v, kc, vc, pos, mask)
 
 
 def attend_full(q, k, v, kc, vc, pos, mask):  # gpt-fast's way: static shapes, static addresses
-    # under bf16 autocast k, v are bf16 and the cache has the weights' dtype: cast as the eager write does
+    # under bf16 autocast k, v are bf16 and the cache has the weights' dtype: cast as the eager
+    # write does
     kc.index_copy_(2, pos, k.to(kc.dtype))
     vc.index_copy_(2, pos, v.to(vc.dtype))
     return _sdpa(q, kc, vc, mask)
 
 
 def _sdpa(q, k, v, mask):
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: share each k, v head among H / Hkv queries
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: each k, v head serves H / Hkv queries
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 @torch.library.custom_op("llamagen::attend_prefix", mutates_args=("kc", "vc"))
-def attend_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
+def attend_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  kc: torch.Tensor, vc: torch.Tensor,
                   pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # a custom op: to torch.compile one opaque kernel whose output shape (that of q) does not depend on
-    # pos, so a single compiled graph serves every position although the prefix length changes
+    # a custom op: to torch.compile one opaque kernel whose output shape (that of q) does not
+    # depend on pos, so a single compiled graph serves every position although the prefix length
+    # changes
     start, n = int(pos[0]), int(pos[-1]) + 1  # pos lives on the host: no device sync
     kc[:, :, start:n], vc[:, :, start:n] = k, v
     return _sdpa(q, kc[:, :, :n], vc[:, :, :n], mask[..., :n])
@@ -184,6 +207,8 @@ def attend_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.T
 def _(q, k, v, kc, vc, pos, mask):
     return torch.empty_like(q)
 
+
+# ----------------------------------------------------------------------------- blocks
 
 class FeedForward(nn.Module):  # SwiGLU: w2(silu(w1 x) * w3 x)
     def __init__(self, c: GPTConfig):
@@ -204,8 +229,10 @@ class FeedForward(nn.Module):  # SwiGLU: w2(silu(w1 x) * w3 x)
 class Block(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
-        self.attention, self.feed_forward = Attention(c), FeedForward(c)
-        self.attention_norm, self.ffn_norm = RMSNorm(c.dim, c.norm_eps), RMSNorm(c.dim, c.norm_eps)
+        self.attention = Attention(c)
+        self.feed_forward = FeedForward(c)
+        self.attention_norm = RMSNorm(c.dim, c.norm_eps)
+        self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
 
     def forward(self, x, rot, mask=None, cache=None, pos=None):
         h = x + self.attention(self.attention_norm(x), rot, mask, cache, pos)
@@ -236,10 +263,19 @@ class CaptionEmbedder(nn.Module):  # T2I: T5 features (B, 120, caption_dim) -> (
         super().__init__()
         self.cap_proj = CaptionMLP(c)
         # the CFG null caption; a buffer in the released checkpoints
-        self.register_buffer("uncond_embedding", torch.randn(c.cls_token_num, c.caption_dim) / c.caption_dim ** 0.5)
+        null_caption = torch.randn(c.cls_token_num, c.caption_dim) / c.caption_dim ** 0.5
+        self.register_buffer("uncond_embedding", null_caption)
 
     def forward(self, caps):
         return self.cap_proj(caps)
+
+
+# ----------------------------------------------------------------------------- GPT
+
+def key_mask(cond_mask, n):
+    """Which of n key positions may be attended (B, n): the caption mask, then every image token."""
+    image = cond_mask.new_ones(len(cond_mask), n - cond_mask.shape[1], dtype=torch.bool)
+    return torch.cat([cond_mask.bool(), image], 1)
 
 
 class GPT(nn.Module):
@@ -252,11 +288,14 @@ class GPT(nn.Module):
         self.norm = RMSNorm(c.dim, c.norm_eps)
         self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
         # a plain attribute, not a buffer: it stays complex64 (fp32) when the model is cast to bf16
-        self.rope = rope_2d(math.isqrt(c.block_size), c.dim // c.n_head, c.rope_base, c.cls_token_num)
+        self.rope = rope_2d(math.isqrt(c.block_size), c.dim // c.n_head, c.rope_base,
+                            c.cls_token_num)
         self.apply(self._init)
-        self.grad_checkpoint = False  # True: recompute activations in the backward pass (train.py --grad-checkpoint)
+        # True: recompute activations in the backward pass (train.py --grad-checkpoint)
+        self.grad_checkpoint = False
 
-    def rotations(self, start, L, device):  # (L, 1, head_dim/2, 2): cos, sin for positions start .. start+L-1
+    def rotations(self, start, L, device):
+        """(L, 1, head_dim/2, 2): cos, sin for the positions start .. start+L-1."""
         if self.rope.device != device:
             self.rope = self.rope.to(device)
         return torch.view_as_real(self.rope[start:start + L, None])
@@ -275,11 +314,13 @@ class GPT(nn.Module):
         c = self.config
         if c.model_type == "c2i":
             if cond.dtype not in (torch.int32, torch.int64) or cond.dim() != 1:
-                raise ValueError(f"c2i expects class ids of shape (B,), got {cond.dtype} {tuple(cond.shape)}")
+                raise ValueError(f"c2i expects class ids of shape (B,), "
+                                 f"got {cond.dtype} {tuple(cond.shape)}")
             if len(cond) and (cond.min() < 0 or cond.max() > c.num_classes):
                 raise ValueError(f"class id out of range [0, {c.num_classes}): {cond.tolist()}")
         elif cond.dim() != 3 or cond.shape[1:] != (c.cls_token_num, c.caption_dim):
-            raise ValueError(f"t2i expects caption features (B, {c.cls_token_num}, {c.caption_dim}), got {tuple(cond.shape)}")
+            raise ValueError(f"t2i expects caption features (B, {c.cls_token_num}, "
+                             f"{c.caption_dim}), got {tuple(cond.shape)}")
         else:
             cond = cond.to(self.tok_embeddings.weight.dtype)
         return self.cls_embedding(cond)
@@ -288,59 +329,75 @@ class GPT(nn.Module):
         """Boolean mask (B, 1, L, start+L) for queries at positions start..start+L-1, or None (c2i):
         causal, padded caption columns off, the diagonal on (every position sees itself). With
         pad_self_attend=False (AR-GRPO's teacher-forced pass) a padded caption row does not see
-        itself; it must have a real caption row before it (right padding), else its row is empty."""
+        itself; it must have a real caption row before it (right padding), else its row is
+        empty."""
         if cond_mask is None:
             return None
-        B, n = len(cond_mask), start + L
-        keys = torch.cat([cond_mask.bool(), cond_mask.new_ones(B, n - cond_mask.shape[1], dtype=torch.bool)], 1)
+        n = start + L
+        keys = key_mask(cond_mask, n)  # (B, n)
         q = torch.arange(start, n, device=keys.device)[:, None]  # query positions (L, 1)
         k = torch.arange(n, device=keys.device)[None]  # key positions (1, n)
         return ((keys[:, None] & (k <= q)) | ((k == q) & pad_self_attend))[:, None]
 
     def cache_mask(self, cond_mask, pos, S):
-        """Boolean mask (B or 1, 1, L, S) for queries at positions pos (L,) over a KV cache of S positions:
-        keys at or before the query, padded caption columns off, the diagonal always on (as attn_mask)."""
+        """Boolean mask (B or 1, 1, L, S) for queries at positions pos (L,) over a KV cache of S
+        positions: keys at or before the query, padded caption columns off, the diagonal always
+        on (as attn_mask)."""
         k = torch.arange(S, device=pos.device)[None]  # (1, S)
         causal = k <= pos[:, None]  # (L, S)
         if cond_mask is None:
             return causal[None, None]
-        keys = torch.cat([cond_mask.bool(), cond_mask.new_ones(len(cond_mask), S - cond_mask.shape[1], dtype=torch.bool)], 1)
+        keys = key_mask(cond_mask, S)  # (B, S)
         return ((keys[:, None] & causal) | (k == pos[:, None]))[:, None]
 
     def forward(self, cond, tokens, cond_mask=None, pad_self_attend=True):
         """Teacher forcing: (B,) or (B, T, C) cond, tokens (B, N) -> logits (B, N, V), fp32;
         logits[:, i] predicts tokens[:, i] from the condition and tokens[:, :i]."""
         T = self.config.cls_token_num
-        h = torch.cat([self.embed_cond(cond), self.tok_embeddings(tokens[:, :-1])], 1)  # (B, T+N-1, D)
+        tok = self.tok_embeddings(tokens[:, :-1])
+        h = torch.cat([self.embed_cond(cond), tok], 1)  # (B, T+N-1, D)
         h = F.dropout(h, self.config.token_dropout_p, self.training)
         L = h.shape[1]
-        rot, mask = self.rotations(0, L, h.device), self.attn_mask(cond_mask, L, pad_self_attend=pad_self_attend)
+        rot = self.rotations(0, L, h.device)
+        mask = self.attn_mask(cond_mask, L, pad_self_attend=pad_self_attend)
         for layer in self.layers:
-            if self.grad_checkpoint and torch.is_grad_enabled():  # keep only each layer's input for backward
+            if self.grad_checkpoint and torch.is_grad_enabled():
+                # keep only each layer's input for the backward pass
                 h = torch.utils.checkpoint.checkpoint(layer, h, rot, mask, use_reentrant=False)
             else:
                 h = layer(h, rot, mask)
         return self.output(self.norm(h[:, T - 1:])).float()
 
 
-def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1, pad_self_attend=True):
-    """Teacher-forced guided logits (B, N, V): what `generate` samples from, before temperature etc."""
+
+# ----------------------------------------------------------------------------- sampling
+
+def guide(cond_logits, null_logits, scale):
+    """Classifier-free guidance, LlamaGen's formula: l_uncond + (l_cond - l_uncond) * scale."""
+    return null_logits + (cond_logits - null_logits) * scale
+
+
+def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1,
+               pad_self_attend=True):
+    """Teacher-forced guided logits (B, N, V): what `generate` samples from, before temperature
+    etc."""
     if cfg_scale == 1.0:
         return model(cond, tokens, cond_mask, pad_self_attend)
-    B, null = len(tokens), getattr(model, "module", model).null_cond(cond)  # `module`: a DDP-wrapped GPT
+    B = len(tokens)
+    null = getattr(model, "module", model).null_cond(cond)  # `module`: a DDP-wrapped GPT
     mask2 = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
     both = model(torch.cat([cond, null]), torch.cat([tokens, tokens]), mask2, pad_self_attend)
     lc, lu = both[:B], both[B:]
-    guided = lu + (lc - lu) * cfg_scale
+    guided = guide(lc, lu, cfg_scale)
     if cfg_interval > -1:  # the official sampler stops guiding after token cfg_interval + 1
         keep = torch.arange(tokens.shape[1], device=tokens.device) <= cfg_interval + 1
         guided = torch.where(keep[None, :, None], guided, lc)
     return guided
 
 
-def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Log-probs (..., V) of the sampling distribution: temperature, then top-k, then top-p (nucleus),
-    as LlamaGen's `sample`; tokens outside the kept set get -inf."""
+def sampling_logprobs(logits, temperature=1.0, top_k=0, top_p=1.0):
+    """Log-probs (..., V) of the sampling distribution: temperature, then top-k, then top-p
+    (nucleus), as LlamaGen's `sample`; tokens outside the kept set get -inf."""
     logits = logits.float() / max(temperature, 1e-5)
     if top_k > 0:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
@@ -355,10 +412,11 @@ def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
 
 
 def sample_next(logits, u, temperature=1.0, top_k=0, top_p=1.0):
-    """Draw one token per row from process_logits(logits) (B, V) by inverse CDF with the uniforms u (B, 1):
-    the distribution of torch.multinomial at ~1/30 of its CPU cost at V = 16384. right=True never lands
-    on a zero-probability token. -> (token (B, 1), its log-prob (B, 1))."""
-    logp = process_logits(logits, temperature, top_k, top_p)  # (B, V)
+    """Draw one token per row from sampling_logprobs(logits) (B, V) by inverse CDF with the
+    uniforms u (B, 1): the distribution of torch.multinomial at ~1/30 of its CPU cost at
+    V = 16384. right=True never lands on a zero-probability token.
+    -> (token (B, 1), its log-prob (B, 1))."""
+    logp = sampling_logprobs(logits, temperature, top_k, top_p)  # (B, V)
     # inductor's Triton code for a long cumsum over few rows fails (torch 2.11, H200): on a GPU the
     # cumsum and search run eagerly between two CUDA graphs; on a CPU they stay in the fused graph
     draw = inverse_cdf_eager if logits.is_cuda else inverse_cdf
@@ -374,71 +432,15 @@ def inverse_cdf(p, u):  # p (B, V) unnormalised probabilities, u (B, 1) uniforms
 inverse_cdf_eager = torch.compiler.disable(inverse_cdf)
 
 
-def decode_step(model, x, pos, rot, cache, cond_mask, u, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0):
-    """One sampler step: embeddings x (B2, L, D) at positions pos (L,) with rotations rot through every
-    layer (writing the KV cache), then the next token of each of the B = len(u) images and its log-prob.
-    With CFG (cfg_scale != 1) rows [B:] of x are the null condition of rows [:B]. The first step takes the
-    L condition tokens at once (the prefill), every later step one token. Nothing here depends on the
-    position's value through a shape, so `torch.compile` traces one graph for all N - 1 later steps."""
-    mask = model.cache_mask(cond_mask, pos.to(x.device), cache[0][0].shape[2])  # (B2 or 1, 1, L, S)
-    for layer, kv in zip(model.layers, cache):
-        x = layer(x, rot, mask, kv, pos)
-    logits = model.output(model.norm(x[:, -1])).float()  # (B2, V)
-    if cfg_scale != 1.0:
-        lc, lu = logits[:len(u)], logits[len(u):]
-        logits = lu + (lc - lu) * cfg_scale
-    return sample_next(logits, u, temperature, top_k, top_p)
-
-
-@torch.no_grad()
-def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1,
-             cond_mask=None, generator=None, return_logprobs=False, compile=False):
-    """Sample (B, N) image tokens with a static KV cache; CFG runs [cond; null] as one batch.
-    With return_logprobs, also the (B, N) log-prob of each token under the distribution it was drawn from.
-    compile=True runs the per-token step through torch.compile (inductor on CPU, CUDA graphs on GPU):
-    the same tokens, the first call pays a compilation (see README, "Sampling speed")."""
-    c, B, N, T = model.config, len(cond), model.config.block_size, model.config.cls_token_num
-    if c.model_type == "c2i" and len(cond) and (cond.min() < 0 or cond.max() >= c.num_classes):
-        raise ValueError(f"class id out of range [0, {c.num_classes}): {cond.tolist()}")
-    guided = cfg_scale != 1.0
-    if guided:
-        cond = torch.cat([cond, model.null_cond(cond)])
-        cond_mask = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
-    B2, dev, dt = len(cond), model.tok_embeddings.weight.device, model.tok_embeddings.weight.dtype
-    cache = kv_cache(model, B2, T + N, dev, dt, static=compile and dev.type == "cuda")
-    tokens = torch.empty(B, N, dtype=torch.long, device=dev)
-    logprobs = torch.empty(B, N, dtype=torch.float32, device=dev)
-    step = compiled_decode_step(dev) if compile else decode_step
-    # positions live on the host, except for CUDA graphs (see attend_cache)
-    pos_dev = dev if compile and dev.type == "cuda" else torch.device("cpu")
-
-    x, start = model.embed_cond(cond), 0  # the first step reads the T condition tokens (the prefill)
-    for i in range(N):
-        if guided and cfg_interval > -1 and i > cfg_interval + 1:
-            # guidance is over for good: drop the null half of the batch and its cache
-            guided, x, cache = False, x[:B], [(k[:B], v[:B]) for k, v in cache]
-            cond_mask = None if cond_mask is None else cond_mask[:B]
-        L = x.shape[1]
-        u = torch.rand(B, 1, generator=generator, device=dev)  # one uniform per image and token
-        pos = torch.arange(start, start + L, device=pos_dev)
-        run = decode_step if i == 0 else step  # the prefill has its own shape: no graph for it
-        nxt, lp = run(model, x, pos, model.rotations(start, L, dev), cache, cond_mask, u,
-                      cfg_scale if guided else 1.0, temperature, top_k, top_p)  # (B, 1), (B, 1)
-        tokens[:, i:i + 1], logprobs[:, i:i + 1] = nxt, lp
-        start += L
-        x = model.tok_embeddings(torch.cat([nxt, nxt]) if guided else nxt)  # (B2, 1, D)
-    return (tokens, logprobs) if return_logprobs else tokens
-
-
 def kv_cache(model, batch, length, device, dtype, static=False):
-    """[(k, v)] per layer, each (batch, n_kv_head, length, head_dim). static=True (CUDA graphs) reuses
-    one cache per shape at a fixed address, so the recorded graph stays valid across calls; stale
-    entries are harmless: a step reads only positions it wrote, the rest is masked."""
+    """[(k, v)] per layer, each (batch, n_kv_head, length, head_dim). static=True (CUDA graphs)
+    reuses one cache per shape at a fixed address, so the recorded graph stays valid across calls;
+    stale entries are harmless: a step reads only positions it wrote, the rest is masked."""
     c = model.config
     shape = (batch, c.n_kv_head, length, c.dim // c.n_head)
     if not static:
-        return [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
-                for _ in range(c.n_layer)]
+        on = dict(device=device, dtype=dtype)
+        return [(torch.zeros(shape, **on), torch.zeros(shape, **on)) for _ in range(c.n_layer)]
     store = model.__dict__.setdefault("_static_kv", {})  # a plain attribute: not in the state dict
     if (shape, dtype) not in store:
         store[(shape, dtype)] = kv_cache(model, batch, length, device, dtype)
@@ -447,17 +449,96 @@ def kv_cache(model, batch, length, device, dtype, static=False):
     return store[(shape, dtype)]
 
 
+def next_logits(model, x, pos, rot, cache, cond_mask, n_images, cfg_scale):
+    """Embeddings x (B2, L, D) at positions pos (L,) with rotations rot through every layer (writing
+    the KV cache) -> the guided logits (n_images, V) of the token after the last position. With
+    CFG (cfg_scale != 1) rows [n_images:] of x are the null condition of rows [:n_images]."""
+    mask = model.cache_mask(cond_mask, pos.to(x.device), cache[0][0].shape[2])  # (B2|1, 1, L, S)
+    for layer, kv in zip(model.layers, cache):
+        x = layer(x, rot, mask, kv, pos)
+    logits = model.output(model.norm(x[:, -1])).float()  # (B2, V)
+    if cfg_scale != 1.0:
+        logits = guide(logits[:n_images], logits[n_images:], cfg_scale)
+    return logits
+
+
+def prefill(model, cond, cache, cond_mask, u, pos_device, cfg_scale=1.0, temperature=1.0,
+            top_k=0, top_p=1.0):
+    """The first sampler step: the T condition tokens of cond (B2,) or (B2, T, C) at once into the
+    KV cache, then the first image token of each of the B = len(u) images and its log-prob. Its
+    shapes are not those of the later steps: it runs eagerly."""
+    x = model.embed_cond(cond)  # (B2, T, D)
+    T = x.shape[1]
+    pos, rot = torch.arange(T, device=pos_device), model.rotations(0, T, x.device)
+    logits = next_logits(model, x, pos, rot, cache, cond_mask, len(u), cfg_scale)
+    return sample_next(logits, u, temperature, top_k, top_p)
+
+
+def decode_step(model, x, pos, rot, cache, cond_mask, u, cfg_scale=1.0, temperature=1.0, top_k=0,
+                top_p=1.0):
+    """One sampler step after the prefill: the embeddings x (B2, 1, D) of the last tokens at the
+    position pos (1,) into the KV cache, then the next token of each image and its log-prob.
+    Nothing here depends on the position's value through a shape, so `torch.compile` traces one
+    graph for all N - 1 steps."""
+    logits = next_logits(model, x, pos, rot, cache, cond_mask, len(u), cfg_scale)
+    return sample_next(logits, u, temperature, top_k, top_p)
+
+
 _COMPILED = {}
 
 
 def compiled_decode_step(device):
-    """decode_step through torch.compile, one compiled function per device type: inductor kernels on a
-    CPU; on a GPU also CUDA graphs (mode="reduce-overhead": one replay per token instead of ~200 kernel
-    launches). dynamic=False: every call has the same shapes, so one graph serves every position."""
+    """decode_step through torch.compile, one compiled function per device type: inductor kernels
+    on a CPU; on a GPU also CUDA graphs (mode="reduce-overhead": one replay per token instead of
+    ~200 kernel launches). dynamic=False: every call has the same shapes, so one graph serves every
+    position."""
     mode = "reduce-overhead" if device.type == "cuda" else None
     if mode not in _COMPILED:
         _COMPILED[mode] = torch.compile(decode_step, dynamic=False, mode=mode)
     return _COMPILED[mode]
+
+
+@torch.no_grad()
+def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1,
+             cond_mask=None, generator=None, return_logprobs=False, compile=False):
+    """Sample (B, N) image tokens with a static KV cache; CFG runs [cond; null] as one batch.
+    With return_logprobs, also the (B, N) log-prob of each token under the distribution it was
+    drawn from. compile=True runs the per-token step through torch.compile (inductor on CPU, CUDA
+    graphs on GPU): the same tokens, the first call pays a compilation (see README, "Sampling
+    speed")."""
+    c, B, N, T = model.config, len(cond), model.config.block_size, model.config.cls_token_num
+    if c.model_type == "c2i" and len(cond) and (cond.min() < 0 or cond.max() >= c.num_classes):
+        raise ValueError(f"class id out of range [0, {c.num_classes}): {cond.tolist()}")
+    guided = cfg_scale != 1.0
+    if guided:
+        cond = torch.cat([cond, model.null_cond(cond)])
+        cond_mask = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
+    dev, dt = model.tok_embeddings.weight.device, model.tok_embeddings.weight.dtype
+    cuda_graphs = compile and dev.type == "cuda"
+    cache = kv_cache(model, len(cond), T + N, dev, dt, static=cuda_graphs)
+    # positions live on the host, except for CUDA graphs (see attend_cache)
+    pos_dev = dev if cuda_graphs else torch.device("cpu")
+    step = compiled_decode_step(dev) if compile else decode_step
+    sampling = (temperature, top_k, top_p)
+    tokens = torch.empty(B, N, dtype=torch.long, device=dev)
+    logprobs = torch.empty(B, N, dtype=torch.float32, device=dev)
+
+    u = torch.rand(B, 1, generator=generator, device=dev)  # one uniform per image and token
+    nxt, lp = prefill(model, cond, cache, cond_mask, u, pos_dev, cfg_scale, *sampling)  # (B, 1)
+    tokens[:, :1], logprobs[:, :1] = nxt, lp
+    for i in range(1, N):  # token i from token i - 1, at position T + i - 1
+        if guided and cfg_interval > -1 and i > cfg_interval + 1:
+            # guidance is over for good: drop the null half of the batch and its cache
+            guided, cache = False, [(k[:B], v[:B]) for k, v in cache]
+            cond_mask = None if cond_mask is None else cond_mask[:B]
+        x = model.tok_embeddings(torch.cat([nxt, nxt]) if guided else nxt)  # (B2, 1, D)
+        u = torch.rand(B, 1, generator=generator, device=dev)
+        pos = torch.arange(T + i - 1, T + i, device=pos_dev)
+        rot = model.rotations(T + i - 1, 1, dev)
+        scale = cfg_scale if guided else 1.0
+        nxt, lp = step(model, x, pos, rot, cache, cond_mask, u, scale, *sampling)  # (B, 1) each
+        tokens[:, i:i + 1], logprobs[:, i:i + 1] = nxt, lp
+    return (tokens, logprobs) if return_logprobs else tokens
 
 
 # ----------------------------------------------------------------------------- loading
@@ -466,12 +547,14 @@ HEADS_BY_DIM = {p["dim"]: p["n_head"] for p in GPT_PRESETS.values()}
 
 
 def config_from_state_dict(sd, image_size, downsample=16):
-    """Infer the architecture from the weights; the resolution (not in the weights) from image_size."""
-    dim = sd["tok_embeddings.weight"].shape[1]
+    """Infer the architecture from the weights; the resolution (not in the weights) from
+    image_size."""
+    vocab_size, dim = sd["tok_embeddings.weight"].shape
     if dim not in HEADS_BY_DIM:
-        raise BadCheckpoint(f"cannot infer n_head for dim {dim}: not a LlamaGen preset; save the config with the weights")
-    cfg = dict(dim=dim, n_head=HEADS_BY_DIM[dim], vocab_size=sd["tok_embeddings.weight"].shape[0],
-               n_layer=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers.")),
+        raise BadCheckpoint(f"cannot infer n_head for dim {dim}: not a LlamaGen preset; "
+                            f"save the config with the weights")
+    n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
+    cfg = dict(dim=dim, n_head=HEADS_BY_DIM[dim], vocab_size=vocab_size, n_layer=n_layer,
                block_size=(image_size // downsample) ** 2)
     if "cls_embedding.cap_proj.fc1.weight" in sd:
         cfg.update(model_type="t2i", caption_dim=sd["cls_embedding.cap_proj.fc1.weight"].shape[1],
@@ -483,29 +566,36 @@ def config_from_state_dict(sd, image_size, downsample=16):
 
 def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"):
     """Build a GPT from a released file/name or a checkpoint of ours (which stores its config).
-    The resolution (not in the weights) comes from `config`, the stored config, or a `_256`/`_384`/`_512`
-    file name; `image_size` is checked against it (a 384px model on a 256 grid is an error, not garbage)."""
+    The resolution (not in the weights) comes from `config`, the stored config, or a
+    `_256`/`_384`/`_512` file name; `image_size` is checked against it (a 384px model on a 256
+    grid is an error, not garbage)."""
     meta = {}
     path, sd, stored = read(ckpt, GPTConfig, flag, meta)
     config = config or stored
-    m = re.search(r"_(\d{3,4})(?:\.pt)?$", os.path.basename(str(ckpt)))
-    # the pixel size: stored by train.py (any VQ), else 16 px per token (LlamaGen's VQ-16), else the file name
-    trained = meta.get("image_size") or (math.isqrt(config.block_size) * 16 if config else int(m.group(1)) if m else None)
+    name = os.path.basename(str(ckpt))
+    m = re.search(r"_(\d{3,4})(?:\.pt)?$", name)
+    # the pixel size: stored by train.py (any VQ), else 16 px per token (LlamaGen's VQ-16), else
+    # the file name
+    from_config = math.isqrt(config.block_size) * 16 if config else None
+    from_name = int(m.group(1)) if m else None
+    trained = meta.get("image_size") or from_config or from_name
     if image_size is not None and trained is not None and image_size != trained:
         side = math.isqrt(config.block_size) if config else trained // 16
         how = "" if "image_size" in meta or not config else " at 16 px per token"
-        raise BadCheckpoint(f"{os.path.basename(str(ckpt))} was trained at {trained}px{how} "
+        raise BadCheckpoint(f"{name} was trained at {trained}px{how} "
                             f"({side}x{side} tokens) but --image-size is {image_size}")
     if config is None:
         if trained is None and image_size is None:
-            raise BadCheckpoint(f"cannot tell the resolution of {path}; pass --image-size (256, 384 or 512)")
+            raise BadCheckpoint(f"cannot tell the resolution of {path}; "
+                                f"pass --image-size (256, 384 or 512)")
         config = config_from_state_dict(sd, trained or image_size)
     with torch.device("meta"):
         model = GPT(config)
     check_keys(model, sd, what=os.path.basename(path))
     model.load_state_dict(sd, strict=True, assign=True)  # take the loaded tensors, no second copy
-    model.rope = rope_2d(math.isqrt(config.block_size), config.dim // config.n_head, config.rope_base,
-                         config.cls_token_num)  # not in the file: recompute off the meta device
+    # not in the file: recompute off the meta device
+    model.rope = rope_2d(math.isqrt(config.block_size), config.dim // config.n_head,
+                         config.rope_base, config.cls_token_num)
     return model.to(device).eval()
 
 

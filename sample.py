@@ -1,12 +1,17 @@
-"""Sample images from a LlamaGen (or AR-GRPO-tuned) model: class ids or a prompt file -> PNG grid (+ .npz).
+"""Sample images from a LlamaGen (or AR-GRPO-tuned) model: class ids or a prompt file ->
+PNG grid (+ .npz).
 
     tokens ~ generate(GPT, cond, CFG)  (KV cache, model.py)  ->  images = VQ.decode(tokens)  (vq.py)
 
 Examples:
-    python sample.py --preset tiny --classes 1,2,3 --out samples/tiny.png          # offline, random weights
-    python sample.py --gpt-ckpt c2i_B_256 --classes 207,360,387,974 --cfg-scale 2.0  # released GPT-B
-    python sample.py --gpt-ckpt t2i_XL_stage1_256 --vq-ckpt vq_ds16_t2i --prompts prompts.txt --cfg-scale 4.0
-    python sample.py --gpt-ckpt c2i_L_384 --classes all --per-class 50 --npz samples/L384.npz --image-size-eval 256
+    # offline, random weights
+    python sample.py --preset tiny --classes 1,2,3 --out samples/tiny.png
+    # released GPT-B
+    python sample.py --gpt-ckpt c2i_B_256 --classes 207,360,387,974 --cfg-scale 2.0
+    python sample.py --gpt-ckpt t2i_XL_stage1_256 --vq-ckpt vq_ds16_t2i --prompts prompts.txt \
+        --cfg-scale 4.0
+    python sample.py --gpt-ckpt c2i_L_384 --classes all --per-class 50 --npz samples/L384.npz \
+        --image-size-eval 256
 
 The .npz holds `arr_0`, uint8 (N, H, W, 3), the layout of the ADM FID evaluation suite.
 """
@@ -32,11 +37,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def read_prompts(path):
-    """Prompts from a .txt (one per line), a .jsonl (a `prompt`, `caption` or `text` field per line) or a
-    .json list: AR-GRPO's format (`[{"id", "conversations": [{"from": "human", "value": PROMPT}, ...]}]`,
-    its COCO training captions and DrawBench), or plain strings / objects with a `prompt` field."""
+    """Prompts from a .txt (one per line), a .jsonl (a `prompt`, `caption` or `text` field per
+    line) or a .json list: AR-GRPO's format
+    (`[{"id", "conversations": [{"from": "human", "value": PROMPT}, ...]}]`, its COCO training
+    captions and DrawBench), or plain strings / objects with a `prompt` field."""
     if os.path.isdir(path):
-        raise SystemExit(f"error: prompt file {path} is a directory; pass a .txt, .jsonl or .json file")
+        raise SystemExit(f"error: prompt file {path} is a directory; "
+                         f"pass a .txt, .jsonl or .json file")
     if not os.path.isfile(path):
         raise SystemExit(f"error: prompt file {path} does not exist")
     if path.endswith(".json"):
@@ -53,7 +60,8 @@ def read_prompts(path):
                 raise SystemExit(f"error: {path}:{n} is not valid JSON ({e.msg})") from None
             line = _prompt_of(row)
             if line is None:
-                raise SystemExit(f"error: {path}:{n} has no string 'prompt', 'caption' or 'text' field")
+                raise SystemExit(f"error: {path}:{n} has no string 'prompt', 'caption' "
+                                 f"or 'text' field")
         prompts.append(line)
     if not prompts:
         raise SystemExit(f"error: prompt file {path} is empty")
@@ -61,13 +69,15 @@ def read_prompts(path):
 
 
 def _prompt_of(row):
-    """The prompt of one record: a string, a `prompt`/`caption`/`text` field, or AR-GRPO's first human turn."""
+    """The prompt of one record: a string, a `prompt`/`caption`/`text` field, or AR-GRPO's first
+    human turn."""
     if isinstance(row, str):
         return row
     if not isinstance(row, dict):
         return None
     if "conversations" in row:
-        turns = [t for t in row["conversations"] if isinstance(t, dict) and t.get("from") == "human"]
+        turns = [t for t in row["conversations"]
+                 if isinstance(t, dict) and t.get("from") == "human"]
         value = turns[0].get("value") if turns else None
         return value if isinstance(value, str) else None
     value = next((row[k] for k in ("prompt", "caption", "text") if k in row), None)
@@ -80,13 +90,14 @@ def _read_json_prompts(path):
     except json.JSONDecodeError as e:
         raise SystemExit(f"error: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(rows, list):
-        raise SystemExit(f"error: {path} must hold a JSON list of prompts (AR-GRPO's format), got {type(rows).__name__}")
+        raise SystemExit(f"error: {path} must hold a JSON list of prompts (AR-GRPO's format), "
+                         f"got {type(rows).__name__}")
     prompts = []
     for n, row in enumerate(rows):
         prompt = _prompt_of(row)
         if prompt is None:
-            raise SystemExit(f"error: {path} entry {n} has no prompt (a string, a 'prompt' field, or a "
-                             f"'conversations' list with a 'from': 'human' turn)")
+            raise SystemExit(f"error: {path} entry {n} has no prompt (a string, a 'prompt' "
+                             f"field, or a 'conversations' list with a 'from': 'human' turn)")
         if prompt.strip():
             prompts.append(prompt.strip())
     if not prompts:
@@ -108,7 +119,8 @@ def read_geneval(path):
         except json.JSONDecodeError as e:
             raise SystemExit(f"error: {path}:{n} is not valid JSON ({e.msg})") from None
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise SystemExit(f"error: {path}:{n} is not a GenEval metadata object (a JSON object with a 'prompt')")
+            raise SystemExit(f"error: {path}:{n} is not a GenEval metadata object "
+                             f"(a JSON object with a 'prompt')")
         rows.append(row)
     if not rows:
         raise SystemExit(f"error: GenEval metadata file {path} is empty")
@@ -116,16 +128,24 @@ def read_geneval(path):
 
 
 def write_geneval(rows, out, per_prompt, sample_fn):
-    """GenEval's layout, what its evaluate_images.py reads: out/<index:05d>/metadata.jsonl (that prompt's metadata
-    object, read with json.load) and out/<index:05d>/samples/<k:04d>.png. sample_fn(prompt, index) -> uint8
-    (N, H, W, 3). Prompt folders that already hold all N images are skipped (a re-run resumes); each PNG is
-    written to a temporary name first, so an interrupted run never leaves a truncated image behind."""
+    """GenEval's layout, what its evaluate_images.py reads: out/<index:05d>/metadata.jsonl (that
+    prompt's metadata object, read with json.load) and out/<index:05d>/samples/<k:04d>.png.
+    sample_fn(prompt, index) -> uint8 (N, H, W, 3). Prompt folders that already hold all N images
+    are skipped (a re-run resumes); each PNG is written to a temporary name first, so an
+    interrupted run never leaves a truncated image behind."""
     from PIL import Image
-    png = lambda i, k: os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
-    todo = [i for i in range(len(rows)) if not all(os.path.isfile(png(i, k)) for k in range(per_prompt))]
-    if len(todo) < len(rows):
-        print(f"resuming: {len(rows) - len(todo)} of {len(rows)} prompts already in {out}")
-    for i in tqdm(todo, desc="geneval", unit="prompt", initial=len(rows) - len(todo), total=len(rows)):
+
+    def png(i, k):  # image k of prompt i
+        return os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
+
+    def done(i):  # all of prompt i's images are on disk
+        return all(os.path.isfile(png(i, k)) for k in range(per_prompt))
+
+    todo = [i for i in range(len(rows)) if not done(i)]
+    n_done = len(rows) - len(todo)
+    if n_done:
+        print(f"resuming: {n_done} of {len(rows)} prompts already in {out}")
+    for i in tqdm(todo, desc="geneval", unit="prompt", initial=n_done, total=len(rows)):
         folder = os.path.join(out, f"{i:05d}")
         os.makedirs(os.path.join(folder, "samples"), exist_ok=True)
         with open(os.path.join(folder, "metadata.jsonl"), "w", encoding="utf-8") as f:
@@ -209,7 +229,8 @@ def build_models(args, device):
                                 vocab_size=vq_cfg.codebook_size, block_size=side ** 2)).to(device)
     reference = copy.deepcopy(policy)
     # eval: no dropout, deterministic log-probs
-    policy.eval(), reference.eval().requires_grad_(False)
+    policy.eval()
+    reference.eval().requires_grad_(False)
     if args.vq_ckpt:
         vq = load_vq(args.vq_ckpt, device=device)
     elif args.vq_model == "palette":
@@ -233,7 +254,8 @@ def build_models(args, device):
     return policy, reference, vq, text
 
 
-# the sampler flags (sample.py, train.py, eval.py compare): temperature 0 / top-p 0 would sample greedily
+# the sampler flags (sample.py, train.py, eval.py compare): temperature 0 / top-p 0 would sample
+# greedily
 SAMPLER_CHECKS = [
     ("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0 (1 = no guidance)"),
     ("--cfg-interval", lambda v: v >= -1, ">= -1 (-1 = guidance at every token)"),
@@ -261,11 +283,13 @@ def check_writable(path, flag, is_dir=False, suffixes=None):
         if not is_dir and os.path.exists(path) and not os.access(path, os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as e:
-        where = f" ({e.filename})" if e.filename and os.path.abspath(e.filename) != os.path.abspath(path) else ""
+        elsewhere = e.filename and os.path.abspath(e.filename) != os.path.abspath(path)
+        where = f" ({e.filename})" if elsewhere else ""
         raise SystemExit(f"error: cannot write {flag} {path}: {e.strerror or e}{where}") from None
 
 
-def to_uint8(images):  # (B, 3, H, W) in ~[-1, 1] -> (B, H, W, 3) uint8, exactly as LlamaGen/DiT's FID scripts
+def to_uint8(images):
+    """(B, 3, H, W) in ~[-1, 1] -> (B, H, W, 3) uint8, exactly as LlamaGen/DiT's FID scripts."""
     return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
@@ -286,61 +310,107 @@ def save_grid(images_u8, path, nrow=None, min_px=0):
     return grid
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+# ----------------------------------------------------------------------------- the command line
+# main reads as its phases: parse and check the flags, build the models, sample, write.
+
+def make_parser():
+    # the first paragraph of the docstring, as one line
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    add_input_flags(p)
+    add_sampling_flags(p)
+    return p
+
+
+def add_input_flags(p):
+    """The models and what to sample: classes, prompts or GenEval's metadata."""
     p.add_argument("--preset", choices=["tiny"],
                    help="train.py's tiny starting model: random GPT-tiny + palette tokenizer "
                         "(offline, CPU); ignores checkpoints")
     p.add_argument("--gpt-ckpt", default="c2i_B_256", help="GPT checkpoint: path or release name")
-    p.add_argument("--vq-ckpt", default=None, help="VQ checkpoint: path or release name (default vq_ds16_c2i / vq_ds16_t2i)")
-    p.add_argument("--t5-path", default="google/flan-t5-xl", help="T5 encoder for t2i: HF name or local dir")
-    p.add_argument("--image-size", type=int, default=None, help="checked against the checkpoint (256, 384, 512)")
-    p.add_argument("--image-size-eval", type=int, default=None, help="resize the .npz samples to this size (bicubic)")
-    p.add_argument("--classes", default=None, help="comma-separated class ids, or 'all' (default: 8 demo classes)")
-    p.add_argument("--prompts", default=None, help="t2i prompt file (.txt, .jsonl or AR-GRPO's .json list)")
+    p.add_argument("--vq-ckpt", default=None,
+                   help="VQ checkpoint: path or release name (default vq_ds16_c2i / vq_ds16_t2i)")
+    p.add_argument("--t5-path", default="google/flan-t5-xl",
+                   help="T5 encoder for t2i: HF name or local dir")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="checked against the checkpoint (256, 384, 512)")
+    p.add_argument("--image-size-eval", type=int, default=None,
+                   help="resize the .npz samples to this size (bicubic)")
+    p.add_argument("--classes", default=None,
+                   help="comma-separated class ids, or 'all' (default: 8 demo classes)")
+    p.add_argument("--prompts", default=None,
+                   help="t2i prompt file (.txt, .jsonl or AR-GRPO's .json list)")
     p.add_argument("--caption-pad", choices=["left", "right"], default=None,
-                   help="t2i: left = LlamaGen's sampler, right = AR-GRPO's training and evaluation (text.py); "
-                        "default: a train.py checkpoint's own setting, else left")
+                   help="t2i: left = LlamaGen's sampler, right = AR-GRPO's training and "
+                        "evaluation (text.py); default: a train.py checkpoint's own setting, "
+                        "else left")
     p.add_argument("--clean-captions", action=argparse.BooleanOptionalAction, default=None,
-                   help="t2i: DeepFloyd-IF caption cleaning, twice, before T5 (LlamaGen and AR-GRPO do); "
-                        "default: a train.py checkpoint's own setting, else on")
-    p.add_argument("--per-class", "--per-prompt", type=int, default=1, help="samples per class id / prompt")
+                   help="t2i: DeepFloyd-IF caption cleaning, twice, before T5 (LlamaGen and "
+                        "AR-GRPO do); default: a train.py checkpoint's own setting, else on")
+    p.add_argument("--per-class", "--per-prompt", type=int, default=1,
+                   help="samples per class id / prompt")
     p.add_argument("--task", choices=["c2i", "t2i"], default=None,
                    help="checked against the model; picks the tiny preset's model")
     p.add_argument("--geneval", default=None,
                    help="GenEval's evaluation_metadata.jsonl: write its folder layout to --out DIR "
                         "(DIR/<index:05d>/metadata.jsonl, DIR/<index:05d>/samples/<k:04d>.png)")
+
+
+def add_sampling_flags(p):
+    """The sampler's settings, the device, and the outputs."""
     p.add_argument("--cfg-scale", type=float, default=4.0)
-    p.add_argument("--cfg-interval", type=int, default=-1, help="stop guidance after this token (-1: never)")
+    p.add_argument("--cfg-interval", type=int, default=-1,
+                   help="stop guidance after this token (-1: never)")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 = off (LlamaGen's scripts use 2000 for c2i at eval)")
+    p.add_argument("--top-k", type=int, default=0,
+                   help="0 = off (LlamaGen's scripts use 2000 for c2i at eval)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="GPT weights dtype (default bf16 on GPU)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="GPT weights dtype (default bf16 on GPU)")
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
-    p.add_argument("--npz", default=None, help="also write all samples as uint8 NHWC .npz (for FID)")
+    p.add_argument("--npz", default=None,
+                   help="also write all samples as uint8 NHWC .npz (for FID)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the decode step (same tokens); default: on for a GPU, off on a CPU "
-                        "(README, 'Sampling speed')")
+                   help="torch.compile the decode step (same tokens); default: on for a GPU, off "
+                        "on a CPU (README, 'Sampling speed')")
+
+
+SAMPLE_CHECKS = SAMPLER_CHECKS + [
+    ("--per-class", lambda v: v >= 1, ">= 1"),
+    ("--batch-size", lambda v: v >= 1, ">= 1"),
+    ("--seed", lambda v: v >= 0, ">= 0"),
+    ("--image-size", lambda v: v > 0, "> 0"),
+    ("--image-size-eval", lambda v: v > 0, "> 0"),
+]
+
+
+def parse_args(argv=None):
+    """The flags, range-checked, with the defaults that depend on the device or the checkpoint."""
+    p = make_parser()
     args = p.parse_args(argv)
-    error = range_errors(args, SAMPLER_CHECKS + [
-        ("--per-class", lambda v: v >= 1, ">= 1"), ("--batch-size", lambda v: v >= 1, ">= 1"),
-        ("--seed", lambda v: v >= 0, ">= 0"), ("--image-size", lambda v: v > 0, "> 0"),
-        ("--image-size-eval", lambda v: v > 0, "> 0")])
+    error = range_errors(args, SAMPLE_CHECKS)
     if error:
         p.error(error)
     if args.compile is None:  # pays for itself on a GPU after a few batches, never on a CPU
         args.compile = args.device.startswith("cuda")
-    # T2I text settings: as given, else those a train.py checkpoint was trained with, else LlamaGen's
+    # T2I text settings: as given, else a train.py checkpoint's own, else LlamaGen's
     run = None if args.preset == "tiny" else run_args(args.gpt_ckpt)
     if args.caption_pad is None:
         args.caption_pad = getattr(run, "caption_pad", "left")
-    if args.clean_captions is None:
-        args.clean_captions = getattr(run, "clean_captions", run is None)  # runs older than the flag: raw
+    if args.clean_captions is None:  # runs older than the flag: raw captions
+        args.clean_captions = getattr(run, "clean_captions", run is None)
     print(vars(args))
-    if args.geneval:   # before any model is built: bad input stops at once
+    return args
+
+
+def check_outputs(args):
+    """Bad input and unwritable outputs stop here, before any model is built (a bad --npz must not
+    cost the whole sampling run). --geneval implies --task t2i. Returns the GenEval metadata rows,
+    or None."""
+    geneval = None
+    if args.geneval:
         geneval = read_geneval(args.geneval)
         if args.out.endswith(".png") or args.npz or args.prompts or args.classes:
             raise SystemExit("error: --geneval writes a folder: pass --out DIR (not a .png), "
@@ -349,11 +419,14 @@ def main(argv=None):
             raise SystemExit("error: --geneval needs a text-to-image model (--task t2i)")
         args.task = "t2i"
         check_writable(args.out, "--out", is_dir=True)
-    else:  # output paths first: a bad --npz must not cost the whole sampling run
+    else:
         check_writable(args.out, "--out", suffixes=[".png", ".jpg", ".jpeg", ".webp"])
     check_writable(args.npz, "--npz", suffixes=[".npz"])
+    return geneval
 
-    dev = torch.device(args.device)
+
+def load_models(args, dev):
+    """GPT (cast to the sampling precision), VQ, and T5 text encoder (t2i) or None."""
     if args.preset == "tiny":
         # the model train.py --preset tiny starts from with this seed: GPT-tiny, palette tokenizer
         t2i = bool(args.prompts) or args.task == "t2i"
@@ -365,9 +438,12 @@ def main(argv=None):
     else:
         try:
             model = load_gpt(args.gpt_ckpt, args.image_size, dev)
-            vq = load_vq(args.vq_ckpt or ("vq_ds16_t2i" if model.config.model_type == "t2i" else "vq_ds16_c2i"), dev)
-            text = (TextEncoder.from_pretrained(args.t5_path, dev, pad=args.caption_pad, clean=args.clean_captions)
-                    if model.config.model_type == "t2i" else None)
+            t2i = model.config.model_type == "t2i"
+            vq = load_vq(args.vq_ckpt or ("vq_ds16_t2i" if t2i else "vq_ds16_c2i"), dev)
+            text = None
+            if t2i:
+                text = TextEncoder.from_pretrained(args.t5_path, dev, pad=args.caption_pad,
+                                                   clean=args.clean_captions)
         except (FileNotFoundError, ValueError) as e:  # MissingCheckpoint / BadCheckpoint: one line
             raise SystemExit(f"error: {e}\n(offline? try: python sample.py --preset tiny)")
     if args.precision == "bf16" or (args.precision is None and dev.type == "cuda"):
@@ -375,35 +451,52 @@ def main(argv=None):
     c = model.config
     if args.task and args.task != c.model_type:
         raise SystemExit(f"error: --task {args.task}, but the checkpoint is a {c.model_type} model")
-    if args.geneval:
-        def sample_prompt(prompt, index):   # its own seed per prompt: a resumed run gets the same images
-            g = torch.Generator(dev).manual_seed(args.seed * 1_000_003 + index)
-            out = []
-            for b in range(0, args.per_class, args.batch_size):
-                n = min(args.batch_size, args.per_class - b)
-                cond, mask = text([prompt] * n)
-                tokens = generate(model, cond, args.cfg_scale, args.temperature, args.top_k, args.top_p,
-                                  args.cfg_interval, cond_mask=mask, generator=g)
-                out.append(to_uint8(vq.decode(tokens)))
-            return torch.cat(out)
-        return write_geneval(geneval, args.out, args.per_class, sample_prompt)
+    return model, vq, text
+
+
+def geneval_sampler(args, model, vq, text, dev):
+    """sample_fn for write_geneval: (prompt, index) -> uint8 (per_class, H, W, 3)."""
+    def sample_prompt(prompt, index):  # its own seed per prompt: a resumed run gets the same images
+        g = torch.Generator(dev).manual_seed(args.seed * 1_000_003 + index)
+        out = []
+        for b in range(0, args.per_class, args.batch_size):
+            n = min(args.batch_size, args.per_class - b)
+            cond, mask = text([prompt] * n)
+            tokens = generate(model, cond, args.cfg_scale, args.temperature, args.top_k,
+                              args.top_p, args.cfg_interval, cond_mask=mask, generator=g)
+            out.append(to_uint8(vq.decode(tokens)))
+        return torch.cat(out)
+    return sample_prompt
+
+
+def conditions(args, c):
+    """What to sample, one entry per image: the prompts (t2i) or class ids (c2i), each per_class
+    times."""
     if c.model_type == "t2i":
         if not args.prompts:
             raise SystemExit("error: this is a text-to-image model: pass --prompts FILE")
         conds = read_prompts(args.prompts)
     else:
         if args.prompts:
-            raise SystemExit("error: --prompts needs a t2i model; this one is class-conditional (use --classes)")
+            raise SystemExit("error: --prompts needs a t2i model; "
+                             "this one is class-conditional (use --classes)")
         if args.classes is None:
-            ids = [207, 360, 387, 974, 88, 979, 417, 279] if c.num_classes == 1000 else list(range(min(8, c.num_classes)))
+            demo = [207, 360, 387, 974, 88, 979, 417, 279]  # LlamaGen's demo classes
+            ids = demo if c.num_classes == 1000 else list(range(min(8, c.num_classes)))
+        elif args.classes == "all":
+            ids = list(range(c.num_classes))
         else:
-            ids = list(range(c.num_classes)) if args.classes == "all" else [int(x) for x in args.classes.split(",")]
+            ids = [int(x) for x in args.classes.split(",")]
         bad = [i for i in ids if not 0 <= i < c.num_classes]
         if bad:
-            raise SystemExit(f"error: unknown class id(s) {bad}: the model has classes 0..{c.num_classes - 1}")
+            raise SystemExit(f"error: unknown class id(s) {bad}: "
+                             f"the model has classes 0..{c.num_classes - 1}")
         conds = ids
-    conds = [x for x in conds for _ in range(args.per_class)]
+    return [x for x in conds for _ in range(args.per_class)]
 
+
+def sample_images(args, model, vq, text, conds, dev):
+    """All images, in batches of --batch-size: uint8 (len(conds), H, W, 3)."""
     g = torch.Generator(dev).manual_seed(args.seed)
     out = []
     for i in tqdm(range(0, len(conds), args.batch_size), desc="sampling", unit="batch"):
@@ -417,16 +510,35 @@ def main(argv=None):
                           args.cfg_interval, cond_mask=mask, generator=g, compile=args.compile)
         images = vq.decode(tokens)
         if args.image_size_eval and args.image_size_eval != images.shape[-1]:
-            images = F.interpolate(images, size=(args.image_size_eval,) * 2, mode="bicubic")
+            size = (args.image_size_eval,) * 2
+            images = F.interpolate(images, size=size, mode="bicubic")
         out.append(to_uint8(images))
-    out = torch.cat(out)
+    return torch.cat(out)
+
+
+def write_outputs(args, images):
+    """The PNG grid (the first 64 images) and the .npz of all of them."""
     if args.out:
-        save_grid(out[:64], args.out)
-        print(f"wrote {args.out} ({min(len(out), 64)} of {len(out)} images, {out.shape[1]}px)")
+        save_grid(images[:64], args.out)
+        shown = min(len(images), 64)
+        print(f"wrote {args.out} ({shown} of {len(images)} images, {images.shape[1]}px)")
     if args.npz:
         os.makedirs(os.path.dirname(os.path.abspath(args.npz)), exist_ok=True)
-        np.savez(args.npz, arr_0=out.numpy())
-        print(f"wrote {args.npz}: {tuple(out.shape)} uint8")
+        np.savez(args.npz, arr_0=images.numpy())
+        print(f"wrote {args.npz}: {tuple(images.shape)} uint8")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    geneval = check_outputs(args)
+    dev = torch.device(args.device)
+    model, vq, text = load_models(args, dev)
+    if args.geneval:
+        sample_fn = geneval_sampler(args, model, vq, text, dev)
+        return write_geneval(geneval, args.out, args.per_class, sample_fn)
+    conds = conditions(args, model.config)
+    images = sample_images(args, model, vq, text, conds, dev)
+    write_outputs(args, images)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""text.py: the T2I text condition of LlamaGen / AR-GRPO: caption cleaning, FLAN-T5-XL features, padding.
+"""text.py: the T2I text condition of LlamaGen / AR-GRPO: caption cleaning, FLAN-T5-XL features,
+padding.
 
     caption --clean_caption x 2--> text --T5 tokenizer (120, right-padded)--> FLAN-T5-XL encoder
             --> feats (B, 120, 2048), mask (B, 120) in one of two layouts (`pad`):
@@ -34,14 +35,18 @@ import torch
 from checkpoint import BadCheckpoint, hub_reachable
 
 # ----------------------------------------------------------------------------- caption cleaning
-_URL_HTTP = re.compile(r"\b((?:https?:(?:\/{1,3}|[a-zA-Z0-9%])|[a-zA-Z0-9.\-]+[.](?:com|co|ru|net|org|edu|gov|it)"
+_URL_HTTP = re.compile(r"\b((?:https?:(?:\/{1,3}|[a-zA-Z0-9%])|"
+                       r"[a-zA-Z0-9.\-]+[.](?:com|co|ru|net|org|edu|gov|it)"
                        r"[\w/-]*\b\/?(?!@)))")
-_URL_WWW = re.compile(r"\b((?:www:(?:\/{1,3}|[a-zA-Z0-9%])|[a-zA-Z0-9.\-]+[.](?:com|co|ru|net|org|edu|gov|it)"
+_URL_WWW = re.compile(r"\b((?:www:(?:\/{1,3}|[a-zA-Z0-9%])|"
+                      r"[a-zA-Z0-9.\-]+[.](?:com|co|ru|net|org|edu|gov|it)"
                       r"[\w/-]*\b\/?(?!@)))")
-# CJK strokes, katakana extensions, enclosed CJK, CJK compatibility, ext. A, Yijing, unified ideographs
+# CJK strokes, katakana extensions, enclosed CJK, CJK compatibility, ext. A, Yijing, unified
+# ideographs
 _CJK = [r"[\u31c0-\u31ef]+", r"[\u31f0-\u31ff]+", r"[\u3200-\u32ff]+", r"[\u3300-\u33ff]+",
         r"[\u3400-\u4dbf]+", r"[\u4dc0-\u4dff]+", r"[\u4e00-\u9fff]+"]
-_DASHES = re.compile(r"[\u002D\u058A\u05BE\u1400\u1806\u2010-\u2015\u2E17\u2E1A\u2E3A\u2E3B\u2E40\u301C\u3030"
+_DASHES = re.compile(r"[\u002D\u058A\u05BE\u1400\u1806\u2010-\u2015\u2E17\u2E1A\u2E3A\u2E3B"
+                     r"\u2E40\u301C\u3030"
                      r"\u30A0\uFE31\uFE32\uFE58\uFE63\uFF0D]+")
 _BAD_PUNCT = re.compile(r"[#®•©™&@·º½¾¿¡§~\)\(\]\[\}\{\|\\\/\*]{1,}")
 _EXTS = "png|jpg|jpeg|bmp|webp|eps|pdf|apk|mp4"
@@ -55,14 +60,17 @@ _RULES_1 = [(r"&quot;?", ""), (r"&amp", ""),
             (r"[\"\']{2,}", r'"'), (r"[\.]{2,}", r" "),
             (_BAD_PUNCT, r" "), (r"\s+\.\s+", r" ")]
 # after basic_clean
-_RULES_2 = [(r"\b[a-zA-Z]{1,3}\d{3,15}\b", ""), (r"\b[a-zA-Z]+\d+[a-zA-Z]+\b", ""), (r"\b\d+[a-zA-Z]+\d+\b", ""),
+_RULES_2 = [(r"\b[a-zA-Z]{1,3}\d{3,15}\b", ""), (r"\b[a-zA-Z]+\d+[a-zA-Z]+\b", ""),
+            (r"\b\d+[a-zA-Z]+\d+\b", ""),
             (r"(worldwide\s+)?(free\s+)?shipping", ""), (r"(free\s)?download(\sfree)?", ""),
-            (r"\bclick\b\s(?:for|on)\s\w+", ""), (rf"\b(?:{_EXTS})(\simage[s]?)?", ""), (r"\bpage\s+\d+\b", ""),
+            (r"\bclick\b\s(?:for|on)\s\w+", ""), (rf"\b(?:{_EXTS})(\simage[s]?)?", ""),
+            (r"\bpage\s+\d+\b", ""),
             (r"\b\d*[a-zA-Z]+\d+[a-zA-Z]+\d+[a-zA-Z\d]*\b", r" "),
             (r"\b\d+\.?\d*[xх×]\d+\.?\d*\b", ""),
             (r"\b\s+\:\s+", r": "), (r"(\D[,\./])\b", r"\1 "), (r"\s+", " ")]
 # after the (no-op) strip of the original: surrounding quotes, leading / trailing punctuation
-_RULES_3 = [(r"^[\"\']([\w\W]+)[\"\']$", r"\1"), (r"^[\'\_,\-\:;]", r""), (r"[\'\_,\-\:\-\+]$", r""),
+_RULES_3 = [(r"^[\"\']([\w\W]+)[\"\']$", r"\1"), (r"^[\'\_,\-\:;]", r""),
+            (r"[\'\_,\-\:\-\+]$", r""),
             (r"^\.\S+$", "")]
 
 
@@ -115,10 +123,11 @@ def _sub_all(rules, s):
 
 
 def clean_caption(caption):
-    """One pass of DeepFloyd-IF's caption cleaning (LlamaGen / AR-GRPO language/t5.py), rule for rule:
-    percent-decoding (+ -> space), lowercasing, URLs, HTML tags, @nicknames, CJK ranges, dash and
-    quote unification, HTML-entity debris, ids / file names / long numbers, punctuation runs, ftfy,
-    double HTML unescape, shop spam ('free shipping', 'click for ...'), sizes ('1920x1080')."""
+    """One pass of DeepFloyd-IF's caption cleaning (LlamaGen / AR-GRPO language/t5.py), rule for
+    rule: percent-decoding (+ -> space), lowercasing, URLs, HTML tags, @nicknames, CJK ranges, dash
+    and quote unification, HTML-entity debris, ids / file names / long numbers, punctuation runs,
+    ftfy, double HTML unescape, shop spam ('free shipping', 'click for ...'), sizes
+    ('1920x1080')."""
     import ftfy
     c = urllib.parse.unquote_plus(str(caption)).strip().lower()
     c = re.sub("<person>", "person", c)
@@ -154,18 +163,23 @@ class TextEncoder:
     def __init__(self, model, tokenizer, max_length=120, pad="left", clean=True):
         if pad not in ("left", "right"):
             raise ValueError(f"pad must be 'left' or 'right', got {pad!r}")
-        self.model, self.tokenizer, self.max_length = model.eval().requires_grad_(False), tokenizer, max_length
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer, self.max_length = tokenizer, max_length
         self.pad, self.clean = pad, clean
 
     @classmethod
-    def from_pretrained(cls, name_or_path="google/flan-t5-xl", device="cpu", dtype=torch.float32, **kw):
+    def from_pretrained(cls, name_or_path="google/flan-t5-xl", device="cpu", dtype=torch.float32,
+                        **kw):
         from transformers import AutoTokenizer, T5EncoderModel
-        local = os.path.isdir(name_or_path) or not hub_reachable()  # offline: the cache or nothing, at once
+        # offline: the cache or nothing, at once
+        local = os.path.isdir(name_or_path) or not hub_reachable()
         try:
             tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-            model = T5EncoderModel.from_pretrained(name_or_path, dtype=dtype, local_files_only=local)
+            model = T5EncoderModel.from_pretrained(name_or_path, dtype=dtype,
+                                                   local_files_only=local)
         except OSError as e:
-            raise BadCheckpoint(f"cannot load the T5 text encoder {name_or_path!r} ({type(e).__name__}); "
+            raise BadCheckpoint(f"cannot load the T5 text encoder {name_or_path!r} "
+                                f"({type(e).__name__}); "
                                 f"download google/flan-t5-xl and pass --t5-path DIR") from None
         return cls(model.to(device), tok, **kw)
 
@@ -183,13 +197,16 @@ class TextEncoder:
         texts = [preprocess(p, self.clean) for p in prompts]
         t = self.tokenizer(texts, max_length=self.max_length, padding="max_length", truncation=True,
                            return_tensors="pt").to(dev)
-        feats = self.model(input_ids=t.input_ids, attention_mask=t.attention_mask).last_hidden_state.float()
+        out = self.model(input_ids=t.input_ids, attention_mask=t.attention_mask)
+        feats = out.last_hidden_state.float()
         mask = t.attention_mask.bool()  # (B, 120), right-padded by the tokenizer
         if self.pad == "right":  # AR-GRPO: as the tokenizer left it, padded rows kept
             return feats, mask.float()
         n = mask.sum(1, keepdim=True)  # real tokens per prompt
-        # move padding to the front, as LlamaGen's sampler does: row j takes source (j - pad) mod 120
-        src = (torch.arange(self.max_length, device=dev)[None] - (self.max_length - n)) % self.max_length
+        # move padding to the front, as LlamaGen's sampler does: row j takes source
+        # (j - pad) mod 120
+        S = self.max_length
+        src = (torch.arange(S, device=dev)[None] - (S - n)) % S
         feats = feats.gather(1, src[..., None].expand_as(feats))
         mask = mask.gather(1, src)
         return feats * mask[..., None], mask.float()

@@ -2,13 +2,15 @@
 
     encode:  x (B, 3, H, W) in [-1, 1] -> Encoder -> quant_conv -> z (B, 8, h, w)
              code = argmin_k || z/|z| - e_k/|e_k| ||^2      (both L2-normalised, codebook 16384 x 8)
-    decode:  code (B, h, w) -> e_code/|e_code| -> post_quant_conv -> Decoder -> x (B, 3, H, W) ~ [-1, 1]
+    decode:  code (B, h, w) -> e_code/|e_code| -> post_quant_conv -> Decoder
+             -> x (B, 3, H, W) ~ [-1, 1]
 
 The encoder/decoder are the taming-style conv nets with LlamaGen's own module names
 (`conv_blocks.{i}.res/attn/downsample|upsample`, `mid.{0,1,2}`), GroupNorm(32, eps 1e-6) and swish,
 so the released `vq_ds16_c2i.pt` / `vq_ds16_t2i.pt` load unchanged. h = H / 2^(len(ch_mult) - 1).
 
-    python -c "from vq import *; m = VQModel(VQ_PRESETS['VQ-tiny']); print(m.decode(m.encode(torch.rand(1, 3, 32, 32) * 2 - 1)).shape)"
+    python -c "from vq import *; m = VQModel(VQ_PRESETS['VQ-tiny']); x = torch.rand(1, 3, 32, 32);
+print(m.decode(m.encode(2 * x - 1)).shape)"
 """
 import os
 from dataclasses import asdict, dataclass
@@ -40,7 +42,8 @@ class VQConfig:
 VQ_PRESETS = {
     "VQ-16": VQConfig(),
     "VQ-8": VQConfig(ch_mult=(1, 2, 2, 4)),
-    "VQ-tiny": VQConfig(base_channels=32, ch_mult=(1, 1, 2), z_channels=16, codebook_size=64),  # /4, tests
+    # downsample 4, for the tests
+    "VQ-tiny": VQConfig(base_channels=32, ch_mult=(1, 1, 2), z_channels=16, codebook_size=64),
 }
 
 
@@ -72,7 +75,8 @@ class AttnBlock(nn.Module):  # single-head self-attention over the h*w positions
         B, C, H, W = x.shape
         h = self.norm(x)
         q, k, v = (f(h).flatten(2).transpose(1, 2) for f in (self.q, self.k, self.v))  # (B, HW, C)
-        y = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # scale 1/sqrt(C)
+        # one head of width C: the scale is 1/sqrt(C)
+        y = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
         return x + self.proj_out(y.transpose(1, 2).reshape(B, C, H, W))
 
 
@@ -95,7 +99,8 @@ class Upsample(nn.Module):
 
 
 def level(res, attn, resample=None):
-    """One resolution level: `res` blocks, `attn` blocks (possibly none) and an optional resampler."""
+    """One resolution level: `res` blocks, `attn` blocks (possibly none) and an optional
+    resampler."""
     m = nn.Module()
     m.res, m.attn = nn.ModuleList(res), nn.ModuleList(attn)
     if resample is not None:
@@ -171,7 +176,8 @@ class VectorQuantizer(nn.Module):
     def __init__(self, c: VQConfig):
         super().__init__()
         self.embedding = nn.Embedding(c.codebook_size, c.codebook_embed_dim)
-        self.register_buffer("codebook_used", torch.zeros(65536))  # training statistic; in the checkpoints
+        # a training statistic, kept because the checkpoints hold it
+        self.register_buffer("codebook_used", torch.zeros(65536))
 
     def codebook(self):
         return F.normalize(self.embedding.weight, dim=-1)  # (K, C)
@@ -199,13 +205,16 @@ class VQModel(nn.Module):
     def encode(self, images):
         """(B, 3, H, W) in [-1, 1] -> codes (B, H/ds, W/ds)."""
         ds = self.config.downsample
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] % ds or images.shape[3] % ds:
-            raise ValueError(f"expected images (B, 3, H, W) with H, W multiples of {ds}, got {tuple(images.shape)}")
+        shape = tuple(images.shape)
+        if images.dim() != 4 or shape[1] != 3 or shape[2] % ds or shape[3] % ds:
+            raise ValueError(f"expected images (B, 3, H, W) with H, W multiples of {ds}, "
+                             f"got {shape}")
         return self.quantize(self.quant_conv(self.encoder(images)))
 
     @torch.no_grad()
     def decode(self, codes):
-        """codes (B, h, w) (or (B, h*w) for square grids) -> images (B, 3, h*ds, w*ds), about [-1, 1]."""
+        """codes (B, h, w) (or (B, h*w) for square grids) -> images (B, 3, h*ds, w*ds), about
+        [-1, 1]."""
         if codes.dim() == 2:
             side = int(codes.shape[1] ** 0.5)
             codes = codes.view(len(codes), side, side)
@@ -214,14 +223,17 @@ class VQModel(nn.Module):
 
 
 def load_vq(ckpt="vq_ds16_c2i", device="cpu", config=None, flag="--vq-ckpt"):
-    """Load a released VQ (`vq_ds16_c2i`, `vq_ds16_t2i`, a path) or one of ours (stores its config)."""
+    """Load a released VQ (`vq_ds16_c2i`, `vq_ds16_t2i`, a path) or one of ours (stores its
+    config)."""
     path, sd, stored = read(ckpt, VQConfig, flag)
     config = config or stored
     if config is None:  # released files: VQ-16 or VQ-8, told apart by their number of levels
-        levels = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.conv_blocks."))
+        blocks = [k for k in sd if k.startswith("encoder.conv_blocks.")]
+        levels = 1 + max(int(k.split(".")[2]) for k in blocks)
         config = {5: VQ_PRESETS["VQ-16"], 4: VQ_PRESETS["VQ-8"]}.get(levels)
         if config is None:
-            raise BadCheckpoint(f"{path}: {levels} encoder levels match neither VQ-16 nor VQ-8; save the config with the weights")
+            raise BadCheckpoint(f"{path}: {levels} encoder levels match neither VQ-16 nor VQ-8; "
+                                f"save the config with the weights")
     model = VQModel(config)
     check_keys(model, sd, what=os.path.basename(path))
     model.load_state_dict(sd)

@@ -8,7 +8,7 @@ import torch
 
 from checkpoint import BadCheckpoint, MissingCheckpoint, save_atomic
 from model import (GPT, GPTConfig, cfg_logits, generate, gpt_checkpoint, gpt_config, load_gpt,
-                   process_logits)
+                   sampling_logprobs)
 from text import TextEncoder
 from vq import VQ_PRESETS, VQConfig, VQModel, load_vq
 
@@ -204,13 +204,13 @@ def test_kv_cache_matches_teacher_forcing(model_type, cfg, interval):
     # sampled log-probs == teacher-forced ones: test_train.py, test_sampler_logprobs_equal_...
 
 
-def test_process_logits_filters():
+def test_sampling_logprobs_filters():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.allclose(process_logits(logits, top_k=2).exp(), torch.tensor([[0.625, 0.375, 0, 0]]))
+    assert torch.allclose(sampling_logprobs(logits, top_k=2).exp(), torch.tensor([[0.625, 0.375, 0, 0]]))
     # top-p keeps the smallest prefix whose mass reaches p (the token that crosses it included)
-    assert torch.allclose(process_logits(logits, top_p=0.7).exp(), torch.tensor([[0.625, 0.375, 0, 0]]))
-    assert torch.allclose(process_logits(logits, top_p=0.85).exp(), torch.tensor([[0.5, 0.3, 0.15, 0]]) / 0.95)
-    assert torch.allclose(process_logits(logits, temperature=0.5).exp(),
+    assert torch.allclose(sampling_logprobs(logits, top_p=0.7).exp(), torch.tensor([[0.625, 0.375, 0, 0]]))
+    assert torch.allclose(sampling_logprobs(logits, top_p=0.85).exp(), torch.tensor([[0.5, 0.3, 0.15, 0]]) / 0.95)
+    assert torch.allclose(sampling_logprobs(logits, temperature=0.5).exp(),
                           torch.tensor([[0.25, 0.09, 0.0225, 0.0025]]) / 0.365)
 
 
