@@ -25,7 +25,7 @@ and tuned differ only by their weights. Per model, means over the images:
              lpips  LPIPS (Zhang et al. 2018, AlexNet, via pyiqa): the real path, needs its weights;
              pixel  1 - cos(x_i, x_j) of the images in [-1, 1]: weight-free. Identical images -> 0;
   entropy    H = mean_t -sum_v p(v | c, x_<t) log p(v | c, x_<t),
-             p = process_logits(cfg_logits(..)), the distribution the eval sampler draws from
+             p = sampling_logprobs(cfg_logits(..)).exp(): the distribution the sampler draws from
              (CFG, temperature, top-k, top-p); uniform -> log V.
 It writes OUT/report.json and OUT/grid.png (a row per condition: base images | tuned images).
 
