@@ -607,9 +607,9 @@ def get_lr(args, step):
 # ----------------------------------------------------------------------------- one GRPO step
 def draw_prompts(run, step):
     """1. One global draw of P x world prompts from (seed, step), the same on every rank; this rank
-    takes its slice and repeats each prompt G times. -> Batch: prompts (B strings,
-    group-contiguous), cond (B,) class ids or (B, 120, C) caption features, cond_mask (B, 120)
-    or None."""
+    takes its slice and repeats each prompt G times. -> the batch, a SimpleNamespace: prompts
+    (B strings, group-contiguous), cond (class ids (B,) or caption features (B, 120, C)),
+    cond_mask ((B, 120) or None); main adds rollout's tokens and logp_sampler."""
     P, G, pool = run.P, run.G, run.pool
     g = torch.Generator().manual_seed(mix(run.args.seed, step))
     if len(pool) >= P * run.world:
@@ -619,7 +619,7 @@ def draw_prompts(run, step):
     ids = draw[: P * run.world][run.rank * P:(run.rank + 1) * P].tolist()
     prompts = [pool[i] for i in ids for _ in range(G)]
     if run.args.task == "c2i":
-        cond = torch.tensor(ids, device=run.device).repeat_interleave(G)           # (B,)
+        cond = torch.tensor(ids, device=run.device).repeat_interleave(G)     # (B,)
         return SimpleNamespace(prompts=prompts, cond=cond, cond_mask=None)
     feats, mask = run.text([pool[i] for i in ids])                       # (P, 120, C), (P, 120)
     return SimpleNamespace(prompts=prompts, cond=feats.repeat_interleave(G, 0),
@@ -643,7 +643,7 @@ def rollout(run, batch, step):
                              return_logprobs=True, compile=args.compile)
             tokens.append(t)
             logp_sampler.append(lp)
-    return torch.cat(tokens), torch.cat(logp_sampler)                              # (B, N), (B, N)
+    return torch.cat(tokens), torch.cat(logp_sampler)                    # (B, N), (B, N)
 
 
 def score(run, batch, step):
@@ -653,14 +653,14 @@ def score(run, batch, step):
     zero_std_frac, judge (this step's judge counters)."""
     args = run.args
     with torch.no_grad(), run.amp:
-        images = (run.vq.decode(batch.tokens).float().clamp(-1, 1) + 1) / 2          # (B, 3, H, W)
+        images = (run.vq.decode(batch.tokens).float().clamp(-1, 1) + 1) / 2  # (B, 3, H, W)
     judge_before = run.scorer.stats()
     reward, parts = run.scorer(images, batch.prompts)                         # (B,), {name: (B,)}
     judge = judge_metrics(judge_before, run.scorer.stats())
-    rewards_all = all_gather(reward.float().to(run.device), run.world)             # (world * B,)
+    rewards_all = all_gather(reward.float().to(run.device), run.world)   # (world * B,)
     adv_all, zero_std_frac = group_advantages(rewards_all, run.G, std=args.adv_std,
                                               zero_flat=args.zero_flat_groups)
-    adv = adv_all[run.rank * run.B:(run.rank + 1) * run.B]                        # (B,)
+    adv = adv_all[run.rank * run.B:(run.rank + 1) * run.B]               # (B,)
     bad = nonfinite_rewards(parts, rewards_all, adv_all, run.world, run.device)
     stop_if_nonfinite(bad, step, run.saved)
     return SimpleNamespace(images=images, parts=parts, rewards_all=rewards_all, adv=adv,
@@ -714,8 +714,10 @@ def logprobs_before_update(run, batch):
 
 def update(run, batch, adv, lp, step):
     """5. --inner-epochs passes over the batch, each in --minibatches AdamW steps, each step a
-    gradient accumulation over micro-batches. Sets lp.first_rows: the first minibatch's rows,
-    the only ones scored before any update. -> per-micro-batch stats, the last gradient norm."""
+    gradient accumulation over micro-batches. The first pass fills in what phase 4 left to it
+    (lp.first; pi_old's entropy and, with one update, its log-probs) and sets lp.first_rows: the
+    first minibatch's rows, the only ones scored before any update. -> per-micro-batch stats,
+    the last gradient norm."""
     args = run.args
     stats = []
     for epoch in range(args.inner_epochs):
@@ -747,7 +749,7 @@ def backward_micro_batch(run, batch, adv, lp, idx, mb_len, epoch, last):
             if run.old_from != "pass":
                 lp.ent[idx] = ent  # pi_old's entropy on the first minibatch, before any update
             if run.old_from == "update":
-                lp.old[idx] = logp.detach()                                         # rho == 1
+                lp.old[idx] = logp.detach()                                  # rho == 1
         loss, pg, kl, ratio = grpo_loss(logp, lp.old[idx], lp.ref[idx], adv[idx], args.beta,
                                         args.clip_eps, args.clip_eps_high)
         # mean over this rank's minibatch tokens: weight each micro-batch by its share
@@ -783,7 +785,7 @@ def step_metrics(run, step, stats, grad_norm, batch, scores, lp, times):
     m.update(entropy=lp.ent[rows].mean().item(), logp_gap_sampler=gap.mean().item(),
              logp_gap_sampler_max=gap.abs().max().item(), grad_norm=grad_norm, **scores.judge)
     m = all_reduce(m, run.world, run.device)
-    r, G = scores.rewards_all, run.G                                              # (world * B,)
+    r, G = scores.rewards_all, run.G                                     # (world * B,)
     t0, t1, t2, t3, t4 = times
     m = {"step": step, "reward_mean": r.mean().item(), "reward_std": r.std().item(),
          "reward_group_std": r.view(-1, G).std(1).mean().item() if G > 1 else 0.0,
@@ -875,6 +877,7 @@ def dry_run(args):
 
 
 def main(argv=None):
+    """Set up, then run the GRPO steps: each is the phases of the module docstring, in order."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = get_args(argv)
     if args.dry_run:
@@ -888,17 +891,17 @@ def main(argv=None):
         for group in run.opt.param_groups:
             group["lr"] = get_lr(args, step)
         torch.manual_seed(mix(args.seed, step, run.rank))  # any other randomness (reward crops)
-        batch = draw_prompts(run, step)                                  # 1. prompts, condition
-        batch.tokens, batch.logp_sampler = rollout(run, batch, step)     # 2. (B, N), (B, N)
+        batch = draw_prompts(run, step)                               # 1. B prompts, condition
+        batch.tokens, batch.logp_sampler = rollout(run, batch, step)  # 2. (B, N), (B, N)
         t1 = sync(run.device)
-        scores = score(run, batch, step)                                 # 3. rewards, advantages
+        scores = score(run, batch, step)                              # 3. images, rewards, adv (B,)
         t2 = sync(run.device)
-        lp = logprobs_before_update(run, batch)                          # 4. reference, pi_old
+        lp = logprobs_before_update(run, batch)                       # 4. reference, pi_old (B, N)
         t3 = sync(run.device)
-        stats, grad_norm = update(run, batch, scores.adv, lp, step)      # 5.
+        stats, grad_norm = update(run, batch, scores.adv, lp, step)   # 5. the AdamW step(s)
         t4 = sync(run.device)
         m = step_metrics(run, step, stats, grad_norm, batch, scores, lp, (t0, t1, t2, t3, t4))
-        log_step(run, step, m, scores.images)                            # 6.
+        log_step(run, step, m, scores.images)                         # 6. log and save
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             save_checkpoint(run, step)
         bar.update(1)
