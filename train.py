@@ -940,7 +940,6 @@ def stop_if_nonfinite(bad, step, saved):
     raise NonFinite(f"step {step + 1}: {what}: stopped before the update; " + intact)
 
 
-
 # ----------------------------------------------------------------------------- process exit
 _PROCESS_GROUP_STARTED = False
 
