@@ -15,7 +15,7 @@ sequence has exactly N tokens). With r_i the scalar reward of image i and q_t th
               with l = log pi(x_t), l_ref = log pi_ref(x_t):
               an unbiased, always non-negative estimate of KL(pi || pi_ref) from samples of pi
               (Schulman, "Approximating KL divergence", 2020)
-  loss        L = masked_mean_t(L_pg + beta L_kl)       token level, over all tokens of the batch
+  loss        L = mean_t(L_pg + beta L_kl)              token level, over all tokens of the batch
 
 With one optimizer step per rollout batch (the paper) rho == 1 and the clip never acts; with
 several inner updates the ratio and the clip matter, and `diagnostics` reports how much.
@@ -73,29 +73,23 @@ def k3_kl(logp, logp_ref, clamp=20.0):
     return torch.exp(d) - d - 1
 
 
-def masked_mean(x, mask=None):
-    """Mean of x over the positions where mask is 1 (all positions when mask is None)."""
-    if mask is None:
-        return x.mean()
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
 def entropy(logprobs):
     """Entropy -sum_v p log p of each distribution, logprobs (..., V) possibly -inf -> (...)."""
     p = logprobs.exp()
     return -torch.where(p > 0, p * logprobs, torch.zeros_like(p)).sum(-1)
 
 
-def grpo_loss(logp, logp_old, logp_ref, adv, beta, eps=0.2, eps_high=None, mask=None):
-    """The full per-token loss, aggregated: (loss scalar, pg per token (B, N), kl (B, N), ratio)."""
+def grpo_loss(logp, logp_old, logp_ref, adv, beta, eps=0.2, eps_high=None):
+    """The full per-token loss, aggregated: (loss scalar, pg per token (B, N), kl (B, N), ratio).
+    A plain mean over all B x N tokens: every image has exactly N tokens (no end token, no
+    padding), so no mask is needed (TRL's `bnpo` reduction, as AR-GRPO's code)."""
     pg, ratio = clipped_surrogate(logp, logp_old, adv, eps, eps_high)
     kl = k3_kl(logp, logp_ref) if beta != 0 else torch.zeros_like(pg)
-    return masked_mean(pg + beta * kl, mask), pg, kl, ratio
+    return (pg + beta * kl).mean(), pg, kl, ratio
 
 
 @torch.no_grad()
-def diagnostics(ratio, adv, logp, logp_old, eps=0.2, eps_high=None, mask=None):
+def diagnostics(ratio, adv, logp, logp_old, eps=0.2, eps_high=None):
     """clip_frac: fraction of tokens where the clip is binding (the gradient is cut): rho above
     1 + eps_high with A > 0, or below 1 - eps with A < 0. approx_kl_old: k3 estimate of
     KL(pi_old || pi) from the rollout samples, (rho - 1) - log rho."""
@@ -103,11 +97,10 @@ def diagnostics(ratio, adv, logp, logp_old, eps=0.2, eps_high=None, mask=None):
     a = adv[:, None].expand_as(ratio)
     clipped = ((ratio > 1 + eps_high) & (a > 0)) | ((ratio < 1 - eps) & (a < 0))
     log_ratio = logp - logp_old
-    m = torch.ones_like(ratio, dtype=torch.bool) if mask is None else mask.bool()
-    return {"clip_frac": masked_mean(clipped.float(), mask).item(),
-            "ratio_mean": masked_mean(ratio, mask).item(),
-            "ratio_min": ratio[m].min().item(), "ratio_max": ratio[m].max().item(),
-            "approx_kl_old": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).item()}
+    return {"clip_frac": clipped.float().mean().item(),
+            "ratio_mean": ratio.mean().item(),
+            "ratio_min": ratio.min().item(), "ratio_max": ratio.max().item(),
+            "approx_kl_old": (torch.expm1(log_ratio) - log_ratio).mean().item()}
 
 
 def policy_logprobs(model, cond, tokens, policy="cfg", cfg_scale=1.0, temperature=1.0, top_k=0,
