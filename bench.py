@@ -1,5 +1,5 @@
-"""Benchmarks against floors measured in the same run: the sampler, and one GRPO step phase by
-phase.
+"""The benchmarks, one home: the sampler and one GRPO step phase by phase against floors measured
+in the same run; the images/s of each reward; the Qwen judge's fast vs generate rank agreement.
 
 Sampling (default). The floor is what no implementation of the same model can beat on this
 machine: the bare weight matmuls of one decode step (every Linear of every layer plus the output
@@ -14,10 +14,24 @@ phase beside its floor on this machine: the measured matmul time of the same FLO
 decode floor; reference log-probs: one forward; update: forward + backward) or, for the VQ decode,
 its FLOPs at the measured matmul rate, and the peak memory (RSS) of the run.
 
+Rewards (--rewards). images/s of each reward of --reward-list alone on --batch random images of
+--image-size pixels (model load excluded, one warm-up call, the mean of --repeat timed calls; a
+judge question once per mode, its generate mode one timed call), tiny random models unless --real
+(real weights and sizes, from the caches or the path flags as in train.py), and the mean reward.
+
+Judge agreement (--agreement). The fast and generate judge modes on the same fixed images (the
+folder --agreement-images, file names as prompts, or 32 synthetic ones): per question, the
+Spearman rank correlation of the two scores (NaN, undefined, when either is constant), the
+generate-mode failure fraction and non-finite count, and both means.
+
     python bench.py                        # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
     python bench.py --step                 # one GRPO step at GPT-B scale, phases vs floors
     python bench.py --model GPT-L --images 8 --device cuda --dtype bf16
     python bench.py --official ~/LlamaGen  # also the official generate() (a LlamaGen checkout)
+    python bench.py --rewards              # images/s of each reward, tiny models, batch 8, 256 px
+    python bench.py --rewards --reward-list clip,hps --real --device cuda --dtype bf16
+    python bench.py --agreement            # fast vs generate judge, tiny judge, 32 synthetic images
+    python bench.py --agreement --real --qwen-path DIR --device cuda --agreement-images DIR
 """
 import argparse
 import json
@@ -34,6 +48,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import GPT, generate, gpt_config
+from rewards import OFFLINE_REWARDS, QWEN_PARTS, build_rewards, parse_spec
 from sample import range_errors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -255,21 +270,145 @@ def bench_step(args, dev, dtype):
     return dict(metrics={k: m[k] for k in [*names, "t_step"]}, floors=floors, peak_rss_gb=rss)
 
 
-def main(argv=None):
+# ----------------------------------------------------------------------------- rewards
+
+BENCH_REWARDS = OFFLINE_REWARDS + ["clip", "hps", "maniqa", "qwen_fake"]  # --reward-list default
+
+
+def bench_rewards(names, device="cpu", tiny=True, batch=8, size=256, repeats=3, dtype=None,
+                  judge_tokens=256):
+    """images/s of each reward alone (model load excluded, one warm-up call), and the fast
+    judge vs the paper's generate-and-parse judge on the same images. A fast judge's line also
+    shows its digit mass: p(score digit) at the score position, averaged over the last batch.
+    -> [(label, images/s, mean reward)], one row per reward and judge mode."""
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    prompts = [f"a photo of class {i // 4}" for i in range(batch)]   # groups share a prompt
+    rows = []
+    for name in names:
+        modes = ["fast", "generate"] if name in QWEN_PARTS else ["fast"]
+        for mode in modes:
+            scorer = build_rewards(f"{name}:1", device=device, tiny=tiny, dtype=dtype,
+                                   judge_mode=mode, judge_tokens=judge_tokens)
+            n = 1 if mode == "generate" else repeats          # generation is slow: one timed call
+            scorer(x, prompts)                                # warm-up
+            t = time.perf_counter()
+            for _ in range(n):
+                _, parts = scorer(x, prompts)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            ips = batch * n / (time.perf_counter() - t)
+            label = name + (f" ({mode})" if name in QWEN_PARTS else "")
+            mean = parts[name].mean().item()
+            rows.append((label, ips, mean))
+            mass = scorer.stats().get(f"{name}/digit_mass") if mode == "fast" else None
+            digits = "" if mass is None else f"   digit mass {mass:.3f}"
+            print(f"{label:24s} {ips:10.1f} images/s   mean reward {mean:+.3f}{digits}", flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------- judge agreement
+
+def spearman(a, b):
+    """Spearman rank correlation of two score lists (average ranks for ties); nan when either is
+    constant."""
+    def ranks(x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        r = torch.empty_like(x)
+        r[x.argsort()] = torch.arange(len(x), dtype=torch.float64)
+        for v in x.unique():                  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r - r.mean()
+    ra, rb = ranks(a), ranks(b)
+    den = (ra.norm() * rb.norm()).item()
+    return (ra @ rb).item() / den if den > 0 else float("nan")
+
+
+def agreement_images(folder=None, n=32, size=256):
+    """The fixed image set: the images of `folder` (sorted; prompt = file name, '_' -> ' '), or n
+    synthetic ones (seed 0: smooth random colour fields with noise, from flat to busy)."""
+    import numpy as np
+    from PIL import Image
+    if folder:
+        files = sorted(f for f in os.listdir(folder)
+                       if f.lower().endswith((".png", ".jpg", ".jpeg")))
+
+        def load(f):   # (3, size, size) uint8
+            image = Image.open(os.path.join(folder, f)).convert("RGB").resize((size, size))
+            return torch.from_numpy(np.array(image)).permute(2, 0, 1)   # a writable copy
+        x = torch.stack([load(f) for f in files]).float() / 255
+        return x, [os.path.splitext(f)[0].replace("_", " ") for f in files]
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(n, 3, 4, 4, generator=g)
+    x = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    noise = torch.linspace(0, 0.5, n).view(n, 1, 1, 1) * torch.randn(n, 3, size, size, generator=g)
+    return (x + noise).clamp(0, 1), ["a photo of a colourful pattern"] * n
+
+
+def judge_agreement(x, prompts, names=QWEN_PARTS, **kw):
+    """Fast vs generate judge on the same images: per question, the Spearman rank correlation of
+    the two scores, the generate-mode failure fraction and non-finite count, and both means."""
+    out = {}
+    for name in names:
+        scores, stats = {}, None
+        for mode in ("fast", "generate"):
+            scorer = build_rewards(f"{name}:1", judge_mode=mode, **kw)
+            scores[mode] = torch.cat([scorer(x[i:i + 8], prompts[i:i + 8])[1][name].cpu()
+                                      for i in range(0, len(prompts), 8)])
+            stats = scorer.stats() if mode == "generate" else stats
+        out[name] = {"spearman": spearman(scores["fast"], scores["generate"]),
+                     "generate_fail_frac": stats[f"{name}/failures"] / stats[f"{name}/answers"],
+                     "generate_nonfinite": stats[f"{name}/nonfinite"],
+                     "mean_fast": scores["fast"].mean().item(),
+                     "mean_generate": scores["generate"].mean().item()}
+        print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
+@torch.no_grad()
+def bench_judge_or_rewards(args, names, dtype):
+    """--agreement or --rewards: the header line, then the figures (tiny random models unless
+    --real)."""
+    weights = "real" if args.real else "tiny random"
+    if args.agreement:
+        x, prompts = agreement_images(args.agreement_images, size=args.image_size)
+        print(f"judge agreement: {len(prompts)} images, {weights} judge, {args.device}")
+        return judge_agreement(x, prompts, device=args.device, tiny=not args.real,
+                               qwen_path=args.qwen_path, dtype=dtype,
+                               judge_tokens=args.judge_tokens)
+    print(f"device {args.device}, {weights} models, batch {args.batch}, "
+          f"{args.image_size} px, {torch.get_num_threads()} threads")
+    return bench_rewards(names, args.device, tiny=not args.real, batch=args.batch,
+                         size=args.image_size, repeats=args.repeat, dtype=dtype,
+                         judge_tokens=args.judge_tokens)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parser():
     # the first paragraph of the docstring, as one line
     p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--model", default="GPT-B", help="GPT preset (random weights)")
     p.add_argument("--images", default="4,16", help="comma-separated numbers of images per batch")
     p.add_argument("--cfg-scale", type=float, default=2.0)
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--repeat", type=int, default=3, help="best of N runs")
+    p.add_argument("--image-size", type=int, default=256,
+                   help="sampling: pixels of the generated image (tokens = (size / 16)^2); "
+                        "--rewards, --agreement: pixels of the scored images")
+    p.add_argument("--device", default=None,
+                   help="default cpu; --rewards, --agreement: cuda when available")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="the model's (--rewards, --agreement: the reward models') dtype")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="best of N runs (--rewards: the mean of N timed calls per reward)")
     p.add_argument("--official", default="",
                    help="path to a FoundationVision/LlamaGen checkout: time its generate() too, "
                         "same weights")
-    p.add_argument("--step", action="store_true",
-                   help="time one GRPO step of train.py phase by phase instead")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--step", action="store_true",
+                      help="time one GRPO step of train.py phase by phase instead")
+    mode.add_argument("--rewards", action="store_true",
+                      help="time each reward of --reward-list (images/s) instead")
+    mode.add_argument("--agreement", action="store_true",
+                      help="the judge's fast vs generate modes: Spearman rank correlation")
     p.add_argument("--steps", type=int, default=2,
                    help="--step: train.py steps to run; the last is reported")
     p.add_argument("--step-flags", default="",
@@ -279,7 +418,24 @@ def main(argv=None):
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="sampling: --no-compile times the eager path in the compiled column too; "
                         "--step: train with --compile")
+    p.add_argument("--reward-list", default=",".join(BENCH_REWARDS),
+                   help="--rewards: comma-separated reward names ('qwen': its three questions)")
+    p.add_argument("--batch", type=int, default=8, help="--rewards: images per reward call")
+    p.add_argument("--real", action="store_true",
+                   help="--rewards, --agreement: real weights and sizes (caches / flags as usual)")
+    p.add_argument("--judge-tokens", type=int, default=256,
+                   help="--rewards, --agreement: the generate-mode judge's answer cap in tokens")
+    p.add_argument("--agreement-images", default=None,
+                   help="--agreement: a folder of images, file names as prompts "
+                        "(default: 32 synthetic)")
+    p.add_argument("--qwen-path", default=None,
+                   help="--rewards, --agreement with --real: a Qwen2.5-VL-3B-Instruct folder")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
+    return p
+
+
+def main(argv=None):
+    p = parser()
     args = p.parse_args(argv)
     try:
         sizes = [int(x) for x in args.images.split(",")]
@@ -290,12 +446,26 @@ def main(argv=None):
         ("--image-size", lambda v: v > 0 and v % 16 == 0, "a positive multiple of 16"),
         ("--repeat", lambda v: v >= 1, ">= 1"),
         ("--steps", lambda v: v >= 1, ">= 1"),
+        ("--batch", lambda v: v >= 1, ">= 1"),
+        ("--judge-tokens", lambda v: v >= 1, ">= 1"),
     ])
     if error or min(sizes) < 1:
         p.error(error or f"--images must all be >= 1, got {args.images}")
+    names = []
+    if args.rewards:
+        try:
+            names = [n for n, _ in parse_spec(args.reward_list)]
+        except ValueError as e:
+            p.error(f"--reward-list: {e}")
+    judge_or_rewards = args.rewards or args.agreement
+    cuda = judge_or_rewards and torch.cuda.is_available()
+    args.device = args.device or ("cuda" if cuda else "cpu")
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    res = bench_step(args, dev, dtype) if args.step else bench_sampling(args, dev, dtype)
+    if judge_or_rewards:
+        res = bench_judge_or_rewards(args, names, dtype)
+    else:
+        res = bench_step(args, dev, dtype) if args.step else bench_sampling(args, dev, dtype)
     if args.json:
         json.dump(res, open(args.json, "w"), indent=1)
 
