@@ -64,7 +64,7 @@ from checkpoint import (BadCheckpoint, MissingCheckpoint, extract_state_dict, fi
                         load_checkpoint, run_args)
 from grpo import policy_logprobs
 from model import generate
-from rewards import RewardWeightsMissing, build_rewards, parse_spec
+from rewards import WEIGHT_ARGS, RewardWeightsMissing, build_rewards, parse_spec
 from sample import (SAMPLER_CHECKS, build_models, check_writable, class_prompts, missing_files, mix,
                     path_kind_errors, range_errors, read_prompts, save_grid, to_uint8)
 from tiny import TINY_PROMPTS, PaletteVQ
@@ -224,10 +224,6 @@ def build_lpips(device):
 # What compare and drawbench share: the two models, the sampler, the scorer, the grid.
 SAMPLER_SETTINGS = ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")
 # the reward scorers' weights flags (rewards.build_rewards' arguments)
-SCORER_WEIGHTS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path",
-                  "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt")
-
-
 def load_pair(args, device):
     """(base, tuned, vq, text encoder or None, the run's train args) from the tuned checkpoint."""
     ck = load_checkpoint(args.tuned)
@@ -268,7 +264,7 @@ def base_description(targs):
 def build_scorer(spec, args, targs, device, **kw):
     """The reward scorer of an evaluation: each weights path from its flag here, else the run's
     (targs may be None); the run's judge mode (else fast); bf16 reward models on CUDA."""
-    weights = {k: getattr(args, k, None) or getattr(targs, k, None) for k in SCORER_WEIGHTS}
+    weights = {k: getattr(args, k, None) or getattr(targs, k, None) for k in WEIGHT_ARGS}
     return build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"),
                          seed=args.seed, dtype=torch.bfloat16 if device.type == "cuda" else None,
                          **kw, **weights)
@@ -749,7 +745,7 @@ def add_compare_args(sub, dev):
       help="MANIQA ckpt_koniq10k.pt (default: the run's flag, else pyiqa's cache)")
     a("--qwen-path", default=None,
       help="Qwen2.5-VL-3B-Instruct folder (default: the run's, else the HF cache)")
-    for flag in SCORER_WEIGHTS[4:]:  # the T2I scorers' weights (see drawbench)
+    for flag in WEIGHT_ARGS[4:]:  # the T2I scorers' weights (see drawbench)
         a("--" + flag.replace("_", "-"), default=None,
           help="scorer weights (default: the run's, else the cache)")
     for flag, typ in SAMPLER_FLAGS:
@@ -805,7 +801,7 @@ def add_drawbench_args(sub):
     a("--seed", type=int, default=0,
       help="prompt j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="images per sampling call")
-    for flag in SCORER_WEIGHTS:
+    for flag in WEIGHT_ARGS:
         a("--" + flag.replace("_", "-"), default=None,
           help="scorer weights (default: the run's, else the cache)")
     a("--tiny-scorers", action="store_true",

@@ -159,6 +159,12 @@ class Rewards:
         return out
 
 
+# build_rewards' weight paths, one per reward model: train.py and eval.py take each as a flag
+# (--clip-ckpt, ...), so a run's weights can be given on the command line and stored with it
+WEIGHT_ARGS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path",
+               "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt")
+
+
 def build_rewards(spec, device="cpu", clip_ckpt=None, hps_ckpt=None, maniqa_ckpt=None,
                   qwen_path=None, judge_mode="generate", dtype=None, tiny=False, seed=0,
                   judge_tokens=256, pickscore_path=None, imagereward_ckpt=None,

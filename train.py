@@ -52,7 +52,7 @@ from checkpoint import (BadCheckpoint, MissingCheckpoint, load_checkpoint, remov
                         save_atomic)
 from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
 from model import generate, gpt_checkpoint, gpt_config
-from rewards import RewardWeightsMissing, build_rewards, parse_spec
+from rewards import WEIGHT_ARGS, RewardWeightsMissing, build_rewards, parse_spec
 from sample import (SAMPLER_CHECKS, build_models, check_t5_width, check_writable, class_prompts,
                     missing_files, mix, path_kind_errors, range_errors, read_prompts, save_grid,
                     to_uint8)
@@ -135,9 +135,8 @@ def get_args(argv=None):
     a("--judge-mode", default="generate", choices=["fast", "generate"],
       help="generate = AR-GRPO's judge (answer, repair, parse, 3 attempts); "
            "fast = one forward pass, E[score digit]")
-    for flag in ("--pickscore-path", "--imagereward-ckpt", "--aesthetic-ckpt",
-                 "--aesthetic-clip-ckpt"):
-        a(flag, default=None,
+    for flag in WEIGHT_ARGS[4:]:  # the T2I scorers
+        a("--" + flag.replace("_", "-"), default=None,
           help="weights of the pickscore / imagereward / aesthetic rewards (rewards.py)")
     # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0 for c2i / 4.0 for t2i)
     a("--cfg-scale", type=float, default=2.0)
@@ -347,13 +346,10 @@ def load_prompts(args):
 
 def build_scorer(args, device):
     """The weighted sum of --rewards (rewards.py): (images, prompts) -> (B,), {name: (B,)}."""
-    return build_rewards(args.rewards, device=device, clip_ckpt=args.clip_ckpt,
-                         hps_ckpt=args.hps_ckpt, maniqa_ckpt=args.maniqa_ckpt,
-                         qwen_path=args.qwen_path, judge_mode=args.judge_mode,
+    weights = {k: getattr(args, k) for k in WEIGHT_ARGS}  # --clip-ckpt, ...
+    return build_rewards(args.rewards, device=device, judge_mode=args.judge_mode,
                          dtype=torch.bfloat16 if device.type == "cuda" and args.bf16 else None,
-                         seed=args.seed, pickscore_path=args.pickscore_path,
-                         imagereward_ckpt=args.imagereward_ckpt, aesthetic_ckpt=args.aesthetic_ckpt,
-                         aesthetic_clip_ckpt=args.aesthetic_clip_ckpt)
+                         seed=args.seed, **weights)
 
 
 def build_training_models(args, device):
@@ -376,9 +372,7 @@ RUN_FILES = ["ckpt.pt", "metrics.jsonl", "summary.json", "args.json"]
 # new value is refused
 RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every", "tensorboard",
                "device", "cpu_threads", "preset", "resumes", "dry_run", "compile",
-               "grad_checkpoint", "old_logprobs", "clip_ckpt", "hps_ckpt", "maniqa_ckpt",
-               "qwen_path",
-               "pickscore_path", "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt"}
+               "grad_checkpoint", "old_logprobs", *WEIGHT_ARGS}
 RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps",
                   "clip_eps_high", "inner_epochs", "minibatches", "micro_batch", "cfg_scale",
                   "cfg_interval",
@@ -477,7 +471,6 @@ class Run:
     P: int
     G: int
     N: int
-    B: int
     micro: int                  # sequences per forward (--micro-batch, or a whole minibatch)
     old_from: str               # where pi_old's log-probs come from: see pi_old_source
     ckpt_path: str
@@ -489,6 +482,10 @@ class Run:
     @property
     def master(self):
         return self.rank == 0
+
+    @property
+    def B(self):  # sequences per rank per step
+        return self.P * self.G
 
 
 def pi_old_source(args):
@@ -530,11 +527,10 @@ def setup(args, argv):
                             weight_decay=args.weight_decay)
     model = ddp_policy(policy, world, device)
     P, G = args.prompts_per_rank, args.group_size
-    B = P * G
     run = Run(args=args, rank=rank, world=world, device=device, log=log, amp=amp, scorer=scorer,
               policy=policy, reference=reference, vq=vq, text=text, model=model, opt=opt,
-              pool=pool, P=P, G=G, N=policy.config.block_size, B=B,
-              micro=args.micro_batch or B // args.minibatches, old_from=pi_old_source(args),
+              pool=pool, P=P, G=G, N=policy.config.block_size,
+              micro=args.micro_batch or P * G // args.minibatches, old_from=pi_old_source(args),
               ckpt_path=os.path.join(args.out, "ckpt.pt"),
               metrics_path=os.path.join(args.out, "metrics.jsonl"))
     params = sum(p.numel() for p in policy.parameters()) / 1e6
