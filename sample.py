@@ -458,14 +458,7 @@ def geneval_sampler(args, model, vq, text, dev):
     """sample_fn for write_geneval: (prompt, index) -> uint8 (per_class, H, W, 3)."""
     def sample_prompt(prompt, index):  # its own seed per prompt: a resumed run gets the same images
         g = torch.Generator(dev).manual_seed(args.seed * 1_000_003 + index)
-        out = []
-        for b in range(0, args.per_class, args.batch_size):
-            n = min(args.batch_size, args.per_class - b)
-            cond, mask = text([prompt] * n)
-            tokens = generate(model, cond, args.cfg_scale, args.temperature, args.top_k,
-                              args.top_p, args.cfg_interval, cond_mask=mask, generator=g)
-            out.append(to_uint8(vq.decode(tokens)))
-        return torch.cat(out)
+        return sample_images(args, model, vq, text, [prompt] * args.per_class, dev, g, bar=False)
     return sample_prompt
 
 
@@ -495,11 +488,13 @@ def conditions(args, c):
     return [x for x in conds for _ in range(args.per_class)]
 
 
-def sample_images(args, model, vq, text, conds, dev):
-    """All images, in batches of --batch-size: uint8 (len(conds), H, W, 3)."""
-    g = torch.Generator(dev).manual_seed(args.seed)
+def sample_images(args, model, vq, text, conds, dev, generator=None, bar=True):
+    """All images, in batches of --batch-size, drawn from `generator` (default: seeded with
+    --seed): uint8 (len(conds), H, W, 3)."""
+    g = generator or torch.Generator(dev).manual_seed(args.seed)
     out = []
-    for i in tqdm(range(0, len(conds), args.batch_size), desc="sampling", unit="batch"):
+    batches = range(0, len(conds), args.batch_size)
+    for i in tqdm(batches, desc="sampling", unit="batch", disable=not bar):
         chunk = conds[i:i + args.batch_size]
         mask = None
         if text is not None:
