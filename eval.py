@@ -314,7 +314,8 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
         gen = torch.Generator(dev).manual_seed(mix(args.seed, j))   # the same for base and tuned
         with amp:
             tokens = generate(model, cond, s.cfg_scale, s.temperature, s.top_k, s.top_p,
-                              s.cfg_interval, cond_mask=mask, generator=gen)         # (G, N)
+                              s.cfg_interval, cond_mask=mask, generator=gen,
+                              compile=args.compile)                                  # (G, N)
             images = vq.decode(tokens).float().clamp(-1, 1)          # (G, 3, H, W) in [-1, 1]
             for b in torch.arange(G).split(args.batch_size):
                 ents.append(token_entropy(model, cond[b], tokens[b], s.cfg_scale, s.temperature,
@@ -423,7 +424,7 @@ def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
         with amp:
             tokens = generate(model, feats.expand(n, -1, -1), s.cfg_scale, s.temperature, s.top_k,
                               s.top_p, s.cfg_interval, cond_mask=mask.expand(n, -1),
-                              generator=gen)                                      # (n, T)
+                              generator=gen, compile=args.compile)                # (n, T)
             images.append(vq.decode(tokens).float().clamp(-1, 1))                 # (n, 3, H, W)
     images = torch.cat(images)
     _, parts = scorer((images + 1) / 2, [prompt] * N)
@@ -753,6 +754,9 @@ def add_compare_args(sub, dev):
     a("--seed", type=int, default=0,
       help="condition j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="sequences per entropy forward")
+    a("--compile", action=argparse.BooleanOptionalAction, default=None,
+      help="sample with the torch.compile'd decode step (same tokens; see README, 'Sampling "
+           "speed'); default: on for a GPU, off on a CPU")
     a("--grid-rows", type=int, default=8)
     a("--grid-cols", type=int, default=8, help="images per model per grid row")
     a("--out", default="out/eval", help="directory for report.json and grid.png")
@@ -801,6 +805,9 @@ def add_drawbench_args(sub):
     a("--seed", type=int, default=0,
       help="prompt j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="images per sampling call")
+    a("--compile", action=argparse.BooleanOptionalAction, default=None,
+      help="sample with the torch.compile'd decode step (same tokens; see README, 'Sampling "
+           "speed'); default: on for a GPU, off on a CPU")
     for flag in WEIGHT_ARGS:
         a("--" + flag.replace("_", "-"), default=None,
           help="scorer weights (default: the run's, else the cache)")
@@ -839,6 +846,8 @@ def get_args(argv=None):
     error = range_errors(args, checks)
     if error:
         p.error(error)
+    if getattr(args, "compile", False) is None:  # pays for itself on a GPU, never on a CPU
+        args.compile = args.device.startswith("cuda")
     return args
 
 

@@ -98,3 +98,8 @@ def test_drawbench_errors(run, tmp_path):
     with pytest.raises(SystemExit, match="text-to-image"):
         ev.main(["drawbench", "--tuned", str(tmp_path / "c2i.pt"), "--prompts", str(run / "drawbench.json"),
                  "--scorers", "color", "--out", str(tmp_path / "b")])
+
+
+def test_drawbench_with_the_compiled_sampler_gives_the_same_report(run, tmp_path):
+    # --compile (default on a GPU) changes the speed, never a score; chunks of 2 and 1: two shapes
+    assert drawbench(run, tmp_path / "c", "--compile") == drawbench(run, tmp_path / "e", "--no-compile")

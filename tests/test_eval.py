@@ -157,3 +157,15 @@ def test_plot_writes_pngs_and_tensorboard(tmp_path):
         png = tmp_path / "plots" / f"{name}.png"
         assert png.exists() and png.read_bytes()[:4] == b"\x89PNG", name
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "tb"))
+
+
+def test_compare_with_the_compiled_sampler_gives_the_same_report(tmp_path, monkeypatch):
+    # --compile (default on a GPU) changes the speed, never a number of the report
+    import model
+    save_tiny_run(tmp_path / "ckpt.pt", steps=1)
+    eager = compare(tmp_path, tmp_path / "ckpt.pt")
+    assert ev.get_args(["compare", "--tuned", "x", "--device", "cpu"]).compile is False
+    compiled, real = [], model.compiled_decode_step
+    monkeypatch.setattr(model, "compiled_decode_step", lambda dev: compiled.append(dev) or real(dev))
+    assert compare(tmp_path, tmp_path / "ckpt.pt", "--compile", "--out", str(tmp_path / "c")) == eager
+    assert len(compiled) == 6                                # 3 classes x (base, tuned): all compiled
