@@ -5,8 +5,9 @@ Sampling (default). The floor is what no implementation of the same model can be
 machine: the bare weight matmuls of one decode step (every Linear of every layer plus the output
 head) at the decode batch size (2 x images with CFG), times the number of tokens; and the same
 plus the attention over the KV cache that every sampler must read (`floor_attention`: bare SDPA
-calls over each layer's filled prefix, step by step). Timed interleaved with them, best of
---repeat: our `generate` eager, `generate(..., compile=True)` (its compilation
+calls over each layer's filled prefix, step by step; beside it the time to merely read those
+prefixes, what an attention at the memory's speed would take). Timed interleaved with them, best
+of --repeat: our `generate` eager, `generate(..., compile=True)` (its compilation
 timed separately, as "warm-up"), and LlamaGen's generate() loop re-created on the same weights
 (`llamagen_style`; a real LlamaGen checkout with --official DIR).
 
@@ -100,11 +101,13 @@ def floor_step(model, rows, backward=False):
     return step
 
 
-def floor_attention(model, rows):
+def floor_attention(model, rows, read_only=False):
     """The attention every sampler must do on top of the matmuls: at each of the N - 1 decode
     steps, each layer's query (rows, H, 1, hd) attends over the filled part of that layer's own
     k, v cache (its reads grow with the position: at batch 32 they rival the weights). Timed as
-    bare SDPA calls on a cache per layer (one shared cache would sit in the CPU's cache)."""
+    bare SDPA calls on a cache per layer (one shared cache would sit in the CPU's cache).
+    read_only: only read those k, v prefixes once (a sum over each), the memory's own speed: what
+    an ideal attention kernel would take."""
     c, w0 = model.config, model.output.weight
     on = dict(device=w0.device, dtype=w0.dtype)
     hd, T, N = c.dim // c.n_head, c.cls_token_num, c.block_size
@@ -115,7 +118,10 @@ def floor_attention(model, rows):
     def all_steps():
         for n in range(T + 2, T + N + 1):  # the prefix a decode step reads, token included
             for kc, vc in caches:
-                F.scaled_dot_product_attention(q, kc[:, :, :n], vc[:, :, :n])
+                if read_only:
+                    kc[:, :, :n].sum(), vc[:, :, :n].sum()
+                else:
+                    F.scaled_dot_product_attention(q, kc[:, :, :n], vc[:, :, :n])
     return all_steps
 
 
@@ -207,18 +213,21 @@ def bench_sampling(args, dev, dtype):
         warm = once(lambda: run(compiled), dev)  # compilation (one graph per batch) + one run
         step = floor_step(model, batch)
         fns = [lambda: [step() for _ in range(N)], floor_attention(model, batch),
+               floor_attention(model, batch, read_only=True),
                lambda: run(False), lambda: run(compiled),
                lambda: llamagen_style_generate(model, cond, args.cfg_scale, g)]
         if official:
             fns.append(lambda: official[1](official[0], cond, N, cfg_scale=args.cfg_scale))
         with torch.no_grad():
-            t_floor, t_attn, t_eager, t_comp, t_style, *t_off = timed(fns, dev, args.repeat, bar)
-        both = t_floor + t_attn  # matmuls + the cache reads: what no sampler can beat
+            times = timed(fns, dev, args.repeat, bar)
+        t_floor, t_attn, t_read, t_eager, t_comp, t_style, *t_off = times
+        both = t_floor + t_attn  # matmuls + SDPA over the cache: no sampler built on SDPA beats it
         ms = lambda t: (f"{t:6.2f} s = {1e3 * t / N:6.1f} ms/step ({t / t_floor:.2f}x, "
                         f"{t / both:.2f}x with attention)")
         tqdm.write(f"images {n:3d} (decode batch {batch:3d}): "
                    f"floor {t_floor:6.2f} s = {1e3 * t_floor / N:6.1f} ms/step; "
-                   f"+ attention {t_attn:5.2f} s = {both:6.2f} s ({both / t_floor:.2f}x)")
+                   f"+ attention {t_attn:5.2f} s = {both:6.2f} s ({both / t_floor:.2f}x); "
+                   f"reading its k, v once: {t_read:5.2f} s ({(t_floor + t_read) / t_floor:.2f}x)")
         tqdm.write(f"  eager    {ms(t_eager)}  {n * N / t_eager:6.1f} tokens/s")
         gain = t_eager - t_comp
         repaid = "never repaid"
@@ -229,7 +238,7 @@ def bench_sampling(args, dev, dtype):
         tqdm.write(f"  LlamaGen-style loop {ms(t_style)}")
         if t_off:
             tqdm.write(f"  official LlamaGen generate() {ms(t_off[0])}")
-        rows.append(dict(images=n, batch=batch, floor=t_floor, attention=t_attn,
+        rows.append(dict(images=n, batch=batch, floor=t_floor, attention=t_attn, kv_read=t_read,
                          eager=t_eager, compiled=t_comp,
                          llamagen_style=t_style, official=t_off[0] if t_off else None, warmup=warm))
     bar.close()

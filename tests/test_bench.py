@@ -1,6 +1,6 @@
-"""Tests of bench.py's reward modes: `--rewards` (images/s of each reward) and `--agreement` (the
-judge's fast vs generate modes), run through the command line on tiny random models, and its flag
-errors."""
+"""Tests of bench.py's modes: the sampler against its floors, `--rewards` (images/s of each reward)
+and `--agreement` (the judge's fast vs generate modes), run through the command line on tiny random
+models, and its flag errors."""
 import json
 import math
 
@@ -12,6 +12,21 @@ import bench
 
 TINY = ["--batch", "2", "--image-size", "32", "--repeat", "1", "--judge-tokens", "8",
         "--device", "cpu"]
+
+
+def test_sampling_prints_and_returns_every_column_per_batch(tmp_path, capsys):
+    out = tmp_path / "sampling.json"
+    bench.main(["--model", "GPT-tiny", "--images", "1,2", "--image-size", "64", "--repeat", "1",
+                "--no-compile", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "images   1 (decode batch   2): floor" in printed and "reading its k, v once" in printed
+    rows = json.load(open(out))
+    assert [(r["images"], r["batch"]) for r in rows] == [(1, 2), (2, 4)]   # CFG doubles the batch
+    for r in rows:
+        assert set(r) == {"images", "batch", "floor", "attention", "kv_read", "eager", "compiled",
+                          "llamagen_style", "official", "warmup"} and r["official"] is None
+        assert all(r[k] > 0 for k in ("floor", "attention", "kv_read", "eager", "compiled",
+                                      "llamagen_style", "warmup"))
 
 
 def test_rewards_prints_and_returns_one_row_per_reward_and_judge_mode(tmp_path, capsys):
