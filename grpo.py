@@ -32,6 +32,8 @@ Run the tests:  python -m pytest tests/test_grpo.py
 """
 import torch
 
+from model import cfg_logits, sampling_logprobs
+
 
 def group_advantages(rewards, group_size, eps=1e-4, std="group", zero_flat=True):
     """rewards (B,) with B = P*G group-contiguous -> (advantages (B,), zero_std_frac).
@@ -103,19 +105,17 @@ def diagnostics(ratio, adv, logp, logp_old, eps=0.2, eps_high=None):
             "approx_kl_old": (torch.expm1(log_ratio) - log_ratio).mean().item()}
 
 
-def policy_logprobs(model, cond, tokens, policy="cfg", cfg_scale=1.0, temperature=1.0, top_k=0,
-                    top_p=1.0, cond_mask=None, cfg_interval=-1, pad_self_attend=True):
-    """Teacher-forced log-probs of the sampled tokens under the policy definition (see top).
-    tokens (B, N) -> (logp (B, N) with grad, entropy (B, N) without grad). pad_self_attend: see
-    GPT.attn_mask (False: AR-GRPO's training pass on right-padded captions)."""
-    from model import cfg_logits, sampling_logprobs
+def policy_logprobs(model, cond, tokens, policy, s, cond_mask=None, pad_self_attend=True):
+    """Teacher-forced log-probs of the sampled tokens under the policy definition (see top), with
+    the sampler settings s (model.Sampling). tokens (B, N) -> (logp (B, N) with grad, entropy
+    (B, N) without grad). pad_self_attend=False: AR-GRPO's training pass on right-padded captions
+    (model.GPT.attn_mask)."""
     if policy == "cond":   # the paper: conditional branch only, temperature only (no truncation,
         # since a sampled token may lie outside the conditional branch's own top-k set)
-        logprobs = (model(cond, tokens, cond_mask, pad_self_attend) / temperature).log_softmax(-1)
+        logprobs = (model(cond, tokens, cond_mask, pad_self_attend) / s.temperature).log_softmax(-1)
     elif policy == "cfg":  # the distribution generate() sampled from
-        logits = cfg_logits(model, cond, tokens, cfg_scale, cond_mask, cfg_interval,
-                            pad_self_attend)
-        logprobs = sampling_logprobs(logits, temperature, top_k, top_p)         # (B, N, V)
+        logits = cfg_logits(model, cond, tokens, s, cond_mask, pad_self_attend)
+        logprobs = sampling_logprobs(logits, s)                                  # (B, N, V)
     else:
         raise ValueError(f"policy must be 'cond' or 'cfg', got {policy!r}")
     logp = logprobs.gather(-1, tokens[..., None]).squeeze(-1)                   # (B, N)

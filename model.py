@@ -17,22 +17,20 @@ from
 
     l_guided = l_uncond + s (l_cond - l_uncond)        then temperature, top-k, top-p, multinomial.
 
-The file reads top to bottom: config, RoPE, attention (with its KV-cache write), blocks, GPT, then
-the sampler. `guide` is the CFG mix above, shared by the sampler and by `cfg_logits` (the same
-guided logits by teacher forcing, which GRPO uses to score sampled sequences). `generate` runs
-`prefill` (the T condition tokens) and then `decode_step` once per token (layers over a static KV
-cache, CFG, sampling): every `decode_step` has the same shapes, so `generate(..., compile=True)`
-runs it as one torch.compile'd graph (the same tokens). On the host the attention reads only the
-filled prefix of the cache; for CUDA graphs it reads the whole cache behind a mask, as the official
-code always does. Parameter and buffer names equal the official ones, so released checkpoints load
-unchanged (`load_gpt`, last in the file).
+The file reads top to bottom: config, RoPE, attention with its KV cache, blocks, GPT (teacher
+forcing), then the sampler: `Sampling` (its settings), `guide` (the CFG mix above, shared by the
+sampler and by `cfg_logits`, the same guided logits by teacher forcing, which GRPO uses to score
+sampled sequences), `generate` = `prefill` (the condition tokens) + `decode_step` once per token
+(layers over the KV cache, CFG, sampling). `generate(..., compile=True)` runs the same step through
+torch.compile on fixed-shape caches (plumbing/compiled.py): the same tokens, faster on a GPU.
+Parameter and buffer names equal the official ones, so released checkpoints load unchanged
+(`load_gpt`, last in the file).
 
     python -c "from model import *; print(generate(GPT(gpt_config('GPT-tiny')), torch.tensor([1])))"
 """
 import math
 import os
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
@@ -40,7 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from checkpoint import BadCheckpoint, check_keys, read
+from plumbing import compiled
+from plumbing.formats import check_keys, read_gpt
 
 
 # ----------------------------------------------------------------------------- config
@@ -152,8 +151,8 @@ class Attention(nn.Module):
         qk = apply_rope(qkv[:, :, :nqk], rot).transpose(1, 2)  # q and k rotated in one go
         q, k = qk[:, :self.n_head], qk[:, self.n_head:]  # (B, H, L, hd), (B, Hkv, L, hd)
         v = qkv[:, :, nqk:].transpose(1, 2)  # (B, Hkv, L, hd)
-        if cache is not None:  # sampling: write k, v at positions pos of the static cache, attend
-            y = attend_cache(q, k, v, *cache, pos, mask)
+        if cache is not None:  # sampling: this step's k, v into the cache, attend over it
+            y = cache.attend(q, k, v, pos, mask)
         else:
             if self.n_kv_head != self.n_head:
                 k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
@@ -165,47 +164,29 @@ class Attention(nn.Module):
         return F.dropout(self.wo(y.transpose(1, 2).reshape(B, L, -1)), self.resid_p, self.training)
 
 
-def attend_cache(q, k, v, kc, vc, pos, mask):
-    """Attention over a static KV cache kc, vc (B, Hkv, S, hd): write k, v (B, Hkv, L, hd) at the
-    positions pos (L,), then attend from q (B, H, L, hd) with the boolean mask (B or 1, 1, L, S).
-    pos on the host: read only the filled prefix 0..pos[-1] (half the cache on average; on a CPU
-    that read is the bandwidth that counts). pos on a GPU: read the whole cache behind the mask,
-    with no shape or value the host must know, so CUDA graphs can replay one decode step at every
-    position."""
-    if pos.device == kc.device and kc.device.type != "cpu":
-        return attend_full(q, k, v, kc, vc, pos, mask)
-    return attend_prefix(q, k, v, kc, vc, pos, mask)
-
-
-def attend_full(q, k, v, kc, vc, pos, mask):  # gpt-fast's way: static shapes, static addresses
-    # under bf16 autocast k, v are bf16 and the cache has the weights' dtype: cast as the eager
-    # write does
-    kc.index_copy_(2, pos, k.to(kc.dtype))
-    vc.index_copy_(2, pos, v.to(vc.dtype))
-    return _sdpa(q, kc, vc, mask)
-
-
-def _sdpa(q, k, v, mask):
+def sdpa(q, k, v, mask):
     if k.shape[1] != q.shape[1]:  # grouped-query attention: each k, v head serves H / Hkv queries
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-@torch.library.custom_op("llamagen::attend_prefix", mutates_args=("kc", "vc"))
-def attend_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  kc: torch.Tensor, vc: torch.Tensor,
-                  pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # a custom op: to torch.compile one opaque kernel whose output shape (that of q) does not
-    # depend on pos, so a single compiled graph serves every position although the prefix length
-    # changes
-    start, n = int(pos[0]), int(pos[-1]) + 1  # pos lives on the host: no device sync
-    kc[:, :, start:n], vc[:, :, start:n] = k, v
-    return _sdpa(q, kc[:, :, :n], vc[:, :, :n], mask[..., :n])
+class KVCache:
+    """One layer's keys and values for the sampler, gpt-fast style: k, v (B, Hkv, S, hd) for the
+    S = T + N positions of a sequence. `attend` writes this step's k, v at their positions and
+    attends over the filled prefix 0..pos[-1] (on a CPU that read is the bandwidth that counts)."""
 
+    def __init__(self, k, v):
+        self.k, self.v = k, v
 
-@attend_prefix.register_fake
-def _(q, k, v, kc, vc, pos, mask):
-    return torch.empty_like(q)
+    def attend(self, q, k, v, pos, mask):
+        """q (B, H, L, hd), k, v (B, Hkv, L, hd) at the host positions pos (L,); mask
+        (B or 1, 1, L, S) -> (B, H, L, hd)."""
+        start, n = int(pos[0]), int(pos[-1]) + 1  # pos lives on the host: no device sync
+        self.k[:, :, start:n], self.v[:, :, start:n] = k, v
+        return sdpa(q, self.k[:, :, :n], self.v[:, :, :n], mask[..., :n])
+
+    def rows(self, n):  # the first n sequences (CFG's null half dropped once guidance ends)
+        return type(self)(self.k[:n], self.v[:n])
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -372,53 +353,67 @@ class GPT(nn.Module):
 
 # ----------------------------------------------------------------------------- sampling
 
+@dataclass(frozen=True)
+class Sampling:
+    """The sampler's settings (LlamaGen's names). The paper samples with CFG 2.0 (c2i), the rest
+    off: temperature 1, top-k 0, top-p 1, guidance at every token."""
+    cfg_scale: float = 1.0    # 1 = no guidance
+    temperature: float = 1.0
+    top_k: int = 0            # 0 = off
+    top_p: float = 1.0        # 1 = off
+    cfg_interval: int = -1    # guidance stops after token cfg_interval + 1 (-1 = never)
+
+    @classmethod
+    def of(cls, args):
+        """The settings from parsed flags of the same names (--cfg-scale, ...)."""
+        return cls(args.cfg_scale, args.temperature, args.top_k, args.top_p, args.cfg_interval)
+
+
 def guide(cond_logits, null_logits, scale):
     """Classifier-free guidance, LlamaGen's formula: l_uncond + (l_cond - l_uncond) * scale."""
     return null_logits + (cond_logits - null_logits) * scale
 
 
-def cfg_logits(model, cond, tokens, cfg_scale, cond_mask=None, cfg_interval=-1,
-               pad_self_attend=True):
-    """Teacher-forced guided logits (B, N, V): what `generate` samples from, before temperature
-    etc."""
-    if cfg_scale == 1.0:
+def cfg_logits(model, cond, tokens, s, cond_mask=None, pad_self_attend=True):
+    """Teacher-forced guided logits (B, N, V): what `generate` samples from with the settings s,
+    before temperature etc."""
+    if s.cfg_scale == 1.0:
         return model(cond, tokens, cond_mask, pad_self_attend)
     B = len(tokens)
     null = getattr(model, "module", model).null_cond(cond)  # `module`: a DDP-wrapped GPT
     mask2 = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
     both = model(torch.cat([cond, null]), torch.cat([tokens, tokens]), mask2, pad_self_attend)
     lc, lu = both[:B], both[B:]
-    guided = guide(lc, lu, cfg_scale)
-    if cfg_interval > -1:  # the official sampler stops guiding after token cfg_interval + 1
-        keep = torch.arange(tokens.shape[1], device=tokens.device) <= cfg_interval + 1
+    guided = guide(lc, lu, s.cfg_scale)
+    if s.cfg_interval > -1:  # the official sampler stops guiding after token cfg_interval + 1
+        keep = torch.arange(tokens.shape[1], device=tokens.device) <= s.cfg_interval + 1
         guided = torch.where(keep[None, :, None], guided, lc)
     return guided
 
 
-def sampling_logprobs(logits, temperature=1.0, top_k=0, top_p=1.0):
+def sampling_logprobs(logits, s):
     """Log-probs (..., V) of the sampling distribution: temperature, then top-k, then top-p
     (nucleus), as LlamaGen's `sample`; tokens outside the kept set get -inf."""
-    logits = logits.float() / max(temperature, 1e-5)
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+    logits = logits.float() / max(s.temperature, 1e-5)
+    if s.top_k > 0:
+        kth = torch.topk(logits, min(s.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
+    if s.top_p < 1.0:
         srt, idx = torch.sort(logits, descending=True, dim=-1)
-        drop = srt.softmax(-1).cumsum(-1) > top_p
+        drop = srt.softmax(-1).cumsum(-1) > s.top_p
         drop[..., 1:] = drop[..., :-1].clone()  # keep the token that crosses top_p
         drop[..., 0] = False
         logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
     return logits.log_softmax(-1)
 
 
-def sample_next(logits, u, temperature=1.0, top_k=0, top_p=1.0):
+def sample_next(logits, u, s):
     """Draw one token per row from sampling_logprobs(logits) (B, V) by inverse CDF with the
     uniforms u (B, 1): the distribution of torch.multinomial at ~1/30 of its CPU cost at
     V = 16384. right=True never lands on a zero-probability token.
     -> (token (B, 1), its log-prob (B, 1))."""
-    logp = sampling_logprobs(logits, temperature, top_k, top_p)  # (B, V)
-    # inductor's Triton code for a long cumsum over few rows fails (torch 2.11, H200): on a GPU the
-    # cumsum and search run eagerly between two CUDA graphs; on a CPU they stay in the fused graph
+    logp = sampling_logprobs(logits, s)  # (B, V)
+    # compiled on a GPU, the draw runs eagerly between two CUDA graphs (plumbing/compiled.py)
     draw = inverse_cdf_eager if logits.is_cuda else inverse_cdf
     nxt = draw(logp.exp(), u).clamp_(max=logits.shape[-1] - 1)
     return nxt, logp.gather(1, nxt)
@@ -432,111 +427,76 @@ def inverse_cdf(p, u):  # p (B, V) unnormalised probabilities, u (B, 1) uniforms
 inverse_cdf_eager = torch.compiler.disable(inverse_cdf)
 
 
-def kv_cache(model, batch, length, device, dtype, static=False):
-    """[(k, v)] per layer, each (batch, n_kv_head, length, head_dim). static=True (CUDA graphs)
-    reuses one cache per shape at a fixed address, so the recorded graph stays valid across calls;
-    stale entries are harmless: a step reads only positions it wrote, the rest is masked."""
-    c = model.config
-    shape = (batch, c.n_kv_head, length, c.dim // c.n_head)
-    if not static:
-        on = dict(device=device, dtype=dtype)
-        return [(torch.zeros(shape, **on), torch.zeros(shape, **on)) for _ in range(c.n_layer)]
-    store = model.__dict__.setdefault("_static_kv", {})  # a plain attribute: not in the state dict
-    if (shape, dtype) not in store:
-        store[(shape, dtype)] = kv_cache(model, batch, length, device, dtype)
-        for t in (t for kv in store[(shape, dtype)] for t in kv):
-            torch._dynamo.mark_static_address(t)
-    return store[(shape, dtype)]
+# ----------------------------------------------------------------------------- decoding
 
-
-def next_logits(model, x, pos, rot, cache, cond_mask, n_images, cfg_scale):
-    """Embeddings x (B2, L, D) at positions pos (L,) with rotations rot through every layer (writing
-    the KV cache) -> the guided logits (n_images, V) of the token after the last position. With
-    CFG (cfg_scale != 1) rows [n_images:] of x are the null condition of rows [:n_images]."""
-    mask = model.cache_mask(cond_mask, pos.to(x.device), cache[0][0].shape[2])  # (B2|1, 1, L, S)
-    for layer, kv in zip(model.layers, cache):
-        x = layer(x, rot, mask, kv, pos)
+def next_logits(model, x, pos, rot, caches, cond_mask, n_images, cfg_scale):
+    """Embeddings x (B2, L, D) at positions pos (L,) with rotations rot through every layer (each
+    writing its KV cache) -> the guided logits (n_images, V) of the token after the last position.
+    With CFG (cfg_scale != 1) rows [n_images:] of x are the null condition of rows [:n_images]."""
+    mask = model.cache_mask(cond_mask, pos.to(x.device), caches[0].k.shape[2])  # (B2|1, 1, L, S)
+    for layer, cache in zip(model.layers, caches):
+        x = layer(x, rot, mask, cache, pos)
     logits = model.output(model.norm(x[:, -1])).float()  # (B2, V)
     if cfg_scale != 1.0:
         logits = guide(logits[:n_images], logits[n_images:], cfg_scale)
     return logits
 
 
-def prefill(model, cond, cache, cond_mask, u, pos_device, cfg_scale=1.0, temperature=1.0,
-            top_k=0, top_p=1.0):
+def prefill(model, cond, caches, cond_mask, u, pos_device, s):
     """The first sampler step: the T condition tokens of cond (B2,) or (B2, T, C) at once into the
-    KV cache, then the first image token of each of the B = len(u) images and its log-prob. Its
+    KV caches, then the first image token of each of the B = len(u) images and its log-prob. Its
     shapes are not those of the later steps: it runs eagerly."""
     x = model.embed_cond(cond)  # (B2, T, D)
     T = x.shape[1]
     pos, rot = torch.arange(T, device=pos_device), model.rotations(0, T, x.device)
-    logits = next_logits(model, x, pos, rot, cache, cond_mask, len(u), cfg_scale)
-    return sample_next(logits, u, temperature, top_k, top_p)
+    logits = next_logits(model, x, pos, rot, caches, cond_mask, len(u), s.cfg_scale)
+    return sample_next(logits, u, s)
 
 
-def decode_step(model, x, pos, rot, cache, cond_mask, u, cfg_scale=1.0, temperature=1.0, top_k=0,
-                top_p=1.0):
+def decode_step(model, x, pos, rot, caches, cond_mask, u, s):
     """One sampler step after the prefill: the embeddings x (B2, 1, D) of the last tokens at the
-    position pos (1,) into the KV cache, then the next token of each image and its log-prob.
-    Nothing here depends on the position's value through a shape, so `torch.compile` traces one
-    graph for all N - 1 steps."""
-    logits = next_logits(model, x, pos, rot, cache, cond_mask, len(u), cfg_scale)
-    return sample_next(logits, u, temperature, top_k, top_p)
-
-
-_COMPILED = {}
-
-
-def compiled_decode_step(device):
-    """decode_step through torch.compile, one compiled function per device type: inductor kernels
-    on a CPU; on a GPU also CUDA graphs (mode="reduce-overhead": one replay per token instead of
-    ~200 kernel launches). dynamic=False: every call has the same shapes, so one graph serves every
-    position."""
-    mode = "reduce-overhead" if device.type == "cuda" else None
-    if mode not in _COMPILED:
-        _COMPILED[mode] = torch.compile(decode_step, dynamic=False, mode=mode)
-    return _COMPILED[mode]
+    position pos (1,) into the KV caches, then the next token of each image and its log-prob.
+    No shape depends on the position, so torch.compile traces one graph for all N - 1 steps."""
+    logits = next_logits(model, x, pos, rot, caches, cond_mask, len(u), s.cfg_scale)
+    return sample_next(logits, u, s)
 
 
 @torch.no_grad()
-def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cfg_interval=-1,
-             cond_mask=None, generator=None, return_logprobs=False, compile=False):
-    """Sample (B, N) image tokens with a static KV cache; CFG runs [cond; null] as one batch.
-    With return_logprobs, also the (B, N) log-prob of each token under the distribution it was
-    drawn from. compile=True runs the per-token step through torch.compile (inductor on CPU, CUDA
-    graphs on GPU): the same tokens, the first call pays a compilation (see README, "Sampling
-    speed")."""
+def generate(model, cond, s=Sampling(), cond_mask=None, generator=None, return_logprobs=False,
+             compile=False):
+    """Sample (B, N) image tokens with a KV cache; CFG runs [cond; null] as one batch. With
+    return_logprobs, also the (B, N) log-prob of each token under the distribution it was drawn
+    from. compile=True: the same tokens through torch.compile'd steps (docs/performance.md)."""
     c, B, N, T = model.config, len(cond), model.config.block_size, model.config.cls_token_num
     if c.model_type == "c2i" and len(cond) and (cond.min() < 0 or cond.max() >= c.num_classes):
         raise ValueError(f"class id out of range [0, {c.num_classes}): {cond.tolist()}")
-    guided = cfg_scale != 1.0
+    guided = s.cfg_scale != 1.0
     if guided:
         cond = torch.cat([cond, model.null_cond(cond)])
         cond_mask = None if cond_mask is None else torch.cat([cond_mask, cond_mask])
-    dev, dt = model.tok_embeddings.weight.device, model.tok_embeddings.weight.dtype
-    cuda_graphs = compile and dev.type == "cuda"
-    cache = kv_cache(model, len(cond), T + N, dev, dt, static=cuda_graphs)
-    # positions live on the host, except for CUDA graphs (see attend_cache)
-    pos_dev = dev if cuda_graphs else torch.device("cpu")
-    step = compiled_decode_step(dev) if compile else decode_step
-    sampling = (temperature, top_k, top_p)
-    tokens = torch.empty(B, N, dtype=torch.long, device=dev)
-    logprobs = torch.empty(B, N, dtype=torch.float32, device=dev)
+    w = model.tok_embeddings.weight
+    shape = (len(cond), c.n_kv_head, T + N, c.dim // c.n_head)  # each layer's k and v
+    if compile:  # fixed-shape caches and a compiled step (plumbing/compiled.py)
+        caches, step, pos_dev = compiled.decoding(model, decode_step, c.n_layer, shape, w)
+    else:  # positions live on the host
+        caches = [KVCache(w.new_zeros(shape), w.new_zeros(shape)) for _ in range(c.n_layer)]
+        step, pos_dev = decode_step, torch.device("cpu")
+    tokens = torch.empty(B, N, dtype=torch.long, device=w.device)
+    logprobs = torch.empty(B, N, dtype=torch.float32, device=w.device)
 
-    u = torch.rand(B, 1, generator=generator, device=dev)  # one uniform per image and token
-    nxt, lp = prefill(model, cond, cache, cond_mask, u, pos_dev, cfg_scale, *sampling)  # (B, 1)
+    u = torch.rand(B, 1, generator=generator, device=w.device)  # one uniform per image and token
+    nxt, lp = prefill(model, cond, caches, cond_mask, u, pos_dev, s)  # (B, 1) each
     tokens[:, :1], logprobs[:, :1] = nxt, lp
     for i in range(1, N):  # token i from token i - 1, at position T + i - 1
-        if guided and cfg_interval > -1 and i > cfg_interval + 1:
+        if guided and s.cfg_interval > -1 and i > s.cfg_interval + 1:
             # guidance is over for good: drop the null half of the batch and its cache
-            guided, cache = False, [(k[:B], v[:B]) for k, v in cache]
+            guided, s, caches = False, replace(s, cfg_scale=1.0), [k.rows(B) for k in caches]
             cond_mask = None if cond_mask is None else cond_mask[:B]
         x = model.tok_embeddings(torch.cat([nxt, nxt]) if guided else nxt)  # (B2, 1, D)
-        u = torch.rand(B, 1, generator=generator, device=dev)
+        u = torch.rand(B, 1, generator=generator, device=w.device)
         pos = torch.arange(T + i - 1, T + i, device=pos_dev)
-        rot = model.rotations(T + i - 1, 1, dev)
-        scale = cfg_scale if guided else 1.0
-        nxt, lp = step(model, x, pos, rot, cache, cond_mask, u, scale, *sampling)  # (B, 1) each
+        rot = model.rotations(T + i - 1, 1, w.device)
+        nxt, lp = step(model, x, pos, rot, caches, cond_mask, u, s)  # (B, 1) each
         tokens[:, i:i + 1], logprobs[:, i:i + 1] = nxt, lp
     return (tokens, logprobs) if return_logprobs else tokens
 
@@ -546,49 +506,10 @@ def generate(model, cond, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, cf
 HEADS_BY_DIM = {p["dim"]: p["n_head"] for p in GPT_PRESETS.values()}
 
 
-def config_from_state_dict(sd, image_size, downsample=16):
-    """Infer the architecture from the weights; the resolution (not in the weights) from
-    image_size."""
-    vocab_size, dim = sd["tok_embeddings.weight"].shape
-    if dim not in HEADS_BY_DIM:
-        raise BadCheckpoint(f"cannot infer n_head for dim {dim}: not a LlamaGen preset; "
-                            f"save the config with the weights")
-    n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
-    cfg = dict(dim=dim, n_head=HEADS_BY_DIM[dim], vocab_size=vocab_size, n_layer=n_layer,
-               block_size=(image_size // downsample) ** 2)
-    if "cls_embedding.cap_proj.fc1.weight" in sd:
-        cfg.update(model_type="t2i", caption_dim=sd["cls_embedding.cap_proj.fc1.weight"].shape[1],
-                   cls_token_num=sd["cls_embedding.uncond_embedding"].shape[0])
-    else:
-        cfg.update(num_classes=sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
-    return GPTConfig(**cfg)
-
-
 def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"):
-    """Build a GPT from a released file/name or a checkpoint of ours (which stores its config).
-    The resolution (not in the weights) comes from `config`, the stored config, or a
-    `_256`/`_384`/`_512` file name; `image_size` is checked against it (a 384px model on a 256
-    grid is an error, not garbage)."""
-    meta = {}
-    path, sd, stored = read(ckpt, GPTConfig, flag, meta)
-    config = config or stored
-    name = os.path.basename(str(ckpt))
-    m = re.search(r"_(\d{3,4})(?:\.pt)?$", name)
-    # the pixel size: stored by train.py (any VQ), else 16 px per token (LlamaGen's VQ-16), else
-    # the file name
-    from_config = math.isqrt(config.block_size) * 16 if config else None
-    from_name = int(m.group(1)) if m else None
-    trained = meta.get("image_size") or from_config or from_name
-    if image_size is not None and trained is not None and image_size != trained:
-        side = math.isqrt(config.block_size) if config else trained // 16
-        how = "" if "image_size" in meta or not config else " at 16 px per token"
-        raise BadCheckpoint(f"{name} was trained at {trained}px{how} "
-                            f"({side}x{side} tokens) but --image-size is {image_size}")
-    if config is None:
-        if trained is None and image_size is None:
-            raise BadCheckpoint(f"cannot tell the resolution of {path}; "
-                                f"pass --image-size (256, 384 or 512)")
-        config = config_from_state_dict(sd, trained or image_size)
+    """A GPT from a released file / name or a checkpoint of ours (which stores its config); every
+    released layout and the resolution check: plumbing/formats.py (read_gpt)."""
+    path, sd, config = read_gpt(ckpt, GPTConfig, HEADS_BY_DIM, image_size, config, flag)
     with torch.device("meta"):
         model = GPT(config)
     check_keys(model, sd, what=os.path.basename(path))

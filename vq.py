@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import BadCheckpoint, check_keys, read
+from plumbing.formats import check_keys, read
+from plumbing.weights import BadCheckpoint
 
 
 @dataclass

@@ -55,8 +55,7 @@ def save_tiny_run(path, steps=0, task="c2i"):
     """A train.py-style checkpoint of the tiny preset of `task` after `steps` fake updates
     (0 = the initial weights); the updates draw from the global RNG."""
     import torch
-    from sample import build_models
-    from train import get_args
+    from train import build_models, get_args
     args = get_args(["--task", task, "--preset", "tiny"])
     policy = build_models(args, torch.device("cpu"))[0]
     with torch.no_grad():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import bench
+from tools import bench
 
 TINY = ["--batch", "2", "--image-size", "32", "--repeat", "1", "--judge-tokens", "8",
         "--device", "cpu"]

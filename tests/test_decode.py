@@ -3,7 +3,8 @@ attention (CUDA graphs) equals the prefix attention, activation checkpointing le
 import pytest
 import torch
 
-from model import GPT, attend_full, attend_prefix, cfg_logits, generate, gpt_config
+from model import GPT, KVCache, Sampling, cfg_logits, generate, gpt_config
+from plumbing.compiled import attend_full, attend_prefix
 from text import TextEncoder
 
 
@@ -20,15 +21,16 @@ def tiny():
 def test_compiled_decode_gives_the_eager_tokens(tiny, kw):
     # one inductor graph per setting (the first pays inductor's start-up: ~30 s on 2 CPU cores)
     cond = torch.tensor([1, 2, 3, 9])
-    run = lambda compile: generate(tiny, cond, cfg_scale=2.0, generator=torch.Generator().manual_seed(0),
-                                   return_logprobs=True, compile=compile, **kw)
+    s = Sampling(cfg_scale=2.0, **kw)
+    run = lambda compile: generate(tiny, cond, s, generator=torch.Generator().manual_seed(0),
+                                   return_logprobs=True, compile=compile)
     (t_eager, lp_eager), (t_comp, lp_comp) = run(False), run(True)
     assert torch.equal(t_comp, t_eager)
     assert (lp_comp - lp_eager).abs().max() < 1e-5
     assert torch.equal(run(True)[0], t_eager)  # the cached graph: again the same tokens
     if kw.get("top_k") == 1:  # greedy: also the teacher-forced argmax
         with torch.no_grad():
-            assert torch.equal(cfg_logits(tiny, cond, t_comp, 2.0).argmax(-1), t_comp)
+            assert torch.equal(cfg_logits(tiny, cond, t_comp, s).argmax(-1), t_comp)
 
 
 def test_full_cache_attention_equals_prefix_attention():
@@ -49,6 +51,20 @@ def test_full_cache_attention_equals_prefix_attention():
         y_full = attend_full(q, k, v, kc2, vc2, pos, mask)
         assert torch.allclose(y_prefix, y_full, atol=1e-6)
         assert torch.equal(kc[:, :, pos], k) and torch.equal(kc2, kc) and torch.equal(vc2, vc)
+
+
+def test_compiled_cache_op_is_the_eager_cache():
+    """The compiled CPU step's opaque op (plumbing/compiled.py) does what model.KVCache.attend does,
+    bit for bit: the same writes, the same attention over the filled prefix."""
+    torch.manual_seed(0)
+    B, H, S, hd = 2, 4, 20, 16
+    for pos in (torch.arange(0, 4), torch.tensor([9])):
+        q, k, v = (torch.randn(B, H, len(pos), hd) for _ in range(3))
+        mask = torch.rand(B, 1, len(pos), S) > 0.3
+        eager = KVCache(torch.randn(B, H, S, hd), torch.randn(B, H, S, hd))
+        kc, vc = eager.k.clone(), eager.v.clone()
+        assert torch.equal(eager.attend(q, k, v, pos, mask), attend_prefix(q, k, v, kc, vc, pos, mask))
+        assert torch.equal(eager.k, kc) and torch.equal(eager.v, vc)
 
 
 def test_full_cache_write_casts_like_the_eager_write():
@@ -73,7 +89,7 @@ def test_grad_checkpoint_same_loss_and_gradients():
     for ckpt in (False, True):
         model.grad_checkpoint = ckpt
         model.zero_grad()
-        loss = cfg_logits(model, cond, tokens, 2.0).log_softmax(-1).gather(-1, tokens[..., None]).mean()
+        loss = cfg_logits(model, cond, tokens, Sampling(cfg_scale=2.0)).log_softmax(-1).gather(-1, tokens[..., None]).mean()
         loss.backward()
         grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
     (l0, g0), (l1, g1) = grads

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import eval as ev
+from tools import eval as ev
 from conftest import save_tiny_run
 
 PROMPTS = ["A red fox in the snow.", "a bowl of blueberries", "two lemons on a table"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import eval as ev
-from checkpoint import MissingCheckpoint
+from tools import eval as ev
+from plumbing.weights import MissingCheckpoint
 from conftest import one_line_error, save_tiny_run
-from model import GPT, gpt_config
+from model import GPT, Sampling, gpt_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -68,13 +68,13 @@ def test_entropy_uniform_is_log_vocab():
     cond, tokens = torch.tensor([1, 2]), torch.randint(64, (2, 16))
     with torch.no_grad():
         model.output.weight.zero_()                                                    # logits 0: uniform over V = 64
-    assert ev.token_entropy(model, cond, tokens, 2.0).tolist() == pytest.approx([math.log(64)] * 2, abs=1e-5)
+    assert ev.token_entropy(model, cond, tokens, Sampling(cfg_scale=2.0)).tolist() == pytest.approx([math.log(64)] * 2, abs=1e-5)
     with torch.no_grad():                                                              # ties broken: top-k keeps k tokens
         model.output.weight.copy_(torch.randn(64, 64) * 1e-3)
-    assert ev.token_entropy(model, cond, tokens, 2.0, top_k=8).tolist() == pytest.approx([math.log(8)] * 2, abs=1e-3)
+    assert ev.token_entropy(model, cond, tokens, Sampling(cfg_scale=2.0, top_k=8)).tolist() == pytest.approx([math.log(8)] * 2, abs=1e-3)
     with torch.no_grad():
         model.output.weight.mul_(3e4)                                                  # sharp: well below log V
-    assert (ev.token_entropy(model, cond, tokens, 2.0) < 0.5 * math.log(64)).all()
+    assert (ev.token_entropy(model, cond, tokens, Sampling(cfg_scale=2.0)) < 0.5 * math.log(64)).all()
 
 
 # ----------------------------------------------------------------------------- compare: the report
@@ -110,7 +110,7 @@ def test_compare_report_format_and_grid(tmp_path):
 
 def test_compare_missing_base_is_one_line(tmp_path):
     save_tiny_run(tmp_path / "ckpt.pt")
-    err = one_line_error(["eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"),
+    err = one_line_error(["tools/eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"),
                           "--base", str(tmp_path / "nope.pt"), "--diversity", "pixel"], ENV, 120)
     assert "nope.pt" in err and "--base" in err
 
@@ -140,7 +140,7 @@ def test_fid_pipeline_with_random_inception(tmp_path):
 
 def test_fid_missing_inception_weights_is_one_line(tmp_path):
     np.savez(tmp_path / "s.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
-    err = one_line_error(["eval.py", "fid", "--npz", str(tmp_path / "s.npz"),
+    err = one_line_error(["tools/eval.py", "fid", "--npz", str(tmp_path / "s.npz"),
                           "--ref", str(tmp_path / "s.npz")], {**ENV, "TORCH_HOME": str(tmp_path)}, 120)
     assert ev.INCEPTION_FILE in err and "--inception-ckpt" in err
 
@@ -161,11 +161,11 @@ def test_plot_writes_pngs_and_tensorboard(tmp_path):
 
 def test_compare_with_the_compiled_sampler_gives_the_same_report(tmp_path, monkeypatch):
     # --compile (default on a GPU) changes the speed, never a number of the report
-    import model
+    from plumbing import compiled as path
     save_tiny_run(tmp_path / "ckpt.pt", steps=1)
     eager = compare(tmp_path, tmp_path / "ckpt.pt")
     assert ev.get_args(["compare", "--tuned", "x", "--device", "cpu"]).compile is False
-    compiled, real = [], model.compiled_decode_step
-    monkeypatch.setattr(model, "compiled_decode_step", lambda dev: compiled.append(dev) or real(dev))
+    compiled, real = [], path.decoding
+    monkeypatch.setattr(path, "decoding", lambda *a: compiled.append(a) or real(*a))
     assert compare(tmp_path, tmp_path / "ckpt.pt", "--compile", "--out", str(tmp_path / "c")) == eager
     assert len(compiled) == 6                                # 3 classes x (base, tuned): all compiled

@@ -14,13 +14,14 @@ import sys
 import pytest
 import torch
 
-import bench
-import eval as ev
+from tools import bench
+from tools import eval as ev
 import rewards
 import sample
 import train
-from checkpoint import remove_stale_tmp, save_atomic
 from model import load_gpt
+from plumbing.files import remove_stale_tmp, save_atomic
+from plumbing.stops import NonFinite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
@@ -88,14 +89,14 @@ def test_resume_applies_or_refuses_changed_flags(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- non-finite values
 def test_nan_reward_stops_before_the_update(tmp_path, monkeypatch):
-    calls = []
+    calls, color = [], rewards.reward_color
 
     def color_nan_at_step_3(x, prompts):
         calls.append(1)
-        r = rewards.reward_color(x, prompts)
+        r = color(x, prompts)
         return r.fill_(float("nan")) if len(calls) == 3 else r
-    monkeypatch.setitem(rewards.OFFLINE, "color", color_nan_at_step_3)
-    with pytest.raises(train.NonFinite, match="step 3: reward 'color' \\(32 non-finite values\\).*checkpoint of step 2 is intact"):
+    monkeypatch.setattr(rewards, "reward_color", color_nan_at_step_3)
+    with pytest.raises(NonFinite, match="step 3: reward 'color' \\(32 non-finite values\\).*checkpoint of step 2 is intact"):
         run(tmp_path, "--steps", "4", "--save-every", "2")
     ck = ckpt(tmp_path)
     assert ck["step"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values())
@@ -110,7 +111,7 @@ def test_nan_loss_stops_before_the_optimizer(tmp_path, monkeypatch):
         out = loss(*a, **k)
         return (out[0] * float("nan"),) + out[1:] if len(calls) == 2 else out
     monkeypatch.setattr(train, "grpo_loss", nan_at_step_2)
-    with pytest.raises(train.NonFinite, match="step 2: gradient norm \\(nan\\).*checkpoint of step 1 is intact"):
+    with pytest.raises(NonFinite, match="step 2: gradient norm \\(nan\\).*checkpoint of step 1 is intact"):
         run(tmp_path, "--steps", "3", "--save-every", "1")
     assert ckpt(tmp_path)["step"] == 1 and all(torch.isfinite(v).all() for v in ckpt(tmp_path)["model"].values())
 
@@ -136,7 +137,7 @@ def test_kill_during_save_leaves_a_tmp_file_that_the_next_run_removes(tmp_path):
     target = tmp_path / "ckpt.pt"
     save_atomic({"step": 1}, target)
     # a process killed (SIGKILL) in the middle of torch.save: the target must stay the old complete file
-    code = (f"import os, signal, torch; from checkpoint import save_atomic\n"
+    code = (f"import os, signal, torch; from plumbing.files import save_atomic\n"
             f"def dying_save(obj, f, *a, **k):\n    f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
             f"torch.save = dying_save\nsave_atomic({{'step': 2}}, {str(target)!r})\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, timeout=120)

@@ -6,8 +6,9 @@ import os
 import pytest
 import torch
 
-from checkpoint import BadCheckpoint, MissingCheckpoint, save_atomic
-from model import (GPT, GPTConfig, cfg_logits, generate, gpt_checkpoint, gpt_config, load_gpt,
+from plumbing.files import save_atomic
+from plumbing.weights import BadCheckpoint, MissingCheckpoint
+from model import (GPT, GPTConfig, Sampling, cfg_logits, generate, gpt_checkpoint, gpt_config, load_gpt,
                    sampling_logprobs)
 from text import TextEncoder
 from vq import VQ_PRESETS, VQConfig, VQModel, load_vq
@@ -37,8 +38,8 @@ def test_golden_c2i():
     with torch.no_grad():  # eval mode: every row keeps its own class (no label dropout)
         assert close(model(cond, tokens), e["logits"])
         assert close(model(model.null_cond(cond), tokens), e["logits_null"])
-    assert torch.equal(generate(model, cond, top_k=1), e["greedy"])
-    assert torch.equal(generate(model, cond, cfg_scale=e["cfg_scale"], top_k=1), e["greedy_cfg"])
+    assert torch.equal(generate(model, cond, Sampling(top_k=1)), e["greedy"])
+    assert torch.equal(generate(model, cond, Sampling(cfg_scale=e["cfg_scale"], top_k=1)), e["greedy_cfg"])
 
 
 @needs_golden
@@ -46,7 +47,7 @@ def test_golden_t2i():
     model, e = load_golden_gpt("gpt_t2i")
     with torch.no_grad():
         assert close(model(e["cond"], e["tokens"], e["emb_masks"]), e["logits"])
-    got = generate(model, e["cond"], cfg_scale=e["cfg_scale"], top_k=1, cond_mask=e["emb_masks"])
+    got = generate(model, e["cond"], Sampling(cfg_scale=e["cfg_scale"], top_k=1), cond_mask=e["emb_masks"])
     assert torch.equal(got, e["greedy_cfg"])
 
 
@@ -169,7 +170,7 @@ def test_saved_vq_roundtrip(tmp_path):
 
 def test_seeded_sampling_is_reproducible(tiny):
     cond = torch.tensor([0, 3, 3, 9])
-    run = lambda seed: generate(tiny, cond, cfg_scale=2.0, generator=torch.Generator().manual_seed(seed))
+    run = lambda seed: generate(tiny, cond, Sampling(cfg_scale=2.0), generator=torch.Generator().manual_seed(seed))
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
 
@@ -183,8 +184,8 @@ def test_cfg_scale_one_is_the_conditional_model(tiny):
     cond, tokens = torch.tensor([1, 5]), torch.randint(0, 64, (2, 16))
     with torch.no_grad():
         # the batched [cond; null] path at a scale infinitesimally above 1 equals the plain conditional model
-        assert torch.allclose(cfg_logits(tiny, cond, tokens, 1.0 + 1e-7), tiny(cond, tokens), atol=1e-5)
-    g = lambda s: generate(tiny, cond, cfg_scale=s, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(cfg_logits(tiny, cond, tokens, Sampling(cfg_scale=1.0 + 1e-7)), tiny(cond, tokens), atol=1e-5)
+    g = lambda s: generate(tiny, cond, Sampling(cfg_scale=s), generator=torch.Generator().manual_seed(0))
     assert torch.equal(g(1.0), g(1.0 + 1e-7))
 
 
@@ -197,20 +198,21 @@ def test_kv_cache_matches_teacher_forcing(model_type, cfg, interval):
         cond, mask = torch.tensor([0, 4, 7]), None
     else:
         cond, mask = TextEncoder.tiny(32)(["a red cat", "", "a very long prompt " * 3])
-    tokens = generate(model, cond, cfg_scale=cfg, cfg_interval=interval, top_k=1, cond_mask=mask)
+    s = Sampling(cfg_scale=cfg, cfg_interval=interval, top_k=1)
+    tokens = generate(model, cond, s, cond_mask=mask)
     with torch.no_grad():
-        logits = cfg_logits(model, cond, tokens, cfg, mask, interval)
+        logits = cfg_logits(model, cond, tokens, s, mask)
     assert torch.equal(logits.argmax(-1), tokens)  # greedy KV-cache decoding == teacher-forced argmax
     # sampled log-probs == teacher-forced ones: test_train.py, test_sampler_logprobs_equal_...
 
 
 def test_sampling_logprobs_filters():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.allclose(sampling_logprobs(logits, top_k=2).exp(), torch.tensor([[0.625, 0.375, 0, 0]]))
+    assert torch.allclose(sampling_logprobs(logits, Sampling(top_k=2)).exp(), torch.tensor([[0.625, 0.375, 0, 0]]))
     # top-p keeps the smallest prefix whose mass reaches p (the token that crosses it included)
-    assert torch.allclose(sampling_logprobs(logits, top_p=0.7).exp(), torch.tensor([[0.625, 0.375, 0, 0]]))
-    assert torch.allclose(sampling_logprobs(logits, top_p=0.85).exp(), torch.tensor([[0.5, 0.3, 0.15, 0]]) / 0.95)
-    assert torch.allclose(sampling_logprobs(logits, temperature=0.5).exp(),
+    assert torch.allclose(sampling_logprobs(logits, Sampling(top_p=0.7)).exp(), torch.tensor([[0.625, 0.375, 0, 0]]))
+    assert torch.allclose(sampling_logprobs(logits, Sampling(top_p=0.85)).exp(), torch.tensor([[0.5, 0.3, 0.15, 0]]) / 0.95)
+    assert torch.allclose(sampling_logprobs(logits, Sampling(temperature=0.5)).exp(),
                           torch.tensor([[0.25, 0.09, 0.0225, 0.0025]]) / 0.365)
 
 
@@ -229,7 +231,7 @@ def test_bf16_model_keeps_fp32_rope(tiny):
     cond, tokens = torch.tensor([1, 5]), torch.randint(0, 64, (2, 16))
     with torch.no_grad():
         assert close(half(cond, tokens), tiny(cond, tokens), rel=3e-2)
-    assert generate(half, cond, cfg_scale=2.0, top_k=1).shape == (2, 16)
+    assert generate(half, cond, Sampling(cfg_scale=2.0, top_k=1)).shape == (2, 16)
 
 
 def test_tiny_text_encoder_same_in_every_process():

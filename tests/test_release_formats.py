@@ -4,7 +4,7 @@ files: CLIP as timm's open_clip safetensors / .bin and as OpenAI's TorchScript V
 with its three int entries); HPSv2.1 as fp16 {'state_dict': ...}; MANIQA (pyiqa's ckpt_koniq10k.pt)
 bare, 'module.'-prefixed and {'params': ...}; a Qwen2.5-VL folder with the old weight names and the
 early-2025 preprocessor_config.json; a FLAN-T5 folder with a sentencepiece spiece.model. Only the
-architectures are shrunk (rewards.CLIP_ARCH / MANIQA_ARCH, the configs inside the folders)."""
+architectures are shrunk (RM.CLIP_ARCH / MANIQA_ARCH, the configs inside the folders)."""
 import io
 import json
 import logging
@@ -16,13 +16,15 @@ from typing import Dict, List
 import pytest
 import torch
 
-import eval as ev
+from tools import eval as ev
+import plumbing.reward_models as RM
 import rewards as R
 import train
-from checkpoint import BadCheckpoint, MissingCheckpoint
+from plumbing.weights import BadCheckpoint, MissingCheckpoint
 from conftest import one_line_error, save_tiny_run
-from rewards import RewardWeightsMissing, build_rewards
-from tiny import TINY_PROMPTS, tiny_qwen
+from plumbing.reward_models import RewardWeightsMissing
+from rewards import build_rewards
+from plumbing.standins import TINY_PROMPTS, tiny_qwen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -41,9 +43,9 @@ OLD_QWEN_PREPROCESSOR = {   # the early-2025 file of Qwen/Qwen2.5-VL-3B-Instruct
 
 @pytest.fixture
 def tiny_archs(monkeypatch):
-    monkeypatch.setitem(R.CLIP_ARCH, "clip", TINY_CLIP)
-    monkeypatch.setitem(R.CLIP_ARCH, "hps", TINY_HPS)
-    monkeypatch.setattr(R, "MANIQA_ARCH", TINY_MANIQA)
+    monkeypatch.setitem(RM.CLIP_ARCH, "clip", TINY_CLIP)
+    monkeypatch.setitem(RM.CLIP_ARCH, "hps", TINY_HPS)
+    monkeypatch.setattr(RM, "MANIQA_ARCH", TINY_MANIQA)
 
 
 def _seeded(fn, seed):
@@ -53,7 +55,7 @@ def _seeded(fn, seed):
 
 def _write_jit_clip(sd, path):
     """OpenAI's archive: a traced CLIP in fp16 whose state also holds three int entries."""
-    model = R._open_clip_model(TINY_CLIP)
+    model = RM.open_clip_model(TINY_CLIP)
     model.load_state_dict(sd)
     for k, v in (("input_resolution", 32), ("context_length", 77), ("vocab_size", 49408)):
         model.__dict__.pop(k, None)                 # open_clip keeps two of them as plain ints
@@ -94,12 +96,12 @@ def release(tmp_path_factory):
     from safetensors.torch import save_file
     d = tmp_path_factory.mktemp("release")
     f = {}
-    clip = _seeded(lambda: R._open_clip_model(TINY_CLIP), 1).state_dict()
+    clip = _seeded(lambda: RM.open_clip_model(TINY_CLIP), 1).state_dict()
     f["clip_st"], f["clip_bin"], f["clip_jit"] = d / "open_clip_model.safetensors", d / "open_clip_pytorch_model.bin", d / "ViT-B-32.pt"
     save_file(clip, f["clip_st"])
     torch.save(clip, f["clip_bin"])
     _write_jit_clip(clip, str(f["clip_jit"]))
-    hps = _seeded(lambda: R._open_clip_model(TINY_HPS), 2).state_dict()
+    hps = _seeded(lambda: RM.open_clip_model(TINY_HPS), 2).state_dict()
     f["hps"] = d / "HPS_v2.1_compressed.pt"
     torch.save({"state_dict": {k: v.half() for k, v in hps.items()}}, f["hps"])
     maniqa = build_rewards("maniqa:1", tiny=True, seed=3).ctx.cache["maniqa"].state_dict()
@@ -193,7 +195,7 @@ class _Scripted(torch.nn.Module):
 
 
 def test_torchscript_reader_matches_the_state_dict_of_a_scripted_module(tmp_path):
-    from checkpoint import read_torchscript_tensors
+    from plumbing.formats import read_torchscript_tensors
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = torch.jit.script(_Scripted())
@@ -206,7 +208,7 @@ def test_torchscript_reader_matches_the_state_dict_of_a_scripted_module(tmp_path
 def test_torchscript_reader_builds_nothing_but_tensors(tmp_path, tiny_archs):
     import pickle
     import zipfile
-    from checkpoint import is_torchscript, read_torchscript_tensors
+    from plumbing.formats import is_torchscript, read_torchscript_tensors
 
     class Payload:                                          # what a hostile archive's data.pkl could hold
         def __reduce__(self):
@@ -289,10 +291,10 @@ def test_eval_reward_flags_exist_and_missing_weights_name_them(tmp_path):
         assert getattr(ev.get_args(["compare", "--tuned", "x", flag, "p"]), flag[2:].replace("-", "_")) == "p"
         assert getattr(train.get_args(["--preset", "tiny", flag, "p"]), flag[2:].replace("-", "_")) == "p"
     save_tiny_run(tmp_path / "ckpt.pt")
-    err = _one_line_error(["eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"), "--rewards", "hps:1",
+    err = _one_line_error(["tools/eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"), "--rewards", "hps:1",
                            "--diversity", "pixel", "--out", str(tmp_path / "eval")], tmp_path)
     assert "--hps-ckpt" in err
     # the default --diversity lpips on 16 px images: the minimum size and the way out, before any weights
-    err = _one_line_error(["eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "eval")],
+    err = _one_line_error(["tools/eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "eval")],
                           tmp_path)
     assert "16 px" in err and f"{ev.LPIPS_MIN_PX} px" in err and "--diversity pixel" in err

@@ -5,10 +5,12 @@ import math
 import pytest
 import torch
 
+import plumbing.reward_models as RM
 import rewards as R
 from conftest import assert_frozen, random_images
-from rewards import OFFLINE_REWARDS, RewardWeightsMissing, build_rewards
-from tiny import tiny_clip
+from plumbing.reward_models import RewardWeightsMissing
+from rewards import OFFLINE_REWARDS, build_rewards
+from plumbing.standins import tiny_clip
 
 
 # ----------------------------------------------------------------------------- pure maps
@@ -56,7 +58,7 @@ def test_prompt_color_is_deterministic_and_distinct():
 def test_reward_table_names_every_reward():
     """REWARDS, the table that opens rewards.py, lists every weight-free reward, every judge
     question and the paper / T2I rewards, in that order; reward_builders() returns a copy."""
-    want = [*R.OFFLINE, "clip", "clip_q", "hps", "hps_q", "maniqa", *R.JUDGE,
+    want = [*R.OFFLINE_REWARDS, "clip", "clip_q", "hps", "hps_q", "maniqa", *R.JUDGE,
             "pickscore", "imagereward", "aesthetic"]
     assert list(R.REWARDS) == want
     assert R.reward_builders() == R.REWARDS and R.reward_builders() is not R.REWARDS
@@ -169,7 +171,7 @@ def test_maniqa_tiny_forward_matches_pyiqa_and_crops():
     net.test_sample = 1
     with torch.no_grad():
         want = net(x).flatten()
-        got = R.maniqa_forward(net, x[..., :224, :224])
+        got = RM.maniqa_forward(net, x[..., :224, :224])
     assert torch.allclose(got, want, atol=1e-5) and got.std() > 0
     # crops: positions inside the image, content is the slice
     img = torch.arange(256.0).view(1, 1, 1, 256).expand(1, 3, 256, 256)
@@ -188,7 +190,7 @@ def test_maniqa_tiny_reward_is_2x_mean_of_20_crops_and_seeded():
     assert ra.shape == (2,) and torch.equal(ra, b(x, PROMPTS[:2])[0])     # same seed, same crops
     crops = R.maniqa_crops(x, 20, 224, torch.Generator().manual_seed(5))
     with torch.no_grad():
-        want = 2 * R.maniqa_forward(a.ctx.cache["maniqa"], crops).view(2, 20).mean(1)
+        want = 2 * RM.maniqa_forward(a.ctx.cache["maniqa"], crops).view(2, 20).mean(1)
     assert torch.allclose(ra, want, atol=1e-5)
     assert not torch.equal(a(x, PROMPTS[:2])[0], ra)                       # fresh crops next call
     assert_frozen(a)

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 import sample
+from plumbing.prompts import read_prompts
 
 
 def test_tiny_c2i_grid_and_npz(tmp_path):
@@ -71,15 +72,15 @@ def test_read_prompts_argrpo_json(tmp_path):
             "a plain string", {"prompt": "a prompt field"}]
     path = tmp_path / "drawbench.json"
     path.write_text(__import__("json").dumps(rows))
-    assert sample.read_prompts(str(path)) == ["A red cat.", "two dogs", "a plain string", "a prompt field"]
+    assert read_prompts(str(path)) == ["A red cat.", "two dogs", "a plain string", "a prompt field"]
     (tmp_path / "bad.json").write_text('[{"id": 3, "conversations": [{"from": "gpt", "value": "x"}]}]')
     with pytest.raises(SystemExit, match="entry 0 has no prompt"):
-        sample.read_prompts(str(tmp_path / "bad.json"))
+        read_prompts(str(tmp_path / "bad.json"))
     (tmp_path / "obj.json").write_text('{"prompt": "x"}')
     with pytest.raises(SystemExit, match="must hold a JSON list"):
-        sample.read_prompts(str(tmp_path / "obj.json"))
+        read_prompts(str(tmp_path / "obj.json"))
     with pytest.raises(SystemExit, match="is a directory"):
-        sample.read_prompts(str(tmp_path))
+        read_prompts(str(tmp_path))
 
 
 def test_t2i_text_settings_follow_the_run(tmp_path, capsys):

@@ -8,10 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import plumbing.reward_models as RM
+import plumbing.t2i_scorers as T2
 import rewards as R
 from conftest import assert_frozen, random_images
-from rewards import RewardWeightsMissing, build_rewards
-from tiny import TINY_BERT_VOCAB, clip_tokenizer_offline
+from plumbing.reward_models import RewardWeightsMissing
+from rewards import build_rewards
+from plumbing.standins import TINY_BERT_VOCAB, clip_tokenizer_offline
 
 PROMPTS = ["a red cat", "a photo of dog", "a red cat"]
 
@@ -88,7 +91,7 @@ def blip_library_layout(tiny):
     out["blip.text_encoder.embeddings.position_ids"] = torch.Size([1, 64 if tiny else 512])
     out.update({"blip.vision_proj.weight": (256, vd), "blip.vision_proj.bias": (256,),
                 "blip.text_proj.weight": (256, td), "blip.text_proj.bias": (256,)})
-    head = R.LinearHead(td)
+    head = T2.LinearHead(td)
     out.update({f"mlp.{k}": v.shape for k, v in head.state_dict().items()})
     return out
 
@@ -96,18 +99,18 @@ def blip_library_layout(tiny):
 def test_imagereward_real_layout_is_accepted_exactly():
     layout = blip_library_layout(tiny=False)
     sd = {k: torch.empty(s, device="meta") for k, s in layout.items()}
-    mapped = R.imagereward_state_dict(sd)
+    mapped = T2.imagereward_state_dict(sd)
     with torch.device("meta"):
-        ours = R.ImageRewardNet(*R.imagereward_configs(tiny=False)).state_dict()
+        ours = T2.ImageRewardNet(*T2.imagereward_configs(tiny=False)).state_dict()
     assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in ours.items()}
     assert len(layout) - len(mapped) == 5           # dropped by name: 4 ITC projection tensors + position_ids
-    net = R.imagereward_from_state(sd, *R.imagereward_configs(tiny=False))   # the real loader, strict
+    net = T2.imagereward_from_state(sd, *T2.imagereward_configs(tiny=False))   # the real loader, strict
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(446.2e6, rel=1e-3)
     with pytest.raises(ValueError, match="unexpected keys.*blip.itm_head"):
-        R.imagereward_state_dict({**sd, "blip.itm_head.weight": torch.empty(2, 768, device="meta")})
+        T2.imagereward_state_dict({**sd, "blip.itm_head.weight": torch.empty(2, 768, device="meta")})
     del sd["mlp.layers.7.bias"]
     with pytest.raises(RuntimeError, match=r"Missing.*mlp\.layers\.7\.bias"):
-        R.imagereward_from_state(sd, *R.imagereward_configs(tiny=False))
+        T2.imagereward_from_state(sd, *T2.imagereward_configs(tiny=False))
 
 
 def _random_state(layout, seed):
@@ -172,7 +175,7 @@ def test_imagereward_tiny_checkpoint_matches_the_reference_forward():
     s = build_rewards("imagereward:1", tiny=True)
     ctx = s.ctx
     tok = ctx.cache["imagereward"][1]
-    ctx.cache["imagereward"] = (R._frozen(R.imagereward_from_state(sd, *R.imagereward_configs(tiny=True)), ctx), tok)
+    ctx.cache["imagereward"] = (RM.frozen(T2.imagereward_from_state(sd, *T2.imagereward_configs(tiny=True)), ctx), tok)
     score = R.build_imagereward(ctx)                                    # the reward, with the loaded tiny checkpoint
     x = random_images(3, 64, 48)
     prompts = ["a red cat", "photo of a very red dog and a cat", "zebra"]   # unknown words -> [UNK]
@@ -218,7 +221,7 @@ def test_aesthetic_real_layout():
                 torch.nn.Dropout(0.2), torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16),
                 torch.nn.Linear(16, 1))
     lib = MLP(768).state_dict()
-    head = R.LinearHead(768)
+    head = T2.LinearHead(768)
     head.load_state_dict(lib)                                           # strict
     assert sorted(head.state_dict()) == sorted(lib) == [f"layers.{j}.{p}" for j in (0, 2, 4, 6, 7) for p in ("bias", "weight")]
     clip = open_clip.create_model("ViT-L-14-quickgelu", pretrained=None, device="meta")
@@ -256,7 +259,7 @@ def test_missing_explicit_paths_name_the_flag(no_weights, tmp_path):
     with pytest.raises(RewardWeightsMissing, match="vocab.txt is neither next to"):
         build_rewards("imagereward:1", imagereward_ckpt=str(tmp_path / "ImageReward.pt"))
     mlp = tmp_path / "aes.pth"
-    torch.save(R.LinearHead(768).state_dict(), mlp)      # the MLP, but no CLIP ViT-L/14: named with its flag
+    torch.save(T2.LinearHead(768).state_dict(), mlp)      # the MLP, but no CLIP ViT-L/14: named with its flag
     with pytest.raises(RewardWeightsMissing, match="--aesthetic-clip-ckpt"):
         build_rewards("aesthetic:1", aesthetic_ckpt=str(mlp))
 
@@ -285,8 +288,8 @@ def test_imagereward_real_path_reads_the_file_and_vocab(no_weights, tmp_path, mo
     sd = _random_state(blip_library_layout(tiny=True), seed=2)
     torch.save(sd, tmp_path / "ImageReward.pt")
     (tmp_path / "vocab.txt").write_text("\n".join(TINY_BERT_VOCAB) + "\n")
-    tiny_configs = R.imagereward_configs
-    monkeypatch.setattr(R, "imagereward_configs", lambda tiny: tiny_configs(tiny=True))
+    tiny_configs = T2.imagereward_configs
+    monkeypatch.setattr(T2, "imagereward_configs", lambda tiny: tiny_configs(tiny=True))
     s = build_rewards("imagereward:1", imagereward_ckpt=str(tmp_path / "ImageReward.pt"))
     net, tok = s.ctx.cache["imagereward"]
     assert len(tok) == len(TINY_BERT_VOCAB) + 2 and not net.training

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from model import GPT, cfg_logits, generate, gpt_config  # noqa: E402
-from text import TextEncoder, clean_caption, html_text, preprocess  # noqa: E402
+from model import GPT, Sampling, cfg_logits, generate, gpt_config  # noqa: E402
+from plumbing.captions import clean_caption, html_text  # noqa: E402
+from text import TextEncoder, preprocess  # noqa: E402
+
+CFG4 = Sampling(cfg_scale=4.0)
 
 # (caption, what AR-GRPO's T5Embedder.text_preprocessing returns): the right-hand sides were produced
 # by AR-GRPO's own language/t5.py (commit 65947ad) with beautifulsoup4 4.15.0 and ftfy 6.3.1. Our
@@ -98,10 +101,10 @@ def test_layouts_agree_on_the_conditional_branch_after_the_first_token(t2i):
     with torch.no_grad():
         cl, cr = model(fl, tokens, ml), model(fr, tokens, mr)
         assert torch.allclose(cl[:, 1:], cr[:, 1:], atol=1e-5) and (cl[:, 0] - cr[:, 0]).abs().max() > 1e-2
-        gl, gr = cfg_logits(model, fl, tokens, 4.0, ml), cfg_logits(model, fr, tokens, 4.0, mr)
+        gl, gr = cfg_logits(model, fl, tokens, CFG4, ml), cfg_logits(model, fr, tokens, CFG4, mr)
         assert (gl[:, 1:] - gr[:, 1:]).abs().amax((0, 2)).min() > 1e-3     # every later token differs
         # right padding: zeroing the padded rows changes the first token only
-        z = cfg_logits(model, fr * mr[..., None], tokens, 4.0, mr)
+        z = cfg_logits(model, fr * mr[..., None], tokens, CFG4, mr)
         assert torch.allclose(z[:, 1:], gr[:, 1:], atol=1e-5) and (z[:, 0] - gr[:, 0]).abs().max() > 1e-2
 
 
@@ -122,10 +125,10 @@ def test_ar_grpo_training_mask_changes_only_the_first_token(t2i):
 
 def test_right_padded_kv_cache_sampler_matches_teacher_forcing(t2i):
     model, _, (fr, mr) = t2i
-    tokens, lp = generate(model, fr, cfg_scale=4.0, cond_mask=mr, generator=torch.Generator().manual_seed(0),
+    tokens, lp = generate(model, fr, CFG4, cond_mask=mr, generator=torch.Generator().manual_seed(0),
                           return_logprobs=True)
     with torch.no_grad():
-        tf = cfg_logits(model, fr, tokens, 4.0, mr).log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
+        tf = cfg_logits(model, fr, tokens, CFG4, mr).log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
     assert torch.allclose(tf, lp, atol=1e-4)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grpo import grpo_loss, policy_logprobs
-from model import GPT, generate, gpt_config
+from model import GPT, Sampling, generate, gpt_config
 from text import TextEncoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,13 +55,12 @@ def test_sampler_logprobs_equal_teacher_forcing(task, cfg, interval, temperature
     """THE log-prob invariant (also with a CFG interval and top-k / top-p): the KV-cache sampler's
     log-probs are the teacher-forced ones train.py computes for the same tokens."""
     model, cond, mask = tiny_model_and_cond(task)
-    kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, cond_mask=mask,
-              cfg_interval=interval)
-    tokens, lp = generate(model, cond, cfg_scale=cfg, generator=torch.Generator().manual_seed(0),
-                          return_logprobs=True, **kw)
+    s = Sampling(cfg, temperature, top_k, top_p, interval)
+    tokens, lp = generate(model, cond, s, cond_mask=mask, generator=torch.Generator().manual_seed(0),
+                          return_logprobs=True)
     with torch.no_grad():
-        tf, ent = policy_logprobs(model, cond, tokens, "cfg", cfg, **kw)
-        cond_only, _ = policy_logprobs(model, cond, tokens, "cond", cfg, **kw)
+        tf, ent = policy_logprobs(model, cond, tokens, "cfg", s, mask)
+        cond_only, _ = policy_logprobs(model, cond, tokens, "cond", s, mask)
     assert torch.isfinite(tf).all() and (ent >= 0).all()
     assert (tf - lp).abs().max() < 1e-4, (tf - lp).abs().max()             # KV-cache sampler == teacher forcing
     assert (cond_only - lp).abs().max() > 1e-2                               # the paper's `cond` policy is another distribution
@@ -69,10 +68,11 @@ def test_sampler_logprobs_equal_teacher_forcing(task, cfg, interval, temperature
 
 def test_on_policy_ratio_is_exactly_one_in_cfg_mode():
     model, cond, _ = tiny_model_and_cond("c2i")
-    tokens, lp = generate(model, cond, cfg_scale=2.0, generator=torch.Generator().manual_seed(1), return_logprobs=True)
+    s = Sampling(cfg_scale=2.0)
+    tokens, lp = generate(model, cond, s, generator=torch.Generator().manual_seed(1), return_logprobs=True)
     with torch.no_grad():
-        old, _ = policy_logprobs(model, cond, tokens, "cfg", 2.0)            # pi_old, as train.py computes it
-    new, _ = policy_logprobs(model, cond, tokens, "cfg", 2.0)                # the update's forward, with grad
+        old, _ = policy_logprobs(model, cond, tokens, "cfg", s)              # pi_old, as train.py computes it
+    new, _ = policy_logprobs(model, cond, tokens, "cfg", s)                  # the update's forward, with grad
     loss, pg, kl, ratio = grpo_loss(new, old, old, torch.tensor([1.0, -1.0, 0.5, 0.0]), beta=0.1)
     assert torch.equal(ratio, torch.ones_like(ratio)) and kl.abs().max() == 0
     assert torch.allclose(torch.exp(new.detach() - lp), torch.ones_like(lp), atol=1e-4)  # also vs the sampler's own log-probs
@@ -104,8 +104,7 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
     # weights: equal up to float summation order, which Adam's g / sqrt(v) amplifies for gradients
     # near 0 (a few elements move by ~1e-5): compare the whole update, relative to its size
-    from sample import build_models
-    from train import get_args
+    from train import build_models, get_args
     w0 = build_models(get_args(["--preset", "tiny"]), torch.device("cpu"))[0].state_dict()
     wa, wb = weights(tmp_path / "ddp"), weights(tmp_path / "one")
     norm = lambda d: sum(v.double().square().sum() for v in d.values()).sqrt().item()
@@ -194,7 +193,7 @@ def test_t2i_ar_grpo_json_prompts_right_padding_pure_bf16_lr_decay(tmp_path):
 
 
 def test_judge_metrics_per_step():
-    from train import judge_metrics
+    from plumbing.rundir import judge_metrics
     before = {"qwen_score/answers": 8, "qwen_score/attempts": 9, "qwen_score/failures": 1, "qwen_score/digit_mass": 0.3,
               "qwen_fake/answers": 8, "qwen_fake/attempts": 8, "qwen_fake/failures": 0}
     after = {"qwen_score/answers": 16, "qwen_score/attempts": 21, "qwen_score/failures": 3, "qwen_score/digit_mass": 0.5,
@@ -215,8 +214,8 @@ def test_pure_bf16_loses_small_updates():
         cond = torch.arange(8) % 4
         frac = []
         for step in range(5):
-            tokens = generate(model, cond, cfg_scale=2.0, generator=torch.Generator().manual_seed(step))
-            logp, _ = policy_logprobs(model, cond, tokens, "cond")
+            tokens = generate(model, cond, Sampling(cfg_scale=2.0), generator=torch.Generator().manual_seed(step))
+            logp, _ = policy_logprobs(model, cond, tokens, "cond", Sampling(cfg_scale=2.0))
             loss, *_ = grpo_loss(logp, logp.detach(), logp.detach(), torch.randn(8, generator=torch.Generator().manual_seed(step)), 0.1)
             opt.zero_grad()
             loss.backward()

@@ -1,12 +1,12 @@
 """eval.py: what a user measures and sees after an AR-GRPO run. Four commands:
 
-  python eval.py compare --tuned out/tiny/ckpt.pt --diversity pixel --out out/tiny/eval
+  python tools/eval.py compare --tuned out/tiny/ckpt.pt --diversity pixel --out out/tiny/eval
       base vs tuned: rewards, diversity, entropy, a grid
-  python eval.py fid --npz samples/B256.npz --ref VIRTUAL_imagenet256_labeled.npz
+  python tools/eval.py fid --npz samples/B256.npz --ref VIRTUAL_imagenet256_labeled.npz
       FID / IS / precision / recall
-  python eval.py plot out/tiny
+  python tools/eval.py plot out/tiny
       training curves -> PNG
-  python eval.py drawbench --tuned RUN/ckpt.pt --prompts drawbench_test_1000.json --out DIR
+  python tools/eval.py drawbench --tuned RUN/ckpt.pt --prompts drawbench_test_1000.json --out DIR
       T2I scorers, base vs tuned
 
 drawbench: base vs tuned on a prompt set (AR-GRPO's DrawBench JSON), --per-prompt images of prompt
@@ -54,20 +54,27 @@ import math
 import os
 import sys
 from contextlib import nullcontext
+from dataclasses import asdict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from checkpoint import (BadCheckpoint, MissingCheckpoint, extract_state_dict, find_weights,
-                        load_checkpoint, run_args)
-from grpo import policy_logprobs
-from model import generate
-from rewards import WEIGHT_ARGS, RewardWeightsMissing, build_rewards, parse_spec
-from sample import (SAMPLER_CHECKS, build_models, check_writable, class_prompts, missing_files, mix,
-                    path_kind_errors, range_errors, read_prompts, save_grid, to_uint8)
-from tiny import TINY_PROMPTS, PaletteVQ
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+
+from grpo import policy_logprobs  # noqa: E402  (the repository on the path first)
+from model import Sampling, generate  # noqa: E402
+from plumbing.files import check_writable  # noqa: E402
+from plumbing.flags import SAMPLER_CHECKS, missing_files, path_kind_errors, range_errors  # noqa: E402
+from plumbing.formats import extract_state_dict, load_checkpoint, run_args  # noqa: E402
+from plumbing.images import save_grid, to_uint8  # noqa: E402
+from plumbing.prompts import class_prompts, read_prompts  # noqa: E402
+from plumbing.reward_models import WEIGHT_ARGS, RewardWeightsMissing  # noqa: E402
+from plumbing.standins import TINY_PROMPTS, PaletteVQ  # noqa: E402
+from plumbing.weights import BadCheckpoint, MissingCheckpoint, find_weights  # noqa: E402
+from rewards import build_rewards, parse_spec  # noqa: E402
+from train import build_models, mix  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -128,12 +135,10 @@ def pairwise_diversity(x, dist=cosine_distance, block=256):
 
 
 @torch.no_grad()
-def token_entropy(model, cond, tokens, cfg_scale, temperature=1.0, top_k=0, top_p=1.0,
-                  cond_mask=None, cfg_interval=-1):
+def token_entropy(model, cond, tokens, s, cond_mask=None):
     """(B,): per image, the mean over its N tokens of the entropy of the distribution the sampler
-    drew from."""
-    _, ent = policy_logprobs(model, cond, tokens, "cfg", cfg_scale, temperature, top_k, top_p,
-                             cond_mask, cfg_interval)
+    drew from with the settings s (model.Sampling)."""
+    _, ent = policy_logprobs(model, cond, tokens, "cfg", s, cond_mask)
     return ent.mean(1)                                                # (B, N) -> (B,)
 
 
@@ -248,12 +253,12 @@ def load_pair(args, device):
 
 
 def sampler_settings(args, targs):
-    """The sampler of the evaluation: each setting from its flag, else the run's."""
+    """The sampler of the evaluation (model.Sampling): each setting from its flag, else the run's."""
     settings = {}
     for k in SAMPLER_SETTINGS:
         flag = getattr(args, k)
         settings[k] = getattr(targs, k) if flag is None else flag
-    return argparse.Namespace(**settings)
+    return Sampling(**settings)
 
 
 def base_description(targs):
@@ -313,14 +318,12 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
             cond, mask = feats.expand(G, -1, -1), mask.expand(G, -1)     # (G, 120, C), (G, 120)
         gen = torch.Generator(dev).manual_seed(mix(args.seed, j))   # the same for base and tuned
         with amp:
-            tokens = generate(model, cond, s.cfg_scale, s.temperature, s.top_k, s.top_p,
-                              s.cfg_interval, cond_mask=mask, generator=gen,
+            tokens = generate(model, cond, s, cond_mask=mask, generator=gen,
                               compile=args.compile)                                  # (G, N)
             images = vq.decode(tokens).float().clamp(-1, 1)          # (G, 3, H, W) in [-1, 1]
             for b in torch.arange(G).split(args.batch_size):
-                ents.append(token_entropy(model, cond[b], tokens[b], s.cfg_scale, s.temperature,
-                                          s.top_k, s.top_p, None if mask is None else mask[b],
-                                          s.cfg_interval))
+                ents.append(token_entropy(model, cond[b], tokens[b], s,
+                                          None if mask is None else mask[b]))
         total, p = scorer((images + 1) / 2, [prompt] * G)
         rewards.append(total.float().cpu())
         for k, v in p.items():
@@ -391,7 +394,7 @@ def cmd_compare(args):
     report = {"tuned_ckpt": args.tuned, "base_ckpt": base_description(targs),
               "task": base.config.model_type, "conditions": conds, "per_class": args.per_class,
               "seed": args.seed, "rewards": spec, "diversity_metric": args.diversity,
-              "sampler": vars(s), **results, "delta": delta}
+              "sampler": asdict(s), **results, "delta": delta}
     os.makedirs(args.out, exist_ok=True)
     json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
     save_side_by_side(grids["base"], grids["tuned"],
@@ -422,8 +425,7 @@ def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
     for b in range(0, N, args.batch_size):              # one generator: chunks change nothing
         n = min(args.batch_size, N - b)
         with amp:
-            tokens = generate(model, feats.expand(n, -1, -1), s.cfg_scale, s.temperature, s.top_k,
-                              s.top_p, s.cfg_interval, cond_mask=mask.expand(n, -1),
+            tokens = generate(model, feats.expand(n, -1, -1), s, cond_mask=mask.expand(n, -1),
                               generator=gen, compile=args.compile)                # (n, T)
             images.append(vq.decode(tokens).float().clamp(-1, 1))                 # (n, 3, H, W)
     images = torch.cat(images)
@@ -571,7 +573,7 @@ def cmd_drawbench(args):
     config = {"tuned_ckpt": args.tuned, "base_ckpt": base_description(targs),
               "prompts_file": args.prompts, "prompts": prompts, "per_prompt": args.per_prompt,
               "seed": args.seed, "scorers": names, "tiny_scorers": args.tiny_scorers,
-              "sampler": vars(s)}
+              "sampler": asdict(s)}
     # sample and score, resuming where an interrupted run stopped
     log_path, done = resume(args.out, config, prompts)
     score_prompts({"base": base, "tuned": tuned}, vq, text, prompts, scorer, s, args, amp,
@@ -755,8 +757,8 @@ def add_compare_args(sub, dev):
       help="condition j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="sequences per entropy forward")
     a("--compile", action=argparse.BooleanOptionalAction, default=None,
-      help="sample with the torch.compile'd decode step (same tokens; see README, 'Sampling "
-           "speed'); default: on for a GPU, off on a CPU")
+      help="sample with the torch.compile'd decode step (same tokens; see docs/performance.md); "
+           "default: on for a GPU, off on a CPU")
     a("--grid-rows", type=int, default=8)
     a("--grid-cols", type=int, default=8, help="images per model per grid row")
     a("--out", default="out/eval", help="directory for report.json and grid.png")
@@ -806,8 +808,8 @@ def add_drawbench_args(sub):
       help="prompt j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="images per sampling call")
     a("--compile", action=argparse.BooleanOptionalAction, default=None,
-      help="sample with the torch.compile'd decode step (same tokens; see README, 'Sampling "
-           "speed'); default: on for a GPU, off on a CPU")
+      help="sample with the torch.compile'd decode step (same tokens; see docs/performance.md); "
+           "default: on for a GPU, off on a CPU")
     for flag in WEIGHT_ARGS:
         a("--" + flag.replace("_", "-"), default=None,
           help="scorer weights (default: the run's, else the cache)")

@@ -1,6 +1,6 @@
-"""tiny.py: the offline stand-ins, in one place. "Tiny" means one thing everywhere: random weights
-from a fixed seed, built in milliseconds on a CPU with no download, used by `--preset tiny` in
-train.py, sample.py and eval.py, by `build_rewards(tiny=True)` and by the tests. Each stand-in has
+"""The offline stand-ins, in one place. "Tiny" means one thing everywhere: random weights from a
+fixed seed, built in milliseconds on a CPU with no download, used by `--preset tiny` in train.py,
+sample.py and tools/eval.py, by `build_rewards(tiny=True)` and by the tests. Each stand-in has
 the real model's layout (so the real loading code runs on it) at a width of 16-64.
 
     TINY_PROMPTS        the tiny t2i run's captions

@@ -27,14 +27,14 @@ folder --agreement-images, file names as prompts, or 32 synthetic ones): per que
 Spearman rank correlation of the two scores (NaN, undefined, when either is constant), the
 generate-mode failure fraction and non-finite count, and both means.
 
-    python bench.py                        # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
-    python bench.py --step                 # one GRPO step at GPT-B scale, phases vs floors
-    python bench.py --model GPT-L --images 8 --device cuda --dtype bf16
-    python bench.py --official ~/LlamaGen  # also the official generate() (a LlamaGen checkout)
-    python bench.py --rewards              # images/s of each reward, tiny models, batch 8, 256 px
-    python bench.py --rewards --reward-list clip,hps --real --device cuda --dtype bf16
-    python bench.py --agreement            # fast vs generate judge, tiny judge, 32 synthetic images
-    python bench.py --agreement --real --qwen-path DIR --device cuda --agreement-images DIR
+    python tools/bench.py                        # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
+    python tools/bench.py --step                 # one GRPO step at GPT-B scale, phases vs floors
+    python tools/bench.py --model GPT-L --images 8 --device cuda --dtype bf16
+    python tools/bench.py --official ~/LlamaGen  # also the official generate() (a LlamaGen checkout)
+    python tools/bench.py --rewards              # images/s of each reward, tiny models, batch 8, 256 px
+    python tools/bench.py --rewards --reward-list clip,hps --real --device cuda --dtype bf16
+    python tools/bench.py --agreement            # fast vs generate judge, tiny judge, 32 synthetic images
+    python tools/bench.py --agreement --real --qwen-path DIR --device cuda --agreement-images DIR
 """
 import argparse
 import json
@@ -50,11 +50,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import GPT, generate, gpt_config
-from rewards import OFFLINE_REWARDS, QWEN_PARTS, build_rewards, parse_spec
-from sample import range_errors
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+sys.path.insert(0, HERE)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from model import GPT, Sampling, generate, gpt_config  # noqa: E402  (the repository on the path)
+from plumbing.flags import range_errors  # noqa: E402
+from rewards import OFFLINE_REWARDS, QWEN_PARTS, build_rewards, parse_spec  # noqa: E402
 
 
 def timed(fns, device, repeat, bar=None):
@@ -207,8 +208,9 @@ def bench_sampling(args, dev, dtype):
         cond = torch.randint(0, model.config.num_classes, (n,), device=dev)
         batch = 2 * n if args.cfg_scale != 1.0 else n
         g = torch.Generator(dev).manual_seed(0)
-        run = lambda compile: generate(model, cond, args.cfg_scale, generator=g, compile=compile)
-        generate(model, cond[:1], args.cfg_scale, generator=g)  # eager warm-up (allocator, threads)
+        s = Sampling(cfg_scale=args.cfg_scale)
+        run = lambda compile: generate(model, cond, s, generator=g, compile=compile)
+        generate(model, cond[:1], s, generator=g)  # eager warm-up (allocator, threads)
         compiled = args.compile is not False
         warm = once(lambda: run(compiled), dev)  # compilation (one graph per batch) + one run
         step = floor_step(model, batch)

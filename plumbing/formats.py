@@ -1,139 +1,26 @@
-"""Checkpoint I/O shared by the models and the trainer.
+"""Reading every released checkpoint layout, with strict key checks.
 
-- `resolve(name_or_path, flag)`: a local file, or a released LlamaGen name (`c2i_B_256`,
-  `vq_ds16_c2i`, `t2i_XL_stage1_256`, ...) fetched once through `huggingface_hub` into its cache.
-  Offline with nothing cached it raises `MissingCheckpoint`: one line naming the file, where to
-  get it and the flag to pass instead.
-- `find_weights(what, flag, path, fetch, ...)`: the one home of weight finding for every loader
-  (LlamaGen, the rewards, eval's Inception and LPIPS): the flag's path, else the library cache,
-  else a download when huggingface.co answers, else that one-line message.
-- `read(name_or_path, config_cls, flag)`: resolve, then `torch.load(..., weights_only=True)` and
-  the state dict (plus our stored config, if any) out of every layout the released files use:
-  `{"model": sd}` (DDP runs, plus optimizer/steps/args), `{"ema": sd}`, `{"module": sd}`,
-  `{"state_dict": sd}`, a bare state dict (FSDP runs), stray `freqs_cis`, `module.`/`_orig_mod.`
-  prefixes. The released DDP files keep an argparse `Namespace` under `args`, which
-  `weights_only=True` refuses; we allow-list exactly that class.
+- `read(name_or_path, config_cls, flag)`: resolve (weights.py), then
+  `torch.load(..., weights_only=True)` and the state dict (plus our stored config, if any) out of
+  every layout the released files use: `{"model": sd}` (DDP runs, plus optimizer/steps/args),
+  `{"ema": sd}`, `{"module": sd}`, `{"state_dict": sd}`, a bare state dict (FSDP runs), stray
+  `freqs_cis`, `module.`/`_orig_mod.` prefixes. The released DDP files keep an argparse
+  `Namespace` under `args`, which `weights_only=True` refuses; we allow-list exactly that class.
 - `check_keys(module, sd)`: strict loading with an error that names what is missing/unexpected.
-- `save_atomic(obj, path)`: write to a temporary file, fsync, then `os.replace`, so a run killed
-  mid-save never leaves a truncated checkpoint behind; `remove_stale_tmp(path)` deletes the
-  temporary files such a kill leaves.
+- `gpt_config_fields(sd, ...)`: a LlamaGen GPT's architecture read off its weights, and its
+  resolution checked against the one asked for.
+- `read_torchscript_tensors(path)`: the tensors of a TorchScript archive (OpenAI's CLIP release),
+  read as data, never run.
 """
 import argparse
-import glob
+import math
 import os
 import re
-import socket
 from dataclasses import fields
-from urllib.parse import urlparse
 
 import torch
 
-# released name -> Hugging Face repo holding `<name>.pt`
-RELEASES = {
-    **{f"c2i_{s}_{r}": "FoundationVision/LlamaGen" for s, r in
-       [("B", 256), ("B", 384), ("L", 256), ("L", 384), ("XL", 384), ("XXL", 384), ("3B", 384)]},
-    "vq_ds16_c2i": "FoundationVision/LlamaGen",
-    "vq_ds8_c2i": "FoundationVision/LlamaGen",
-    "vq_ds16_t2i": "peizesun/llamagen_t2i",
-    "t2i_XL_stage1_256": "peizesun/llamagen_t2i",
-    "t2i_XL_stage2_512": "peizesun/llamagen_t2i",
-}
-
-
-class MissingCheckpoint(FileNotFoundError):
-    """A checkpoint that is neither on disk nor downloadable. Its message is one line."""
-
-
-class BadCheckpoint(ValueError):
-    """A checkpoint whose contents do not fit the model (keys, shapes, resolution)."""
-
-
-def resolve(name_or_path, flag="--gpt-ckpt"):
-    """Return a local path for a file path or a released model name (downloaded once, cached)."""
-    name_or_path = str(name_or_path)
-    if os.path.isfile(name_or_path):
-        return name_or_path
-    if os.path.isdir(name_or_path):
-        raise MissingCheckpoint(f"{flag} {name_or_path} is a directory; "
-                                f"pass the checkpoint file in it")
-    name = os.path.basename(name_or_path)[:-3] if name_or_path.endswith(".pt") else name_or_path
-    if name not in RELEASES:
-        released = ", ".join(sorted(RELEASES))
-        raise MissingCheckpoint(f"checkpoint {name_or_path!r} not found; pass an existing file "
-                                f"with {flag} PATH or a released name ({released})")
-    repo, fname = RELEASES[name], f"{name}.pt"
-    from huggingface_hub import hf_hub_download
-    return find_weights("LlamaGen", flag, file=f"{fname} (huggingface.co/{repo})",
-                        fetch=lambda local: hf_hub_download(repo, fname, local_files_only=local))
-
-
-# ----------------------------------------------------------------------------- finding weights
-def find_weights(what, flag, path=None, fetch=None, file="", where=None, arg="PATH", names=(),
-                 folder=False, fix=None, error=MissingCheckpoint):
-    """THE way every loader finds its weights, and the one-line message when it cannot.
-    1. `path` (from `flag`) if given: it must be a file (a folder with folder=True; `names` are
-       the file names to suggest when a folder was passed for a file);
-    2. fetch(True): the library's cache (fetch raises when the file is not there);
-    3. fetch(False) if huggingface.co answers a socket probe: the download.
-    Otherwise `error`: "{what}: {file} not found in {where} and {why}; {fix}", where `fix` is by
-    default "download it and pass {flag} {arg}". `where` defaults to the huggingface_hub cache."""
-    if path:
-        return flag_path(path, flag, what, names, folder, error)
-    found, why = hub_fetch(fetch)
-    if found:
-        return found
-    if where is None:
-        from huggingface_hub import constants
-        where = f"the huggingface_hub cache ({constants.HF_HUB_CACHE})"
-    fix = fix or f"download it and pass {flag} {arg} (or set HF_HOME to a cache that has it)"
-    raise error(f"{what}: {file} not found in {where} and {why}; {fix}")
-
-
-def flag_path(path, flag, what, names=(), folder=False, error=MissingCheckpoint):
-    """A path given by a flag: returned if it is the kind of path the loader reads (a file, or a
-    folder with folder=True); otherwise `error`, one line saying what is wrong with it."""
-    if folder:
-        if os.path.isdir(path):
-            return path
-        what_is = "is a file" if os.path.exists(path) else "does not exist"
-        raise error(f"{what}: {path} (from {flag}) {what_is}; pass the model folder "
-                    f"(the one holding config.json)")
-    if os.path.isfile(path):
-        return path
-    if os.path.isdir(path):
-        inside = [n for n in names if os.path.isfile(os.path.join(path, n))]
-        hint = (f"pass {flag} {os.path.join(path, inside[0])}" if inside
-                else f"pass the weights file ({' or '.join(names)})")
-        raise error(f"{what}: {path} (from {flag}) is a directory; {hint}")
-    raise error(f"{what}: weights file {path} (from {flag}) does not exist")
-
-
-def hub_fetch(fetch):
-    """Cache first, then the network: fetch(local_files_only=True), else fetch(False) if the hub
-    answers a socket probe (its client retries for ~30 s when there is no network).
-    Returns (path, None) or (None, why), why a phrase for find_weights' message."""
-    try:
-        return fetch(True), None
-    except Exception:
-        pass
-    if not hub_reachable():
-        return None, "huggingface.co is unreachable"
-    try:
-        return fetch(False), None
-    except Exception as e:
-        return None, f"the download failed ({type(e).__name__})"
-
-
-def hub_reachable(timeout=3.0):
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
+from plumbing.weights import BadCheckpoint, MissingCheckpoint, resolve
 
 def load_checkpoint(path):
     """torch.load with weights_only=True, allowing the argparse Namespace the released files
@@ -219,36 +106,52 @@ def check_keys(module, sd, what="checkpoint"):
         raise BadCheckpoint(f"{what} does not fit the model: " + "; ".join(problems))
 
 
-def save_atomic(obj, path):
-    """torch.save to `path` so that `path` is always either the old or the complete new file.
-    A failed write (full disk, ...) removes its temporary file and re-raises; a process killed
-    mid-save leaves `path.tmp.<pid>`, which `remove_stale_tmp` clears when the next run starts."""
-    path = str(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+# ----------------------------------------------------------------------------- LlamaGen GPT files
+def read_gpt(ckpt, config_cls, heads_by_dim, image_size=None, config=None, flag="--gpt-ckpt"):
+    """(path, state dict, config) of a GPT checkpoint of any layout. The config: `config`, else
+    the stored one (ours), else read off the weights (`gpt_fields`). The resolution (not in the
+    weights) comes from the config, the stored pixel size, or a `_256`/`_384`/`_512` file name;
+    `image_size` is checked against it (a 384px model on a 256 grid is an error, not garbage)."""
+    meta = {}
+    path, sd, stored = read(ckpt, config_cls, flag, meta)
+    config = config or stored
+    name = os.path.basename(str(ckpt))
+    m = re.search(r"_(\d{3,4})(?:\.pt)?$", name)
+    # the pixel size: stored by train.py (any VQ), else 16 px per token (LlamaGen's VQ-16), else
+    # the file name
+    from_config = math.isqrt(config.block_size) * 16 if config else None
+    from_name = int(m.group(1)) if m else None
+    trained = meta.get("image_size") or from_config or from_name
+    if image_size is not None and trained is not None and image_size != trained:
+        side = math.isqrt(config.block_size) if config else trained // 16
+        how = "" if "image_size" in meta or not config else " at 16 px per token"
+        raise BadCheckpoint(f"{name} was trained at {trained}px{how} "
+                            f"({side}x{side} tokens) but --image-size is {image_size}")
+    if config is None:
+        if trained is None and image_size is None:
+            raise BadCheckpoint(f"cannot tell the resolution of {path}; "
+                                f"pass --image-size (256, 384 or 512)")
+        config = config_cls(**gpt_fields(sd, trained or image_size, heads_by_dim))
+    return path, sd, config
 
 
-def remove_stale_tmp(path):
-    """Delete the `path.tmp.<pid>` files of saves that never finished (their process was killed:
-    each is a partial checkpoint, up to the full size). Returns the removed paths.
-    Call it only when no other process can be saving to `path`."""
-    removed = []
-    for tmp in glob.glob(glob.escape(str(path)) + ".tmp.*"):
-        if re.fullmatch(r"\d+", tmp.rsplit(".", 1)[1]):
-            os.remove(tmp)
-            removed.append(tmp)
-    return removed
-
+def gpt_fields(sd, image_size, heads_by_dim, downsample=16):
+    """A released GPT's config fields, read off its weights (heads from the width: the LlamaGen
+    presets in heads_by_dim); the resolution from image_size."""
+    vocab_size, dim = sd["tok_embeddings.weight"].shape
+    if dim not in heads_by_dim:
+        raise BadCheckpoint(f"cannot infer n_head for dim {dim}: not a LlamaGen preset; "
+                            f"save the config with the weights")
+    n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
+    cfg = dict(dim=dim, n_head=heads_by_dim[dim], vocab_size=vocab_size, n_layer=n_layer,
+               block_size=(image_size // downsample) ** 2)
+    if "cls_embedding.cap_proj.fc1.weight" in sd:
+        cfg.update(model_type="t2i", caption_dim=sd["cls_embedding.cap_proj.fc1.weight"].shape[1],
+                   cls_token_num=sd["cls_embedding.uncond_embedding"].shape[0])
+    else:
+        cfg.update(num_classes=sd["cls_embedding.embedding_table.weight"].shape[0] - 1)
+    return cfg
 
 # ----------------------------------------------------------------------------- TorchScript archives
 # read as data. OpenAI's CLIP release (`ViT-B-32.pt`, what `clip.load` and open_clip's OpenAI URL
