@@ -1,4 +1,4 @@
-"""LlamaGen's autoregressive image generator (GPT), its CFG sampler with a static KV cache, loading.
+"""model.py: LlamaGen's autoregressive image generator (GPT), its CFG sampler with a KV cache.
 
 The model (Sun et al. 2024, "Autoregressive Model Beats Diffusion", LlamaGen) is a Llama decoder
 over VQ image tokens, raster order, prefixed by condition tokens:
@@ -17,20 +17,17 @@ from
 
     l_guided = l_uncond + s (l_cond - l_uncond)        then temperature, top-k, top-p, multinomial.
 
-The file reads top to bottom: config, RoPE, attention with its KV cache, blocks, GPT (teacher
-forcing), then the sampler: `Sampling` (its settings), `guide` (the CFG mix above, shared by the
-sampler and by `cfg_logits`, the same guided logits by teacher forcing, which GRPO uses to score
-sampled sequences), `generate` = `prefill` (the condition tokens) + `decode_step` once per token
-(layers over the KV cache, CFG, sampling). `generate(..., compile=True)` runs the same step through
-torch.compile on fixed-shape caches (plumbing/compiled.py): the same tokens, faster on a GPU.
-Parameter and buffer names equal the official ones, so released checkpoints load unchanged
-(`load_gpt`, last in the file).
+Top to bottom: config, RoPE, attention and its KV cache, blocks, GPT (teacher forcing), then the
+sampler: `guide` (the CFG mix, shared with `cfg_logits`, the guided logits by teacher forcing
+that GRPO scores samples with), `generate` = `prefill` + `decode_step` per token. With
+compile=True the same step runs through torch.compile (plumbing/compiled.py). Parameter names
+are the official ones: released checkpoints load unchanged (`load_gpt`).
 
     python -c "from model import *; print(generate(GPT(gpt_config('GPT-tiny')), torch.tensor([1])))"
 """
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -104,13 +101,13 @@ def rope_2d(grid, head_dim, base, n_cond):
     """Rotations (n_cond + grid*grid, head_dim // 2) as unit complex numbers cos + i sin: the row
     index on the first head_dim/4 frequencies, the column index on the last; n_cond leading zero
     rows."""
-    half = head_dim // 2
-    freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (head_dim/4,)
-    f = torch.outer(torch.arange(grid).float(), freqs)  # (grid, head_dim/4)
+    half, cpu = head_dim // 2, torch.device("cpu")  # on the host even when built on meta
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2, device=cpu)[: half // 2].float() / half))
+    f = torch.outer(torch.arange(grid, device=cpu).float(), freqs)  # (grid, head_dim/4)
     rows, cols = f[:, None].expand(-1, grid, -1), f[None].expand(grid, -1, -1)
     ang = torch.cat([rows, cols], -1).flatten(0, 1)  # (grid*grid, head_dim/2)
     # the quirk: cos = sin = 0 for the condition positions
-    zeros = torch.zeros(n_cond, half, dtype=torch.complex64)
+    zeros = torch.zeros(n_cond, half, dtype=torch.complex64, device=cpu)
     return torch.cat([zeros, torch.polar(torch.ones_like(ang), ang)])
 
 
@@ -153,40 +150,33 @@ class Attention(nn.Module):
         v = qkv[:, :, nqk:].transpose(1, 2)  # (B, Hkv, L, hd)
         if cache is not None:  # sampling: this step's k, v into the cache, attend over it
             y = cache.attend(q, k, v, pos, mask)
-        else:
-            if self.n_kv_head != self.n_head:
-                k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-                v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            dropout_p = self.attn_p if self.training else 0.0
-            causal = mask is None and L > 1
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                               dropout_p=dropout_p)
+        else:  # teacher forcing: causal, or the caption mask
+            y = sdpa(q, k, v, mask, is_causal=mask is None and L > 1,
+                     dropout_p=self.attn_p if self.training else 0.0)
         return F.dropout(self.wo(y.transpose(1, 2).reshape(B, L, -1)), self.resid_p, self.training)
 
 
-def sdpa(q, k, v, mask):
+def sdpa(q, k, v, mask, **kw):  # q (B, H, L, hd), k, v (B, Hkv, S, hd) -> (B, H, L, hd)
     if k.shape[1] != q.shape[1]:  # grouped-query attention: each k, v head serves H / Hkv queries
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)
 
 
 class KVCache:
     """One layer's keys and values for the sampler, gpt-fast style: k, v (B, Hkv, S, hd) for the
-    S = T + N positions of a sequence. `attend` writes this step's k, v at their positions and
-    attends over the filled prefix 0..pos[-1] (on a CPU that read is the bandwidth that counts)."""
+    S = T + N positions. `attend` writes this step's k, v at the host positions pos (L,) and
+    attends over the filled prefix only (on a CPU that read is the bandwidth that counts)."""
 
     def __init__(self, k, v):
         self.k, self.v = k, v
 
-    def attend(self, q, k, v, pos, mask):
-        """q (B, H, L, hd), k, v (B, Hkv, L, hd) at the host positions pos (L,); mask
-        (B or 1, 1, L, S) -> (B, H, L, hd)."""
+    def attend(self, q, k, v, pos, mask):  # mask (B or 1, 1, L, S)
         start, n = int(pos[0]), int(pos[-1]) + 1  # pos lives on the host: no device sync
         self.k[:, :, start:n], self.v[:, :, start:n] = k, v
         return sdpa(q, self.k[:, :, :n], self.v[:, :, :n], mask[..., :n])
 
     def rows(self, n):  # the first n sequences (CFG's null half dropped once guidance ends)
-        return type(self)(self.k[:n], self.v[:n])
+        return KVCache(self.k[:n], self.v[:n])
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -275,49 +265,42 @@ class GPT(nn.Module):
         # True: recompute activations in the backward pass (train.py --grad-checkpoint)
         self.grad_checkpoint = False
 
-    def rotations(self, start, L, device):
-        """(L, 1, head_dim/2, 2): cos, sin for the positions start .. start+L-1."""
+    def rotations(self, start, L, device):  # (L, 1, head_dim/2, 2): cos, sin of start..start+L-1
         if self.rope.device != device:
             self.rope = self.rope.to(device)
         return torch.view_as_real(self.rope[start:start + L, None])
 
-    def _init(self, m):  # random weights for tests; released weights overwrite them
+    def _init(self, m):  # random weights (tests, tiny runs); released weights overwrite them
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=self.config.initializer_range)
 
-    def null_cond(self, cond):
-        """The CFG null condition for a batch: the null class, or the stored null caption."""
+    def null_cond(self, cond):  # the CFG null condition: the null class, or the null caption
         if self.config.model_type == "c2i":
             return torch.full_like(cond, self.config.num_classes)
         return self.cls_embedding.uncond_embedding.to(cond.dtype).expand_as(cond)
 
     def embed_cond(self, cond):  # (B,) ids or (B, T, C) feats -> (B, T, D)
-        c = self.config
+        c, shape = self.config, tuple(cond.shape)
         if c.model_type == "c2i":
             if cond.dtype not in (torch.int32, torch.int64) or cond.dim() != 1:
-                raise ValueError(f"c2i expects class ids of shape (B,), "
-                                 f"got {cond.dtype} {tuple(cond.shape)}")
+                raise ValueError(f"c2i expects class ids of shape (B,), got {cond.dtype} {shape}")
             if len(cond) and (cond.min() < 0 or cond.max() > c.num_classes):
                 raise ValueError(f"class id out of range [0, {c.num_classes}): {cond.tolist()}")
-        elif cond.dim() != 3 or cond.shape[1:] != (c.cls_token_num, c.caption_dim):
+            return self.cls_embedding(cond)
+        if cond.dim() != 3 or shape[1:] != (c.cls_token_num, c.caption_dim):
             raise ValueError(f"t2i expects caption features (B, {c.cls_token_num}, "
-                             f"{c.caption_dim}), got {tuple(cond.shape)}")
-        else:
-            cond = cond.to(self.tok_embeddings.weight.dtype)
-        return self.cls_embedding(cond)
+                             f"{c.caption_dim}), got {shape}")
+        return self.cls_embedding(cond.to(self.tok_embeddings.weight.dtype))
 
-    def attn_mask(self, cond_mask, L, start=0, pad_self_attend=True):
-        """Boolean mask (B, 1, L, start+L) for queries at positions start..start+L-1, or None (c2i):
-        causal, padded caption columns off, the diagonal on (every position sees itself). With
-        pad_self_attend=False (AR-GRPO's teacher-forced pass) a padded caption row does not see
-        itself; it must have a real caption row before it (right padding), else its row is
-        empty."""
+    def attn_mask(self, cond_mask, L, pad_self_attend=True):
+        """Boolean mask (B, 1, L, L), or None (c2i): causal, padded caption columns off, the
+        diagonal on. pad_self_attend=False (AR-GRPO's teacher-forced pass): a padded caption row
+        does not see itself (it needs a real row before it: right padding)."""
         if cond_mask is None:
             return None
-        n = start + L
-        keys = key_mask(cond_mask, n)  # (B, n)
-        q = torch.arange(start, n, device=keys.device)[:, None]  # query positions (L, 1)
-        k = torch.arange(n, device=keys.device)[None]  # key positions (1, n)
+        keys = key_mask(cond_mask, L)  # (B, L)
+        q = torch.arange(L, device=keys.device)[:, None]  # query positions (L, 1)
+        k = torch.arange(L, device=keys.device)[None]  # key positions (1, L)
         return ((keys[:, None] & (k <= q)) | ((k == q) & pad_self_attend))[:, None]
 
     def cache_mask(self, cond_mask, pos, S):
@@ -348,7 +331,6 @@ class GPT(nn.Module):
             else:
                 h = layer(h, rot, mask)
         return self.output(self.norm(h[:, T - 1:])).float()
-
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -408,10 +390,9 @@ def sampling_logprobs(logits, s):
 
 
 def sample_next(logits, u, s):
-    """Draw one token per row from sampling_logprobs(logits) (B, V) by inverse CDF with the
-    uniforms u (B, 1): the distribution of torch.multinomial at ~1/30 of its CPU cost at
-    V = 16384. right=True never lands on a zero-probability token.
-    -> (token (B, 1), its log-prob (B, 1))."""
+    """One token per row of sampling_logprobs(logits) (B, V) by inverse CDF with the uniforms u
+    (B, 1): torch.multinomial's distribution at ~1/30 of its CPU cost at V = 16384 (right=True
+    never lands on a zero-probability token). -> (token (B, 1), its log-prob (B, 1))."""
     logp = sampling_logprobs(logits, s)  # (B, V)
     # compiled on a GPU, the draw runs eagerly between two CUDA graphs (plumbing/compiled.py)
     draw = inverse_cdf_eager if logits.is_cuda else inverse_cdf
@@ -443,9 +424,8 @@ def next_logits(model, x, pos, rot, caches, cond_mask, n_images, cfg_scale):
 
 
 def prefill(model, cond, caches, cond_mask, u, pos_device, s):
-    """The first sampler step: the T condition tokens of cond (B2,) or (B2, T, C) at once into the
-    KV caches, then the first image token of each of the B = len(u) images and its log-prob. Its
-    shapes are not those of the later steps: it runs eagerly."""
+    """The first sampler step: the T condition tokens of cond (B2,) or (B2, T, C) into the KV
+    caches at once, then the first image token of each of the B = len(u) images (always eager)."""
     x = model.embed_cond(cond)  # (B2, T, D)
     T = x.shape[1]
     pos, rot = torch.arange(T, device=pos_device), model.rotations(0, T, x.device)
@@ -454,9 +434,9 @@ def prefill(model, cond, caches, cond_mask, u, pos_device, s):
 
 
 def decode_step(model, x, pos, rot, caches, cond_mask, u, s):
-    """One sampler step after the prefill: the embeddings x (B2, 1, D) of the last tokens at the
-    position pos (1,) into the KV caches, then the next token of each image and its log-prob.
-    No shape depends on the position, so torch.compile traces one graph for all N - 1 steps."""
+    """One step after the prefill: the last tokens' embeddings x (B2, 1, D) at position pos (1,)
+    into the KV caches, then the next token of each image and its log-prob. No shape depends on
+    the position: torch.compile traces one graph for all N - 1 steps."""
     logits = next_logits(model, x, pos, rot, caches, cond_mask, len(u), s.cfg_scale)
     return sample_next(logits, u, s)
 
@@ -514,14 +494,4 @@ def load_gpt(ckpt, image_size=None, device="cpu", config=None, flag="--gpt-ckpt"
         model = GPT(config)
     check_keys(model, sd, what=os.path.basename(path))
     model.load_state_dict(sd, strict=True, assign=True)  # take the loaded tensors, no second copy
-    # not in the file: recompute off the meta device
-    model.rope = rope_2d(math.isqrt(config.block_size), config.dim // config.n_head,
-                         config.rope_base, config.cls_token_num)
     return model.to(device).eval()
-
-
-def gpt_checkpoint(model, image_size=None):
-    """What we save: the weights plus the config (and the pixel size, which the config cannot tell
-    when the VQ is not 16 px per token), so `load_gpt` needs no flags."""
-    return {"model": model.state_dict(), "config": asdict(model.config),
-            **({"image_size": image_size} if image_size else {})}

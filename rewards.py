@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from plumbing.reward_models import (WEIGHT_ARGS, load_clip, load_maniqa, load_qwen,
-                                    maniqa_forward)
-from plumbing.t2i_scorers import load_aesthetic, load_imagereward, load_pickscore
+from plumbing import t2i_scorers
+from plumbing.images import clip_preprocess
+from plumbing.reward_models import WEIGHT_ARGS, load_clip, load_maniqa, load_qwen, maniqa_forward
 
 # ----------------------------------------------------------------------------- the ensemble
 # name -> builder(ctx): loads what the reward needs (failing fast on missing weights) and returns
@@ -54,9 +54,10 @@ REWARDS = {
     "qwen_score": lambda ctx: Judge(ctx, "qwen_score"),  # judge score (0..5) / 4
     "qwen_fake": lambda ctx: Judge(ctx, "qwen_fake"),    # "AI-generated?" 0 / 1, / 4
     "qwen_weird": lambda ctx: Judge(ctx, "qwen_weird"),  # "strange feature?" 0 / 1, / 4
-    "pickscore": lambda ctx: build_pickscore(ctx),  # exp(logit_scale) cos, PickScore_v1
-    "imagereward": lambda ctx: build_imagereward(ctx),  # (head - mean) / std, ImageReward-v1.0
-    "aesthetic": lambda ctx: build_aesthetic(ctx),  # LAION aesthetic v2 (an affine map of CLIP-L)
+    # the DrawBench scorers of AR-GRPO's T2I table (plumbing/t2i_scorers.py), usable as rewards
+    "pickscore": lambda ctx: t2i_scorers.build_pickscore(ctx),  # exp(logit_scale) cos, PickScore_v1
+    "imagereward": lambda ctx: t2i_scorers.build_imagereward(ctx),  # normalised ImageReward-v1.0
+    "aesthetic": lambda ctx: t2i_scorers.build_aesthetic(ctx),  # LAION aesthetic predictor v2
 }
 OFFLINE_REWARDS = ["color", "brightness", "colorfulness", "jpeg"]   # no weights, no network
 
@@ -185,26 +186,6 @@ def quantise(s):
     values = torch.tensor([-1.0, 0.5, 1.0, 1.5], device=s.device)
     # bucketize(right=True) gives the number of edges <= s: 0 for s<0, ..., 3 for s>=0.6
     return values[torch.bucketize(s, edges, right=True)]
-
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # OpenAI CLIP normalisation (also HPSv2)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def clip_preprocess(x, size):
-    """open_clip's eval transform on a batch of tensors: bicubic resize of the short side to
-    `size` (antialiased, like PIL), center crop size x size, CLIP mean/std. (B,3,H,W)->(B,3,S,S)"""
-    h, w = x.shape[-2:]
-    nh = max(size, int(h * size / min(h, w)))        # as torchvision's Resize(size)
-    nw = max(size, int(w * size / min(h, w)))
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-        x = x.clamp(0, 1)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    x = x[..., top:top + size, left:left + size]
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def clip_cosine(ctx, kind, x, prompts):
@@ -435,61 +416,3 @@ class Judge:
         scores = [run(x[i:i + JUDGE_BATCH], prompts[i:i + JUDGE_BATCH])
                   for i in range(0, len(prompts), JUDGE_BATCH)]
         return torch.cat(scores).float().to(x.device) / 4.0
-
-
-# ----------------------------------------------------------------------------- T2I scorers
-# The DrawBench scorers of AR-GRPO's T2I table (test_t2i_rewards.py), usable as rewards too.
-IMAGEREWARD_MEAN, IMAGEREWARD_STD = 0.16717362830052426, 1.0333394966054072   # ImageReward.py
-
-
-def to_uint8_hwc(x):
-    """(B, 3, H, W) in [0, 1] -> a list of (H, W, 3) uint8 arrays, as AR-GRPO hands PIL images
-    over."""
-    u8 = (x * 255).round().clamp(0, 255).to(torch.uint8)
-    return list(u8.permute(0, 2, 3, 1).cpu().numpy())
-
-
-def build_pickscore(ctx):
-    model, processor, scale = load_pickscore(ctx)
-
-    def reward(x, prompts):
-        pix = processor(images=to_uint8_hwc(x), return_tensors="pt")["pixel_values"]
-        pix = pix.to(ctx.device, ctx.dtype)
-        pooled = model.vision_model(pixel_values=pix).pooler_output
-        img = model.visual_projection(pooled).float()                                 # (B, D)
-        uniq = sorted(set(prompts))
-        t = processor(text=uniq, padding=True, truncation=True, max_length=77, return_tensors="pt")
-        t = t.to(ctx.device)
-        pooled = model.text_model(input_ids=t["input_ids"],
-                                  attention_mask=t["attention_mask"]).pooler_output
-        txt = model.text_projection(pooled).float()                                   # (U, D)
-        txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]  # (B, D)
-        cos = F.cosine_similarity(img, txt, dim=-1)
-        return scale * cos
-    return reward
-
-
-def build_imagereward(ctx):
-    net, tok = load_imagereward(ctx)
-    size = net.vision_model.config.image_size
-
-    def reward(x, prompts):
-        # ImageReward.score: prompt padded to 35 tokens ([CLS] first, not [ENC]); CLIP's 224 px
-        # transform
-        t = tok(list(prompts), padding="max_length", truncation=True, max_length=35,
-                return_tensors="pt")
-        t = t.to(ctx.device)
-        pixels = clip_preprocess(x, size).to(ctx.dtype)
-        head = net(pixels, t["input_ids"], t["attention_mask"]).float()
-        return (head - IMAGEREWARD_MEAN) / IMAGEREWARD_STD   # ImageReward.py's normalisation
-    return reward
-
-
-def build_aesthetic(ctx):
-    clip, mlp, size = load_aesthetic(ctx)
-
-    def reward(x, prompts):   # prompts unused: an image-only score
-        f = clip.encode_image(clip_preprocess(x, size).to(ctx.dtype)).float()     # (B, 768)
-        f = f / f.norm(dim=-1, keepdim=True)
-        return mlp(f).squeeze(-1)
-    return reward

@@ -21,7 +21,7 @@ image tokens see, with two exceptions:
 Cleaning is DeepFloyd-IF's `clean_caption`, run twice before T5 as LlamaGen and AR-GRPO do (the
 rules: plumbing/captions.py).
 
-    python -c "from text import *; f, m = TextEncoder.tiny()(['a red fox']); print(f.shape, m.sum())"
+    python -c "from text import *; f, m = TextEncoder.tiny()(['a red fox']); print(f.shape)"
 """
 import os
 

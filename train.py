@@ -1,35 +1,27 @@
 """train.py: online GRPO for LlamaGen (AR-GRPO, Kwai-Klear 2025), one file, top to bottom.
 
-The presets open the file; then main() is a setup and a loop of GRPO steps, each these phases
-(the math is in grpo.py):
-  1. draw_prompts: P prompts per rank (class ids for c2i, captions for t2i), the same global
-     draw on every rank;
+The presets open the file; main() sets up, then runs GRPO steps of six phases (math: grpo.py):
+  1. draw_prompts: P prompts per rank (class ids for c2i, captions for t2i), one global draw;
   2. rollout: G images per prompt with the KV-cache CFG sampler (model.generate);
-  3. score: decode them with the VQ, score them (rewards.py), normalise rewards within each
-     group -> one advantage per image;
-  4. logprobs_before_update: the log-probs of the frozen reference model (not trained, not in
-     DDP, not in checkpoints), and of the rollout policy pi_old where nothing else gives them;
-  5. update: --inner-epochs passes over the batch in --minibatches optimizer steps (AdamW, grad
-     clipping), each an accumulation over micro-batches of
-     L = mean_tokens(-min(rho A, clip(rho) A) + beta k3);
-  6. step_metrics, log_step, save_checkpoint: metrics.jsonl and the log line, sample grids,
-     ckpt.pt.
+  3. score: VQ decode, rewards (rewards.py), normalised within each group: one advantage per image;
+  4. logprobs_before_update: the frozen reference's log-probs (not trained, not in DDP, not saved),
+     and the rollout policy pi_old's where nothing else gives them;
+  5. update: --inner-epochs passes of --minibatches AdamW steps (grad clipping), each accumulated
+     over micro-batches of L = mean_tokens(-min(rho A, clip(rho) A) + beta k3);
+  6. step_metrics, log_step, save_checkpoint: metrics.jsonl, the log line, sample grids, ckpt.pt.
 
-Randomness is derived from (seed, step, ...) only: prompt draw from (seed, step); the samples of
-global group j from (seed, step, j); everything else (reward crops) from (seed, step, rank). So
-a resumed run repeats the uninterrupted one exactly, and the samples do not depend on how many
-ranks share the work. The policy runs in eval mode: LlamaGen's dropout is for pretraining, and
-the log-probs of a policy-gradient step must be deterministic. Gradients across ranks: each
-rank's loss is the mean over its local tokens (equal counts on every rank), DDP averages
-gradients, so the update equals one process running the whole global batch. Flags, checks and
-the run directory's bookkeeping live in plumbing/ (flags.py, rundir.py, stops.py).
+Randomness comes from (seed, step, ...) only: the prompt draw from (seed, step), the samples of
+global group j from (seed, step, j), the rest (reward crops) from (seed, step, rank). So a resumed
+run repeats the uninterrupted one exactly, and the samples do not depend on the number of ranks.
+The policy runs in eval mode: LlamaGen's dropout is for pretraining, and a policy-gradient step
+needs deterministic log-probs. Each rank's loss is the mean over its own tokens (equal counts),
+DDP averages gradients: the update equals one process running the whole global batch. Flags,
+checks and the run directory's bookkeeping live in plumbing/ (flags.py, rundir.py, stops.py).
 
   python train.py --task c2i --preset tiny                 # CPU, offline, random tiny models, ~15 s
   torchrun --nproc_per_node 4 train.py --task c2i          # AR-GRPO's C2I recipe on GPT-B 256
-  torchrun --nproc_per_node 4 train.py --task c2i --preset paper-c2i-xl384
-                                                           # AR-GRPO's run_c2i_train.sh
-  torchrun --nproc_per_node 4 train.py --task t2i --prompts coco_captions_30000.json
-                                                           # AR-GRPO's run_t2i_train.sh
+  torchrun --nproc_per_node 4 train.py --task c2i --preset paper-c2i-xl384  # run_c2i_train.sh
+  torchrun --nproc_per_node 4 train.py --task t2i --prompts coco_captions_30000.json  # run_t2i
   python train.py --task t2i --dry-run                     # what a preset means: every flag as JSON
 """
 import argparse
@@ -39,19 +31,18 @@ import json
 import math
 import os
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
-from model import GPT, Sampling, generate, gpt_checkpoint, gpt_config, load_gpt
+from model import GPT, Sampling, generate, gpt_config, load_gpt
 from plumbing import rundir
-from plumbing.distributed import all_gather, all_gather_objects, all_reduce, setup_distributed
+from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, ddp,
+                                  setup_distributed, sync)
 from plumbing.flags import check_files, parse_train_args
 from plumbing.images import save_grid, to_uint8
 from plumbing.prompts import load_prompts
@@ -189,7 +180,10 @@ def setup(args, argv):
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
     rank, world, device = setup_distributed(args.device)
-    scorer = build_scorer(args, device)  # first: missing reward weights stop before anything heavy
+    # the rewards first: missing reward weights stop before anything heavy
+    scorer = build_rewards(args.rewards, device=device, judge_mode=args.judge_mode,
+                           dtype=torch.bfloat16 if device.type == "cuda" and args.bf16 else None,
+                           seed=args.seed, **{k: getattr(args, k) for k in WEIGHT_ARGS})
     log = tqdm.write if rank == 0 else (lambda *a, **k: None)  # lines above the progress bar
     if rank == 0:
         rundir.write_args(args)
@@ -206,7 +200,7 @@ def setup(args, argv):
     P, G = args.prompts_per_rank, args.group_size
     run = Run(args=args, rank=rank, world=world, device=device, log=log, amp=amp, scorer=scorer,
               policy=policy, reference=reference, vq=vq, text=text,
-              model=ddp_policy(policy, world, device), opt=opt, pool=pool,
+              model=ddp(policy, world, device), opt=opt, pool=pool,  # the reference stays outside
               sampling=Sampling.of(args), P=P, G=G, N=policy.config.block_size,
               micro=args.micro_batch or P * G // args.minibatches, old_from=pi_old_source(args),
               ckpt_path=os.path.join(args.out, "ckpt.pt"),
@@ -263,28 +257,10 @@ def training_dtypes(args, device, policy, reference, vq, text):
     return policy, reference, vq, text
 
 
-def build_scorer(args, device):
-    """The weighted sum of --rewards (rewards.py): (images, prompts) -> (B,), {name: (B,)}."""
-    return build_rewards(args.rewards, device=device, judge_mode=args.judge_mode,
-                         dtype=torch.bfloat16 if device.type == "cuda" and args.bf16 else None,
-                         seed=args.seed, **{k: getattr(args, k) for k in WEIGHT_ARGS})
-
-
-def ddp_policy(policy, world, device):
-    """The policy in DDP for several ranks (the reference stays outside: DDP syncs only what is
-    trained); the policy itself for one."""
-    if world == 1:
-        return policy
-    device_ids = [device.index] if device.type == "cuda" else None
-    return DDP(policy, device_ids=device_ids, broadcast_buffers=False)
-
-
 def pi_old_source(args):
-    """Where the log-probs of the rollout policy (pi_old) come from, computed only where nothing
-    gives them: with one update per rollout (the paper) the update forward's own detached
-    log-probs ("update": rho == 1, as AR-GRPO's code and TRL); with several and --policy cfg, the
-    sampler's ("sampler": the distribution the tokens were drawn from); else (or --old-logprobs
-    pass) a no-grad pass before the update ("pass")."""
+    """Where pi_old's log-probs come from: with one update per rollout (the paper), the update's
+    own first forward ("update": rho == 1, as AR-GRPO and TRL); with several and --policy cfg, the
+    sampler's ("sampler": the distribution sampled from); else a no-grad pass ("pass")."""
     one_update = args.inner_epochs == 1 and args.minibatches == 1
     if args.old_logprobs == "pass" or not one_update and args.policy == "cond":
         return "pass"
@@ -302,13 +278,6 @@ def get_lr(args, step):
     if not args.lr_decay_steps:
         return args.lr
     return args.lr * max(0.0, 1 - step / args.lr_decay_steps)
-
-
-def sync(device):
-    """The time, once the GPU has finished the work queued so far (phase timings)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.time()
 
 
 # ----------------------------------------------------------------------------- one GRPO step
@@ -429,8 +398,8 @@ def update(run, batch, adv, ref, old, step):
 
 
 def backward_micro_batch(run, batch, idx, adv, ref, old, mb_len, sync_grads):
-    """The GRPO loss of rows idx, part of a minibatch of mb_len rows, and its backward. -> (its statistics, the log-probs and
-    entropies (b, N) of this forward, detached)."""
+    """The GRPO loss of rows idx, part of a minibatch of mb_len rows, and its backward.
+    -> (its statistics, this forward's log-probs and entropies (b, N), detached)."""
     args = run.args
     no_sync = run.model.no_sync() if run.world > 1 and not sync_grads else nullcontext()
     with no_sync, run.amp:
@@ -514,7 +483,7 @@ def save_checkpoint(run, step):
     bad = [n for n, p in run.policy.named_parameters() if not torch.isfinite(p).all()]
     stop_if_nonfinite({f"weight {bad[0]}": float("nan")} if bad else {}, step, run.saved)
     if run.master:
-        rundir.write_checkpoint(run, {**gpt_checkpoint(run.policy, run.args.image_size),
+        rundir.write_checkpoint(run, {**rundir.model_state(run.policy, run.args.image_size),
                                       "optimizer": run.opt.state_dict(), "step": step + 1,
                                       "rng": rngs, "args": vars(run.args)}, step)
     run.saved = step + 1

@@ -13,7 +13,7 @@ so the released `vq_ds16_c2i.pt` / `vq_ds16_t2i.pt` load unchanged. h = H / 2^(l
 print(m.decode(m.encode(2 * x - 1)).shape)"
 """
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -239,7 +239,3 @@ def load_vq(ckpt="vq_ds16_c2i", device="cpu", config=None, flag="--vq-ckpt"):
     check_keys(model, sd, what=os.path.basename(path))
     model.load_state_dict(sd)
     return model.to(device).eval()
-
-
-def vq_checkpoint(model):
-    return {"model": model.state_dict(), "config": asdict(model.config)}

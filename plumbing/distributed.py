@@ -2,9 +2,11 @@
 `setup_distributed` notes that a group was started: plumbing/stops.run_cli then leaves such a
 process through os._exit (see there why)."""
 import os
+import time
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 STARTED = False   # a process group was started in this process
 
@@ -57,3 +59,19 @@ def all_gather_objects(obj, world):
     if world > 1:
         dist.all_gather_object(objs, obj)
     return objs
+
+
+def ddp(module, world, device):
+    """`module` in DDP for several ranks (DDP syncs what it wraps: train.py wraps the policy only,
+    the frozen reference stays outside); the module itself for one."""
+    if world == 1:
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DDP(module, device_ids=device_ids, broadcast_buffers=False)
+
+
+def sync(device):
+    """The time, once the GPU has finished the work queued so far (phase timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.time()

@@ -1,9 +1,11 @@
-"""Image helpers: uint8 conversion as the FID scripts do it, and PNG grids."""
+"""Image helpers: CLIP's eval transform on tensors, uint8 conversion as the FID scripts do it, PNG
+grids."""
 import math
 import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def to_uint8(images):
@@ -26,3 +28,23 @@ def save_grid(images_u8, path, nrow=None, min_px=0):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(grid).save(path)
     return grid
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # OpenAI CLIP normalisation (also HPSv2)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_preprocess(x, size):
+    """open_clip's eval transform on a batch of tensors: bicubic resize of the short side to
+    `size` (antialiased, like PIL), center crop size x size, CLIP mean/std. (B,3,H,W)->(B,3,S,S)"""
+    h, w = x.shape[-2:]
+    nh = max(size, int(h * size / min(h, w)))        # as torchvision's Resize(size)
+    nw = max(size, int(w * size / min(h, w)))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+        x = x.clamp(0, 1)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[..., top:top + size, left:left + size]
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -10,6 +10,7 @@ and putting a checkpoint's state back. train.py's phases call these; none change
 import json
 import os
 import shutil
+from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
@@ -155,6 +156,13 @@ def append_metrics(run, m):
     if run.writer:
         for k, v in m.items():
             run.writer.add_scalar(k, v, m["step"])
+
+
+def model_state(model, image_size=None):
+    """A GPT as we save it: the weights plus the config (and the pixel size, which the config
+    cannot tell when the VQ is not 16 px per token), so model.load_gpt needs no flags."""
+    return {"model": model.state_dict(), "config": asdict(model.config),
+            **({"image_size": image_size} if image_size else {})}
 
 
 def write_checkpoint(run, state, step):

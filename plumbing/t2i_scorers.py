@@ -1,16 +1,18 @@
-"""Loading the T2I evaluation scorers (PickScore, ImageReward, the LAION aesthetic predictor), usable
-as rewards too (rewards.py has their formulas): PickScore through transformers' CLIPModel,
-ImageReward rebuilt on transformers' BLIP towers with ImageReward.pt's keys renamed strictly (no
-`image-reward` package: it pins openai-clip from GitHub, fairscale, diffusers, datasets), the
-aesthetic MLP on open_clip's ViT-L/14. Weights are found as for the paper's rewards
-(plumbing/reward_models.py).
+"""The T2I evaluation scorers of AR-GRPO's DrawBench table (PickScore, ImageReward, the LAION
+aesthetic predictor), usable as rewards too (rewards.REWARDS names them), and their loaders:
+PickScore through transformers' CLIPModel, ImageReward rebuilt on transformers' BLIP towers with
+ImageReward.pt's keys renamed strictly (no `image-reward` package: it pins openai-clip from
+GitHub, fairscale, diffusers, datasets), the aesthetic MLP on open_clip's ViT-L/14. Weights are
+found as for the paper's rewards (plumbing/reward_models.py).
 """
 import os
 import re
 
 import torch
+import torch.nn.functional as F
 
-from plumbing.reward_models import (CLIP_FILES, RewardWeightsMissing, frozen, hub_file)
+from plumbing.images import clip_preprocess
+from plumbing.reward_models import CLIP_FILES, RewardWeightsMissing, frozen, hub_file
 from plumbing.standins import (TINY_BERT_VOCAB, TINY_IMAGEREWARD, seeded, tiny_clip,
                                tiny_pickscore)
 from plumbing.weights import find_weights
@@ -137,7 +139,8 @@ def load_pickscore(ctx):
 
 class ImageRewardNet(torch.nn.Module):
     """ImageReward-v1.0 on transformers' BLIP: vision_model (BLIP ViT), text_encoder (BERT with
-    cross-attention to the image tokens), mlp (the head). forward -> the head's raw score (B,), fp32 (rewards.py normalises it)."""
+    cross-attention to the image tokens), mlp (the head). forward -> the head's raw score (B,),
+    fp32 (build_imagereward normalises it)."""
 
     def __init__(self, vision_cfg, text_cfg):
         super().__init__()
@@ -306,3 +309,61 @@ def load_aesthetic(ctx):
     head = frozen(mlp, ctx).float()                    # the head in fp32, as the library
     ctx.cache["aesthetic"] = (frozen(clip, ctx), head, size)
     return ctx.cache["aesthetic"]
+
+
+# ----------------------------------------------------------------------------- the scorers
+# The DrawBench scorers of AR-GRPO's T2I table (test_t2i_rewards.py), usable as rewards too.
+IMAGEREWARD_MEAN, IMAGEREWARD_STD = 0.16717362830052426, 1.0333394966054072   # ImageReward.py
+
+
+def to_uint8_hwc(x):
+    """(B, 3, H, W) in [0, 1] -> a list of (H, W, 3) uint8 arrays, as AR-GRPO hands PIL images
+    over."""
+    u8 = (x * 255).round().clamp(0, 255).to(torch.uint8)
+    return list(u8.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def build_pickscore(ctx):
+    model, processor, scale = load_pickscore(ctx)
+
+    def reward(x, prompts):
+        pix = processor(images=to_uint8_hwc(x), return_tensors="pt")["pixel_values"]
+        pix = pix.to(ctx.device, ctx.dtype)
+        pooled = model.vision_model(pixel_values=pix).pooler_output
+        img = model.visual_projection(pooled).float()                                 # (B, D)
+        uniq = sorted(set(prompts))
+        t = processor(text=uniq, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        t = t.to(ctx.device)
+        pooled = model.text_model(input_ids=t["input_ids"],
+                                  attention_mask=t["attention_mask"]).pooler_output
+        txt = model.text_projection(pooled).float()                                   # (U, D)
+        txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]  # (B, D)
+        cos = F.cosine_similarity(img, txt, dim=-1)
+        return scale * cos
+    return reward
+
+
+def build_imagereward(ctx):
+    net, tok = load_imagereward(ctx)
+    size = net.vision_model.config.image_size
+
+    def reward(x, prompts):
+        # ImageReward.score: prompt padded to 35 tokens ([CLS] first, not [ENC]); CLIP's 224 px
+        # transform
+        t = tok(list(prompts), padding="max_length", truncation=True, max_length=35,
+                return_tensors="pt")
+        t = t.to(ctx.device)
+        pixels = clip_preprocess(x, size).to(ctx.dtype)
+        head = net(pixels, t["input_ids"], t["attention_mask"]).float()
+        return (head - IMAGEREWARD_MEAN) / IMAGEREWARD_STD   # ImageReward.py's normalisation
+    return reward
+
+
+def build_aesthetic(ctx):
+    clip, mlp, size = load_aesthetic(ctx)
+
+    def reward(x, prompts):   # prompts unused: an image-only score
+        f = clip.encode_image(clip_preprocess(x, size).to(ctx.dtype)).float()     # (B, 768)
+        f = f / f.norm(dim=-1, keepdim=True)
+        return mlp(f).squeeze(-1)
+    return reward

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from plumbing.files import save_atomic
+from plumbing.rundir import model_state
 from plumbing.weights import BadCheckpoint, MissingCheckpoint
-from model import (GPT, GPTConfig, Sampling, cfg_logits, generate, gpt_checkpoint, gpt_config, load_gpt,
+from model import (GPT, GPTConfig, Sampling, cfg_logits, generate, gpt_config, load_gpt,
                    sampling_logprobs)
 from text import TextEncoder
 from vq import VQ_PRESETS, VQConfig, VQModel, load_vq
@@ -107,7 +108,7 @@ def test_loader_layouts(tiny, tmp_path, layout):
 
 
 def test_own_checkpoint_needs_no_flags(tiny, tmp_path):
-    save_atomic(gpt_checkpoint(tiny), tmp_path / "policy.pt")
+    save_atomic(model_state(tiny), tmp_path / "policy.pt")
     loaded = load_gpt(tmp_path / "policy.pt")
     assert loaded.config == tiny.config
     with pytest.raises(BadCheckpoint, match="trained at 64px .* --image-size is 256"):
@@ -158,10 +159,9 @@ def test_release_name_offline_fails_fast(monkeypatch):
 
 
 def test_saved_vq_roundtrip(tmp_path):
-    from vq import vq_checkpoint
     torch.manual_seed(0)
     vq = VQModel(VQ_PRESETS["VQ-tiny"]).eval()
-    save_atomic(vq_checkpoint(vq), tmp_path / "vq.pt")
+    save_atomic(model_state(vq), tmp_path / "vq.pt")
     assert load_vq(tmp_path / "vq.pt").config == vq.config
     assert not any(p.name.startswith("vq.pt.tmp") for p in tmp_path.iterdir())
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import plumbing.reward_models as RM
+import plumbing.images as IM
 import rewards as R
 from conftest import assert_frozen, random_images
 from plumbing.reward_models import RewardWeightsMissing
@@ -131,8 +132,8 @@ def test_clip_preprocess_matches_torchvision():
     from torchvision.transforms import v2
     x = random_images(2, 48, 64)
     tv = v2.Compose([v2.Resize(32, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(32),
-                     v2.Normalize(R.CLIP_MEAN, R.CLIP_STD)])
-    assert torch.allclose(R.clip_preprocess(x, 32), tv(x), atol=2e-2)   # clamp after resize differs a hair
+                     v2.Normalize(IM.CLIP_MEAN, IM.CLIP_STD)])
+    assert torch.allclose(IM.clip_preprocess(x, 32), tv(x), atol=2e-2)   # clamp after resize differs a hair
 
 
 def test_clip_and_hps_tiny_end_to_end():
@@ -146,7 +147,7 @@ def test_clip_and_hps_tiny_end_to_end():
     torch.manual_seed(0)
     model = tiny_clip(quick_gelu=True).eval()
     with torch.no_grad():
-        img = model.encode_image(R.clip_preprocess(x, 32), normalize=True)
+        img = model.encode_image(IM.clip_preprocess(x, 32), normalize=True)
         txt = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(PROMPTS), normalize=True)
     assert torch.allclose(parts["clip"], 5 * (img * txt).sum(-1), atol=1e-5)
     # quantised = Q(raw cosine), not Q(5 cos)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import plumbing.reward_models as RM
 import plumbing.t2i_scorers as T2
+import plumbing.images as IM
 import rewards as R
 from conftest import assert_frozen, random_images
 from plumbing.reward_models import RewardWeightsMissing
@@ -176,13 +177,13 @@ def test_imagereward_tiny_checkpoint_matches_the_reference_forward():
     ctx = s.ctx
     tok = ctx.cache["imagereward"][1]
     ctx.cache["imagereward"] = (RM.frozen(T2.imagereward_from_state(sd, *T2.imagereward_configs(tiny=True)), ctx), tok)
-    score = R.build_imagereward(ctx)                                    # the reward, with the loaded tiny checkpoint
+    score = T2.build_imagereward(ctx)                                    # the reward, with the loaded tiny checkpoint
     x = random_images(3, 64, 48)
     prompts = ["a red cat", "photo of a very red dog and a cat", "zebra"]   # unknown words -> [UNK]
     with torch.no_grad():
         got = score(x, prompts)
         t = tok(prompts, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
-        want = reference_imagereward(sd, R.clip_preprocess(x, 32), t["input_ids"], t["attention_mask"])
+        want = reference_imagereward(sd, IM.clip_preprocess(x, 32), t["input_ids"], t["attention_mask"])
     assert t["input_ids"].shape == (3, 35) and (t["input_ids"][:, 0] == tok.cls_token_id).all()
     assert tok.convert_tokens_to_ids(["[DEC]", "[ENC]"]) == [len(TINY_BERT_VOCAB), len(TINY_BERT_VOCAB) + 1]
     assert got.std() > 1e-3 and torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got, want)
@@ -195,7 +196,7 @@ def test_aesthetic_tiny_is_an_affine_map_of_the_normalised_embedding():
     got = s(x, PROMPTS)[1]["aesthetic"]
     clip, mlp, size = s.ctx.cache["aesthetic"]
     with torch.no_grad():
-        f = clip.encode_image(R.clip_preprocess(x, size))
+        f = clip.encode_image(IM.clip_preprocess(x, size))
         f = f / f.norm(dim=-1, keepdim=True)
         # no activations: the MLP collapses to w . f + c
         Ws = [mlp.layers[j].weight.double() for j in (0, 2, 4, 6, 7)]
@@ -296,5 +297,5 @@ def test_imagereward_real_path_reads_the_file_and_vocab(no_weights, tmp_path, mo
     x = random_images(2, 40, 40)
     t = tok(PROMPTS[:2], padding="max_length", truncation=True, max_length=35, return_tensors="pt")
     with torch.no_grad():
-        want = reference_imagereward(sd, R.clip_preprocess(x, 32), t["input_ids"], t["attention_mask"])
+        want = reference_imagereward(sd, IM.clip_preprocess(x, 32), t["input_ids"], t["attention_mask"])
     assert torch.allclose(s(x, PROMPTS[:2])[0], want, rtol=1e-4, atol=1e-4)

@@ -27,13 +27,13 @@ folder --agreement-images, file names as prompts, or 32 synthetic ones): per que
 Spearman rank correlation of the two scores (NaN, undefined, when either is constant), the
 generate-mode failure fraction and non-finite count, and both means.
 
-    python tools/bench.py                        # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
-    python tools/bench.py --step                 # one GRPO step at GPT-B scale, phases vs floors
+    python tools/bench.py                   # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
+    python tools/bench.py --step            # one GRPO step at GPT-B scale, phases vs floors
     python tools/bench.py --model GPT-L --images 8 --device cuda --dtype bf16
-    python tools/bench.py --official ~/LlamaGen  # also the official generate() (a LlamaGen checkout)
-    python tools/bench.py --rewards              # images/s of each reward, tiny models, batch 8, 256 px
+    python tools/bench.py --official ~/LlamaGen  # also the official generate() (a checkout)
+    python tools/bench.py --rewards         # images/s of each reward, tiny models, batch 8, 256 px
     python tools/bench.py --rewards --reward-list clip,hps --real --device cuda --dtype bf16
-    python tools/bench.py --agreement            # fast vs generate judge, tiny judge, 32 synthetic images
+    python tools/bench.py --agreement       # fast vs generate judge, tiny judge, 32 synthetic pics
     python tools/bench.py --agreement --real --qwen-path DIR --device cuda --agreement-images DIR
 """
 import argparse
@@ -183,22 +183,26 @@ def llamagen_style_generate(model, cond, cfg_scale, generator=None):
     return torch.cat(tokens, 1)
 
 
+def official_sampler(args, model, dev, dtype):
+    """(LlamaGen's GPT with our model's weights, its generate()) from the checkout --official."""
+    sys.path.insert(0, args.official)
+    from autoregressive.models.generate import generate as official_generate
+    from autoregressive.models.gpt import GPT_models
+    ref = GPT_models[args.model](vocab_size=16384, block_size=model.config.block_size,
+                                 num_classes=1000, cls_token_num=1, model_type="c2i",
+                                 resid_dropout_p=0.0, ffn_dropout_p=0.0, token_dropout_p=0.0)
+    # strict=False: theirs also holds freqs_cis and the KV caches
+    ref.load_state_dict(model.state_dict(), strict=False)
+    return ref.to(dev, dtype).eval(), official_generate
+
+
 def bench_sampling(args, dev, dtype):
     torch.manual_seed(0)
     config = gpt_config(args.model, block_size=(args.image_size // 16) ** 2)
     model = GPT(config).to(dev, dtype).eval()
     N = model.config.block_size
-    official = None
-    if args.official:  # the reference implementation, same weights (not part of this project)
-        sys.path.insert(0, args.official)
-        from autoregressive.models.generate import generate as official_generate
-        from autoregressive.models.gpt import GPT_models
-        ref = GPT_models[args.model](vocab_size=16384, block_size=N, num_classes=1000,
-                                     cls_token_num=1, model_type="c2i", resid_dropout_p=0.0,
-                                     ffn_dropout_p=0.0, token_dropout_p=0.0)
-        # strict=False: theirs also holds freqs_cis and the KV caches
-        ref.load_state_dict(model.state_dict(), strict=False)
-        official = (ref.to(dev, dtype).eval(), official_generate)
+    # the reference implementation, same weights (not part of this project)
+    official = official_sampler(args, model, dev, dtype) if args.official else None
     print(f"{args.model} {args.dtype} on {dev} ({torch.get_num_threads()} threads), "
           f"{N} tokens/image, cfg {args.cfg_scale}, best of {args.repeat}, floor timed interleaved")
     rows, sizes = [], [int(x) for x in args.images.split(",")]

@@ -66,7 +66,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from grpo import policy_logprobs  # noqa: E402  (the repository on the path first)
 from model import Sampling, generate  # noqa: E402
 from plumbing.files import check_writable  # noqa: E402
-from plumbing.flags import SAMPLER_CHECKS, missing_files, path_kind_errors, range_errors  # noqa: E402
+from plumbing.flags import (SAMPLER_CHECKS, missing_files, path_kind_errors,  # noqa: E402
+                            range_errors)
 from plumbing.formats import extract_state_dict, load_checkpoint, run_args  # noqa: E402
 from plumbing.images import save_grid, to_uint8  # noqa: E402
 from plumbing.prompts import class_prompts, read_prompts  # noqa: E402
@@ -253,7 +254,7 @@ def load_pair(args, device):
 
 
 def sampler_settings(args, targs):
-    """The sampler of the evaluation (model.Sampling): each setting from its flag, else the run's."""
+    """The evaluation's sampler (model.Sampling): each setting from its flag, else the run's."""
     settings = {}
     for k in SAMPLER_SETTINGS:
         flag = getattr(args, k)
