@@ -22,7 +22,7 @@ class RewardWeightsMissing(RuntimeError):
     """A reward's weights are not on this machine; str() is one line saying what and how."""
 
 
-# build_rewards' weight paths, one per reward model: train.py and eval.py take each as a flag
+# build_rewards' weight paths, one per reward model: train.py and tools/eval.py take each as a flag
 # (--clip-ckpt, ...), so a run's weights can be given on the command line and stored with it
 WEIGHT_ARGS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path",
                "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt")
@@ -93,7 +93,7 @@ def open_clip_model(arch):
 def load_clip_weights(model, path, what, flag):
     """Load a CLIP / HPS file into `model`, any released layout: safetensors (timm's open_clip
     export); a torch.save file under weights_only=True, bare or {'state_dict': ...} (HPSv2.1, fp16),
-    'module.' prefixes; OpenAI's TorchScript ViT-B-32.pt, read as data (checkpoint.py). Keys are
+    'module.' prefixes; OpenAI's TorchScript ViT-B-32.pt, read as data (formats.py). Keys are
     checked strictly; a mismatch is one line."""
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file

@@ -24,7 +24,7 @@ from plumbing.weights import find_weights
 #                on Pick-a-Pic) with the processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, as
 #                PickScore's README loads them; score = exp(logit_scale) * cos(f_img, f_txt), the
 #                checkpoint's own scale (CLIP training caps it at 100). AR-GRPO's scorer divides
-#                this by 26 (eval.py reports both).
+#                this by 26 (tools/eval.py reports both).
 #   imagereward  ImageReward-v1.0 (Xu et al. 2023): BLIP ViT-L/16 image tokens cross-attended by a
 #                BERT-base text encoder; the [CLS] output goes through a 5-layer MLP with no
 #                activations; score = (mlp - 0.16717) / 1.03334, the library's normalisation;

@@ -1,4 +1,4 @@
-"""eval.py drawbench on the tiny T2I preset, offline: the report against the per-image scores by hand, the
+"""tools/eval.py drawbench on the tiny T2I preset, offline: the report against the per-image scores by hand, the
 same seeds for base and tuned, resuming after an interruption, and the one-line errors."""
 import json
 import math

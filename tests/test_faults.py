@@ -220,7 +220,7 @@ def torchrun(out, *flags):
 def test_torchrun_exits_0_every_time_and_t2i_is_deterministic(tmp_path):
     """Before the fix, about 2 launches in 5 ended in SIGABRT at exit; 2 launches here (+ the DDP test in
     test_train.py: 3 in all, which caught the old behaviour ~80 % of the time). They are t2i runs, so they also check that the t2i tiny run is the same in every
-    process, on every rank, and as a single process (for the first steps: see README, Guarantees)."""
+    process, on every rank, and as a single process (for the first steps: see docs/guarantees.md)."""
     flags = ["--task", "t2i", "--steps", "2", "--prompts-per-rank", "2"]
     runs = []
     for i in range(2):

@@ -1,4 +1,4 @@
-"""model.py / vq.py / checkpoint.py against the official LlamaGen outputs in ../shared/golden."""
+"""model.py / vq.py / plumbing/formats.py against the official LlamaGen outputs in ../shared/golden."""
 import argparse
 import json
 import os

@@ -235,7 +235,7 @@ def test_every_reward_file_through_train_and_eval(release, tiny_archs, tmp_path)
                 "--steps", "1", "--prompts-per-rank", "1", "--group-size", "2", "--cpu-threads", "0", "--out", str(run)])
     m = json.loads(open(run / "metrics.jsonl").readline())
     assert {"reward_clip", "reward_hps_q", "reward_maniqa", "reward_qwen_fake"} <= set(m)
-    # eval.py compare takes the same flags; they win over the run's stored paths
+    # tools/eval.py compare takes the same flags; they win over the run's stored paths
     compare = ["compare", "--tuned", str(run / "ckpt.pt"), "--diversity", "pixel", "--per-class", "2", "--classes", "1",
                "--out", str(tmp_path / "eval")]
     r = ev.main(compare + ["--rewards", "clip:1,hps:1", "--clip-ckpt", str(files["clip_st"])])
