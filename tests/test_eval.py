@@ -164,7 +164,7 @@ def test_compare_with_the_compiled_sampler_gives_the_same_report(tmp_path, monke
     from plumbing import compiled as path
     save_tiny_run(tmp_path / "ckpt.pt", steps=1)
     eager = compare(tmp_path, tmp_path / "ckpt.pt")
-    assert ev.get_args(["compare", "--tuned", "x", "--device", "cpu"]).compile is False
+    assert ev.parse_args(["compare", "--tuned", "x", "--device", "cpu"]).compile is False
     compiled, real = [], path.decoding
     monkeypatch.setattr(path, "decoding", lambda *a: compiled.append(a) or real(*a))
     assert compare(tmp_path, tmp_path / "ckpt.pt", "--compile", "--out", str(tmp_path / "c")) == eager

@@ -288,7 +288,7 @@ def test_t5_width_mismatch_is_one_line_before_loading(release, tmp_path):
 
 def test_eval_reward_flags_exist_and_missing_weights_name_them(tmp_path):
     for flag in ("--clip-ckpt", "--hps-ckpt", "--maniqa-ckpt", "--qwen-path"):   # the flags the loaders' errors name
-        assert getattr(ev.get_args(["compare", "--tuned", "x", flag, "p"]), flag[2:].replace("-", "_")) == "p"
+        assert getattr(ev.parse_args(["compare", "--tuned", "x", flag, "p"]), flag[2:].replace("-", "_")) == "p"
         assert getattr(train.get_args(["--preset", "tiny", flag, "p"]), flag[2:].replace("-", "_")) == "p"
     save_tiny_run(tmp_path / "ckpt.pt")
     err = _one_line_error(["tools/eval.py", "compare", "--tuned", str(tmp_path / "ckpt.pt"), "--rewards", "hps:1",

@@ -98,3 +98,19 @@ def test_t2i_text_settings_follow_the_run(tmp_path, capsys):
             sample.main(argv + ["--out", ""])
         printed = capsys.readouterr().out
         assert f"'caption_pad': '{pad}'" in printed and f"'clean_captions': {clean}" in printed
+
+
+@pytest.mark.parametrize("task", ["c2i", "t2i"])
+def test_tiny_preset_is_train_py_s_starting_model(task):
+    """sample.py --preset tiny samples the model train.py --preset tiny starts from (same seed): the
+    same GPT weights, the same palette tokenizer, the same text features."""
+    import torch
+    from plumbing.flags import parse_sample_args
+    from train import build_models, get_args
+    policy, _, vq, text = build_models(get_args(["--task", task, "--preset", "tiny"]), torch.device("cpu"))
+    flags = parse_sample_args(["--preset", "tiny", "--task", task, "--seed", "42", "--device", "cpu"], "")
+    model, vq2, text2 = sample.load_models(flags, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), model.state_dict().values()))
+    assert torch.equal(vq.palette, vq2.palette)
+    if task == "t2i":
+        assert all(torch.equal(a, b) for a, b in zip(text(["a red fox"]), text2(["a red fox"])))

@@ -76,6 +76,7 @@ from plumbing.standins import TINY_PROMPTS, PaletteVQ  # noqa: E402
 from plumbing.weights import BadCheckpoint, MissingCheckpoint, find_weights  # noqa: E402
 from rewards import build_rewards, parse_spec  # noqa: E402
 from train import build_models, mix  # noqa: E402
+from train import get_args as train_args  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -229,15 +230,15 @@ def build_lpips(device):
 # ----------------------------------------------------------------------------- shared
 # What compare and drawbench share: the two models, the sampler, the scorer, the grid.
 SAMPLER_SETTINGS = ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval")
-# the reward scorers' weights flags (rewards.build_rewards' arguments)
+
+
 def load_pair(args, device):
     """(base, tuned, vq, text encoder or None, the run's train args) from the tuned checkpoint."""
     ck = load_checkpoint(args.tuned)
     if isinstance(ck.get("args"), dict):
         targs = argparse.Namespace(**ck["args"])
     else:   # a bare GPT file: train.py's defaults for the task (its presets live there)
-        from train import get_args
-        targs = get_args(["--task", args.task])
+        targs = train_args(["--task", args.task])
     for key, flag in (("base", "gpt_ckpt"), ("vq_ckpt", "vq_ckpt"), ("t5_path", "t5_path")):
         if getattr(args, key):
             setattr(targs, flag, getattr(args, key))
@@ -833,7 +834,7 @@ def add_plot_args(sub):
     pl.add_argument("--prefix", default="", help="output file name prefix, e.g. tiny_")
 
 
-def get_args(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -855,7 +856,7 @@ def get_args(argv=None):
 
 
 def main(argv=None):
-    args = get_args(argv)
+    args = parse_args(argv)
     print(json.dumps(vars(args)))
     if getattr(args, "cpu_threads", 0):
         torch.set_num_threads(args.cpu_threads)
