@@ -44,7 +44,6 @@ from plumbing import rundir
 from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, ddp,
                                   setup_distributed, sync)
 from plumbing.flags import check_files, parse_train_args
-from plumbing.images import save_grid, to_uint8
 from plumbing.prompts import load_prompts
 from plumbing.reward_models import WEIGHT_ARGS
 from plumbing.standins import PaletteVQ
@@ -457,22 +456,11 @@ def step_metrics(run, step, stats, grad_norm, batch, scores, old_ent, old, first
 def log_step(run, step, m, images):
     """6. Rank 0: the metrics.jsonl row (and TensorBoard's), the log line, and a grid of samples
     (a row per prompt) on the first step and every --image-every steps."""
-    if not run.master:
-        return
-    args = run.args
-    rundir.append_metrics(run, m)
-    run.log(f"step {step + 1}/{args.steps} | reward {m['reward_mean']:.4f} "
-            f"(std {m['reward_std']:.4f}) | loss {m['loss']:+.4f} kl {m['kl']:.5f} "
-            f"ent {m['entropy']:.3f} clip {m['clip_frac']:.3f} zero-std {m['zero_std_frac']:.2f} "
-            f"gnorm {m['grad_norm']:.3f} | {m['t_step']:.2f}s (rollout {m['t_rollout']:.2f} "
-            f"reward {m['t_reward']:.2f} logp {m['t_logp']:.2f} update {m['t_update']:.2f}) "
-            f"{m['images_per_s']:.1f} img/s")
-    if args.image_every and (step + 1) % args.image_every == 0 or step == run.start:
-        n = min(run.P, 4) * run.G
-        path = os.path.join(args.out, "samples", f"step_{step + 1:06d}.png")
-        grid = save_grid(to_uint8(images[:n] * 2 - 1), path, nrow=run.G, min_px=64)
-        if run.writer:
-            run.writer.add_image("samples", grid, step, dataformats="HWC")
+    if run.master:
+        rundir.append_metrics(run, m)
+        run.log(rundir.log_line(m, step, run.args.steps))
+        if run.args.image_every and (step + 1) % run.args.image_every == 0 or step == run.start:
+            rundir.save_samples(run, step, images[:min(run.P, 4) * run.G], nrow=run.G)
 
 
 def save_checkpoint(run, step):

@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from plumbing.files import check_writable, remove_stale_tmp, save_atomic
 from plumbing.formats import load_checkpoint
+from plumbing.images import save_grid, to_uint8
 from plumbing.reward_models import WEIGHT_ARGS
 
 
@@ -156,6 +157,25 @@ def append_metrics(run, m):
     if run.writer:
         for k, v in m.items():
             run.writer.add_scalar(k, v, m["step"])
+
+
+def log_line(m, step, steps):
+    """The step's line above the progress bar."""
+    return (f"step {step + 1}/{steps} | reward {m['reward_mean']:.4f} "
+            f"(std {m['reward_std']:.4f}) | loss {m['loss']:+.4f} kl {m['kl']:.5f} "
+            f"ent {m['entropy']:.3f} clip {m['clip_frac']:.3f} zero-std {m['zero_std_frac']:.2f} "
+            f"gnorm {m['grad_norm']:.3f} | {m['t_step']:.2f}s (rollout {m['t_rollout']:.2f} "
+            f"reward {m['t_reward']:.2f} logp {m['t_logp']:.2f} update {m['t_update']:.2f}) "
+            f"{m['images_per_s']:.1f} img/s")
+
+
+def save_samples(run, step, images, nrow):
+    """OUT/samples/step_<step>.png: images (n, 3, H, W) in [0, 1], nrow to a grid row (and
+    TensorBoard's image)."""
+    path = os.path.join(run.args.out, "samples", f"step_{step + 1:06d}.png")
+    grid = save_grid(to_uint8(images * 2 - 1), path, nrow=nrow, min_px=64)
+    if run.writer:
+        run.writer.add_image("samples", grid, step, dataformats="HWC")
 
 
 def model_state(model, image_size=None):
