@@ -1,11 +1,12 @@
 """Image helpers: CLIP's eval transform on tensors, uint8 conversion as the FID scripts do it, PNG
 grids."""
 import math
-import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from plumbing.files import write_image
 
 
 def to_uint8(images):
@@ -14,9 +15,9 @@ def to_uint8(images):
 
 
 def save_grid(images_u8, path, nrow=None, min_px=0):
-    """uint8 (N, H, W, 3) -> one PNG, `nrow` images per row; images smaller than min_px are upscaled
-    (nearest) so tiny test images stay visible. Returns the grid (rows*H, nrow*W, 3)."""
-    from PIL import Image
+    """uint8 (N, H, W, 3) -> one image file (written atomically), `nrow` images per row; images
+    smaller than min_px are upscaled (nearest) so tiny images stay visible. Returns the grid
+    (rows*H, nrow*W, 3)."""
     s = max(1, min_px // images_u8.shape[1])
     images_u8 = images_u8.repeat_interleave(s, 1).repeat_interleave(s, 2)
     n, h, w, _ = images_u8.shape
@@ -25,8 +26,7 @@ def save_grid(images_u8, path, nrow=None, min_px=0):
     grid = np.zeros((rows * h, nrow * w, 3), np.uint8)
     for i, im in enumerate(images_u8.numpy()):
         grid[(i // nrow) * h:(i // nrow + 1) * h, (i % nrow) * w:(i % nrow + 1) * w] = im
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(grid).save(path)
+    write_image(path, grid)
     return grid
 
 

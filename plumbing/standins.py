@@ -13,6 +13,7 @@ the real model's layout (so the real loading code runs on it) at a width of 16-6
 """
 import contextlib
 import math
+from types import SimpleNamespace
 
 import torch
 
@@ -43,6 +44,7 @@ class PaletteVQ(torch.nn.Module):
         palette = torch.rand(codebook_size, 3, generator=g) * 2 - 1      # (K, 3) in [-1, 1]
         self.register_buffer("palette", palette)
         self.ds = downsample
+        self.config = SimpleNamespace(downsample=downsample, codebook_size=codebook_size)  # as VQ's
 
     def decode(self, codes):  # (B, N) -> (B, 3, H, W) in [-1, 1]
         side = math.isqrt(codes.shape[1])
