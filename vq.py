@@ -226,7 +226,7 @@ class VQModel(nn.Module):
 def load_vq(ckpt="vq_ds16_c2i", device="cpu", config=None, flag="--vq-ckpt"):
     """Load a released VQ (`vq_ds16_c2i`, `vq_ds16_t2i`, a path) or one of ours (stores its
     config)."""
-    path, sd, stored = read(ckpt, VQConfig, flag)
+    path, sd, stored = read(ckpt, VQConfig, flag, kind="vq")
     config = config or stored
     if config is None:  # released files: VQ-16 or VQ-8, told apart by their number of levels
         blocks = [k for k in sd if k.startswith("encoder.conv_blocks.")]

@@ -7,6 +7,9 @@
   `freqs_cis`, `module.`/`_orig_mod.` prefixes. The released DDP files keep an argparse
   `Namespace` under `args`, which `weights_only=True` refuses; we allow-list exactly that class.
 - `check_keys(module, sd)`: strict loading with an error that names what is missing/unexpected.
+- `describe(raw)` says what a loaded file is (a train.py checkpoint, a GPT's or a VQ's weights,
+  another model's); `read(..., kind=)` and `check_run_checkpoint` refuse the wrong kind of file in
+  one line naming what it is and what was expected.
 - `gpt_config_fields(sd, ...)`: a LlamaGen GPT's architecture read off its weights, and its
   resolution checked against the one asked for.
 - `read_torchscript_tensors(path)`: the tensors of a TorchScript archive (OpenAI's CLIP release),
@@ -21,6 +24,50 @@ from dataclasses import fields
 import torch
 
 from plumbing.weights import BadCheckpoint, MissingCheckpoint, resolve
+
+# what each kind of weights file holds, told apart by its key names
+KINDS = {"gpt": "a LlamaGen GPT's weights (tok_embeddings, layers.*, output)",
+         "vq": "a VQ tokenizer's weights (encoder, quantize, decoder)"}
+# what train.py's ckpt.pt holds (plumbing/rundir.py writes it), with the type of each entry
+RUN_CHECKPOINT = {"model": dict, "optimizer": dict, "step": int, "rng": list, "args": dict}
+
+
+def weights_kind(sd):
+    """'gpt', 'vq' or None: the kind of model a state dict's key names belong to."""
+    if "tok_embeddings.weight" in sd:
+        return "gpt"
+    if any(k.startswith(("encoder.", "quantize.")) for k in sd):
+        return "vq"
+    return None
+
+
+def describe(raw):
+    """What a loaded checkpoint file is, as a phrase for an error message."""
+    if not isinstance(raw, dict):
+        return f"a {type(raw).__name__}, not a dict of tensors"
+    if all(k in raw for k in ("model", "optimizer", "step", "args")):
+        task = raw["args"].get("task", "?") if isinstance(raw["args"], dict) else "?"
+        return f"a train.py checkpoint ({task} GPT, step {raw['step']})"
+    try:
+        sd = extract_state_dict(raw)
+    except BadCheckpoint:
+        return f"a dict without tensors (keys: {', '.join(map(str, list(raw)[:4]))})"
+    kind = weights_kind(sd)
+    if kind:
+        return KINDS[kind]
+    n = f"{len(sd)} tensor" + ("s" if len(sd) > 1 else "")
+    return f"another model's weights ({n}, e.g. {next(iter(sd))})"
+
+
+def check_run_checkpoint(ck, path):
+    """A run's ckpt.pt must be what train.py writes (RUN_CHECKPOINT); else one line saying what
+    the file is."""
+    bad = [k for k, t in RUN_CHECKPOINT.items()
+           if not isinstance(ck, dict) or not isinstance(ck.get(k), t)]
+    if bad:
+        raise BadCheckpoint(f"{path} is not a train.py checkpoint: it is {describe(ck)} (no "
+                            f"{', '.join(bad)}); move it away or pass another --out")
+
 
 def load_checkpoint(path):
     """torch.load with weights_only=True, allowing the argparse Namespace the released files
@@ -70,13 +117,26 @@ def extract_state_dict(ckpt):
     return sd
 
 
-def read(name_or_path, config_cls, flag, meta=None):
+def state_dict_of(raw, path, flag, kind):
+    """The state dict of a loaded file, which must hold weights of `kind` ('gpt' or 'vq'):
+    else one line saying what the file holds instead."""
+    try:
+        sd = extract_state_dict(raw)
+    except BadCheckpoint as e:
+        raise BadCheckpoint(f"{flag} {path}: {e}") from None
+    if weights_kind(sd) != kind:
+        raise BadCheckpoint(f"{flag} {path} holds {describe(raw)}, not {KINDS[kind]}")
+    return sd
+
+
+def read(name_or_path, config_cls, flag, meta=None, kind=None):
     """resolve + load: (path, state dict, the stored config as `config_cls` or None).
     Our checkpoints store the config as a plain dict under `config`; released files have none.
     `meta`, a dict, receives the stored `image_size` (train.py's checkpoints keep it) when there
-    is one."""
+    is one. `kind` ('gpt', 'vq'): the file must hold that kind of weights (state_dict_of)."""
     path = resolve(name_or_path, flag)
     raw = load_checkpoint(path)
+    sd = state_dict_of(raw, path, flag, kind) if kind else extract_state_dict(raw)
     if meta is not None and isinstance(raw, dict):
         run_args = raw.get("args") if isinstance(raw.get("args"), dict) else {}
         size = raw.get("image_size", run_args.get("image_size"))
@@ -86,7 +146,7 @@ def read(name_or_path, config_cls, flag, meta=None):
     if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
         names = {f.name for f in fields(config_cls)}
         config = config_cls(**{k: v for k, v in raw["config"].items() if k in names})
-    return path, extract_state_dict(raw), config
+    return path, sd, config
 
 
 def check_keys(module, sd, what="checkpoint"):
@@ -114,7 +174,7 @@ def read_gpt(ckpt, config_cls, heads_by_dim, image_size=None, config=None, flag=
     weights) comes from the config, the stored pixel size, or a `_256`/`_384`/`_512` file name;
     `image_size` is checked against it (a 384px model on a 256 grid is an error, not garbage)."""
     meta = {}
-    path, sd, stored = read(ckpt, config_cls, flag, meta)
+    path, sd, stored = read(ckpt, config_cls, flag, meta, kind="gpt")
     config = config or stored
     name = os.path.basename(str(ckpt))
     m = re.search(r"_(\d{3,4})(?:\.pt)?$", name)
@@ -132,7 +192,11 @@ def read_gpt(ckpt, config_cls, heads_by_dim, image_size=None, config=None, flag=
         if trained is None and image_size is None:
             raise BadCheckpoint(f"cannot tell the resolution of {path}; "
                                 f"pass --image-size (256, 384 or 512)")
-        config = config_cls(**gpt_fields(sd, trained or image_size, heads_by_dim))
+        try:
+            config = config_cls(**gpt_fields(sd, trained or image_size, heads_by_dim))
+        except KeyError as e:  # a GPT file cut short, or another layout
+            raise BadCheckpoint(f"{flag} {path} has no {e.args[0]}: not a complete LlamaGen "
+                                f"GPT") from None
     return path, sd, config
 
 

@@ -5,7 +5,9 @@ import os
 
 from tqdm import tqdm
 
+from plumbing.files import atomic_write, read_json, read_text, write_image
 from plumbing.standins import TINY_PROMPTS
+from plumbing.stops import on_stop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -16,6 +18,14 @@ def class_prompts(num_classes=0):
     reward prompts them."""
     names = open(os.path.join(HERE, "imagenet_classes.txt")).read().splitlines()
     return [f"a photo of {n}" for n in names[: num_classes or None]]
+
+
+def class_pool(pool, num_classes, flag):
+    """c2i: the prompts of a model's first num_classes classes; a --num-classes (`flag`) beyond
+    them is an error, not silently cut."""
+    if flag > num_classes:
+        raise SystemExit(f"error: --num-classes {flag}, but the model has {num_classes} classes")
+    return pool[:num_classes]
 
 
 def load_prompts(args):
@@ -35,16 +45,12 @@ def read_prompts(path):
     """Prompts from a .txt (one per line), a .jsonl (a `prompt`, `caption` or `text` field per
     line) or a .json list: AR-GRPO's format
     (`[{"id", "conversations": [{"from": "human", "value": PROMPT}, ...]}]`, its COCO training
-    captions and DrawBench), or plain strings / objects with a `prompt` field."""
-    if os.path.isdir(path):
-        raise SystemExit(f"error: prompt file {path} is a directory; "
-                         f"pass a .txt, .jsonl or .json file")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: prompt file {path} does not exist")
+    captions and DrawBench), or plain strings / objects with a `prompt` field. Every problem
+    (missing, a folder, not UTF-8, bad JSON, no prompt) is one line naming the file."""
     if path.endswith(".json"):
         return _read_json_prompts(path)
     prompts = []
-    for n, line in enumerate(open(path, encoding="utf-8"), 1):
+    for n, line in enumerate(read_text(path, "prompt file").split("\n"), 1):
         line = line.strip()
         if not line:
             continue
@@ -80,10 +86,7 @@ def _prompt_of(row):
 
 
 def _read_json_prompts(path):
-    try:
-        rows = json.load(open(path, encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"error: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    rows = read_json(path, "prompt file")
     if not isinstance(rows, list):
         raise SystemExit(f"error: {path} must hold a JSON list of prompts (AR-GRPO's format), "
                          f"got {type(rows).__name__}")
@@ -103,10 +106,8 @@ def _read_json_prompts(path):
 def read_geneval(path):
     """GenEval's evaluation_metadata.jsonl: one JSON object per line with at least a string `prompt`
     (and `tag`, `include`, ... which its evaluate_images.py reads back from each folder)."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: GenEval metadata file {path} does not exist")
     rows = []
-    for n, line in enumerate(open(path, encoding="utf-8"), 1):
+    for n, line in enumerate(read_text(path, "GenEval metadata file").split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -126,10 +127,8 @@ def write_geneval(rows, out, per_prompt, sample_fn):
     """GenEval's layout, what its evaluate_images.py reads: out/<index:05d>/metadata.jsonl (that
     prompt's metadata object, read with json.load) and out/<index:05d>/samples/<k:04d>.png.
     sample_fn(prompt, index) -> uint8 (N, H, W, 3). Prompt folders that already hold all N images
-    are skipped (a re-run resumes); each PNG is written to a temporary name first, so an
+    are skipped (a re-run resumes); every file is written atomically (plumbing/files.py), so an
     interrupted run never leaves a truncated image behind."""
-    from PIL import Image
-
     def png(i, k):  # image k of prompt i
         return os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
 
@@ -138,14 +137,14 @@ def write_geneval(rows, out, per_prompt, sample_fn):
 
     todo = [i for i in range(len(rows)) if not done(i)]
     n_done = len(rows) - len(todo)
+    on_stop(lambda: f"{sum(map(done, range(len(rows))))} of {len(rows)} prompts are complete in "
+                    f"{out}: the same command continues")  # Ctrl-C or a full disk
     if n_done:
         print(f"resuming: {n_done} of {len(rows)} prompts already in {out}")
     for i in tqdm(todo, desc="geneval", unit="prompt", initial=n_done, total=len(rows)):
         folder = os.path.join(out, f"{i:05d}")
-        os.makedirs(os.path.join(folder, "samples"), exist_ok=True)
-        with open(os.path.join(folder, "metadata.jsonl"), "w", encoding="utf-8") as f:
+        with atomic_write(os.path.join(folder, "metadata.jsonl"), "w") as f:
             f.write(json.dumps(rows[i]) + "\n")
         for k, im in enumerate(sample_fn(rows[i]["prompt"], i).numpy()):
-            Image.fromarray(im).save(png(i, k) + ".tmp", format="PNG")
-            os.replace(png(i, k) + ".tmp", png(i, k))
+            write_image(png(i, k), im)
     print(f"wrote {out}: {len(rows)} prompt folders x {per_prompt} images (GenEval layout)")

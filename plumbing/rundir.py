@@ -1,27 +1,40 @@
-"""A run directory and its bookkeeping: who may write into it (a new run, --resume, --overwrite),
-what a --resume may change, the files of a run (args.json, metrics.jsonl, ckpt.pt, summary.json)
-and putting a checkpoint's state back. train.py's phases call these; none changes the method.
+"""A run directory and its bookkeeping: who may write into it (one process at a time; a new run,
+--resume, --overwrite), what a --resume may change, the files of a run (args.json, metrics.jsonl,
+ckpt.pt, summary.json), putting a checkpoint's state back, and what an interrupted or failed run
+says about the state on disk. train.py's phases call these; none changes the method.
 
+    OUT/.lock           held (flock) by the process that owns OUT; the kernel releases it on exit
     OUT/args.json       the flags the run is using (and `resumes`: what each --resume changed)
     OUT/metrics.jsonl   one JSON object per step; on --resume, cut back to the checkpoint's step
     OUT/ckpt.pt         policy + config + AdamW + step + every rank's RNG states + flags (atomic)
     OUT/summary.json    steps and world size, written when the run ends
+    OUT/samples/step_<step>.png, OUT/tb/events.out.tfevents.*   sample grids, TensorBoard
 """
+import fcntl
+import glob
 import json
 import os
-import shutil
+import shlex
+import sys
 from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
 
-from plumbing.files import check_writable, remove_stale_tmp, save_atomic
-from plumbing.formats import load_checkpoint
+from plumbing import stops
+from plumbing.files import (WriteFailed, check_writable, read_jsonl, remove_stale_tmp,
+                            save_atomic, write_json)
+from plumbing.formats import check_run_checkpoint, load_checkpoint
 from plumbing.images import save_grid, to_uint8
 from plumbing.reward_models import WEIGHT_ARGS
 
 
 RUN_FILES = ["ckpt.pt", "metrics.jsonl", "summary.json", "args.json"]
+# what else a run writes, the only files --overwrite removes besides RUN_FILES
+RUN_GLOBS = ["samples/step_*.png", "tb/events.out.tfevents.*"]
+LOCK = ".lock"
+_OWNED = []      # the open lock file of the run directory this process owns
+_ON_DISK = {}    # out, argv, saved, steps: what an interrupted or failed run says (stop_hint)
 
 
 # flags that may differ on --resume: run logistics (taken as given, not recorded) and
@@ -46,36 +59,95 @@ def given(key, argv):
 
 def prepare_run(args, argv):
     """Check --out before anything loads; returns (args, the checkpoint to resume or None).
-    A directory holding a run is never overwritten silently: --resume continues it, --overwrite
-    starts over (removing the run's files), anything else is a one-line error. On --resume, see
-    resumed_args."""
+    Rank 0 owns OUT (own_run_dir) before it looks at what OUT holds. A directory holding a run is
+    never overwritten silently: --resume continues it, --overwrite starts over (removing only the
+    run's own files), anything else is a one-line error. On --resume, see resumed_args."""
     ckpt_path = os.path.join(args.out, "ckpt.pt")
     master = int(os.environ.get("RANK", 0)) == 0
-    held = [f for f in ("ckpt.pt", "metrics.jsonl") if os.path.exists(os.path.join(args.out, f))]
     if args.resume and not os.path.isfile(ckpt_path):
         raise SystemExit(f"error: --resume: {ckpt_path} does not exist, nothing to resume "
                          f"(check --out, or drop --resume to start a new run)")
+    if master:
+        # unwritable: fails here, not after the models load
+        check_writable(args.out, "--out", is_dir=True)
+        own_run_dir(args.out)
+    held = [f for f in ("ckpt.pt", "metrics.jsonl") if os.path.exists(os.path.join(args.out, f))]
     if held and not args.resume and not args.overwrite:
         raise SystemExit(f"error: {args.out} already holds a run ({', '.join(held)}): pass "
                          f"--resume to continue it or --overwrite to start it over "
                          f"(or choose another --out)")
+    ck = None
+    if args.resume:
+        ck = load_checkpoint(ckpt_path)
+        check_run_checkpoint(ck, ckpt_path)
+        args = resumed_args(args, argv, ck, ckpt_path)
     if master:
-        # unwritable: fails here, not after the models load
-        check_writable(args.out, "--out", is_dir=True)
         removed = remove_stale_tmp(ckpt_path)  # left by a run killed while saving
         if removed:
             print(f"removed {len(removed)} stale temporary checkpoint file(s): "
                   f"{', '.join(removed)}")
         if args.overwrite:
-            for f in RUN_FILES:
-                if os.path.exists(os.path.join(args.out, f)):
-                    os.remove(os.path.join(args.out, f))
-            for d in ("samples", "tb"):
-                shutil.rmtree(os.path.join(args.out, d), ignore_errors=True)
-    if not args.resume:
-        return args, None
-    ck = load_checkpoint(ckpt_path)
-    return resumed_args(args, argv, ck, ckpt_path), ck
+            remove_run_files(args.out)
+    _ON_DISK.update(out=args.out, argv=list(argv), saved=ck["step"] if ck else 0, steps=args.steps)
+    stops.on_stop(stop_hint)
+    return args, ck
+
+
+def own_run_dir(out):
+    """Make this process the owner of OUT: an exclusive flock on OUT/.lock, held until the process
+    ends, however it ends (the kernel releases it, kill -9 included: a killed run never leaves it
+    stuck). A second process on the same OUT stops in one line; this process's earlier lock (a
+    previous run in the same process) is released first."""
+    release_run_dir()
+    f = open(os.path.join(out, LOCK), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise SystemExit(f"error: {out} is in use by another process (pid {pid}, which holds "
+                         f"{os.path.join(out, LOCK)}): one run directory, one run; wait for it to "
+                         f"end or choose another --out") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _OWNED.append(f)
+
+
+def release_run_dir():
+    while _OWNED:
+        _OWNED.pop().close()
+
+
+def remove_run_files(out):
+    """--overwrite: remove what a run writes (RUN_FILES, RUN_GLOBS), nothing else; the folders
+    samples/ and tb/ go only if that leaves them empty."""
+    paths = [os.path.join(out, f) for f in RUN_FILES]
+    paths += [p for g in RUN_GLOBS for p in glob.glob(os.path.join(glob.escape(out), g))]
+    for p in paths:
+        if os.path.isfile(p):
+            os.remove(p)
+    for d in ("samples", "tb"):
+        if os.path.isdir(os.path.join(out, d)) and not os.listdir(os.path.join(out, d)):
+            os.rmdir(os.path.join(out, d))
+
+
+def stop_hint():
+    """What an interrupted or failed run says (plumbing/stops.py): the step ckpt.pt holds and the
+    command that continues the run."""
+    out, argv, saved = _ON_DISK["out"], _ON_DISK["argv"], _ON_DISK["saved"]
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        again = "the same torchrun command"
+    else:
+        script = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"
+        again = f"python {script} " + shlex.join(a for a in argv if a not in ("--resume",
+                                                                                "--overwrite"))
+    if not saved:
+        return f"no checkpoint was written: start over with {again.strip()} --overwrite"
+    ckpt = os.path.join(out, "ckpt.pt")
+    return (f"{ckpt} holds step {saved} of {_ON_DISK['steps']}: continue with "
+            f"{again.strip()} --resume")
 
 
 def resumed_args(args, argv, ck, ckpt_path):
@@ -93,6 +165,11 @@ def resumed_args(args, argv, ck, ckpt_path):
             changed[k] = [old[k], new[k]]
         else:
             refused.append(f"--{k.replace('_', '-')} ({old[k]} -> {new[k]})")
+    world, was = int(os.environ.get("WORLD_SIZE", 1)), len(ck["rng"])  # one RNG state per rank
+    if world != was:  # the global batch = ranks x prompts per rank x group size
+        P, G = args.prompts_per_rank, args.group_size
+        refused.append(f"the number of ranks ({was} -> {world}: a global batch of {was} x {P} x "
+                       f"{G} = {was * P * G} -> {world * P * G} images)")
     if refused:
         raise SystemExit(f"error: --resume cannot change {', '.join(refused)}: it would be another "
                          f"experiment; start a new run (another --out, or --overwrite)")
@@ -111,9 +188,7 @@ def resumed_args(args, argv, ck, ckpt_path):
 # ----------------------------------------------------------------------------- the run's files
 def write_args(args):
     """OUT/args.json: every flag's value (after the preset and any --resume)."""
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "args.json"), "w") as f:
-        json.dump(vars(args), f, indent=1)
+    write_json(os.path.join(args.out, "args.json"), vars(args))
 
 
 def restore(run, ck):
@@ -124,10 +199,9 @@ def restore(run, ck):
     for group in run.opt.param_groups:  # the stored values unless this command line changed them
         group.update(lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
     run.start = run.saved = ck["step"]
-    if len(ck["rng"]) == run.world:
-        torch.set_rng_state(ck["rng"][run.rank]["cpu"])
-        if run.device.type == "cuda" and ck["rng"][run.rank]["cuda"] is not None:
-            torch.cuda.set_rng_state(ck["rng"][run.rank]["cuda"])
+    torch.set_rng_state(ck["rng"][run.rank]["cpu"])  # as many states as ranks: resumed_args
+    if run.device.type == "cuda" and ck["rng"][run.rank]["cuda"] is not None:
+        torch.cuda.set_rng_state(ck["rng"][run.rank]["cuda"])
     last = args.resumes[-1] if args.resumes else None
     changes = last["changed"] if last and last["step"] == run.start else {}
     run.log(f"resumed from {run.ckpt_path} at step {run.start}"
@@ -140,20 +214,26 @@ def start_logs(run):
     if not run.master:
         return
     kept = []
-    if run.start and os.path.exists(run.metrics_path):
-        with open(run.metrics_path) as f:
-            kept = list(f)
-    with open(run.metrics_path, "w") as f:
-        f.writelines(line for line in kept if json.loads(line)["step"] < run.start)
+    if run.start and os.path.exists(run.metrics_path):  # a torn last line (killed) is dropped
+        kept = read_jsonl(run.metrics_path, "metrics file", key="step")
+    try:
+        with open(run.metrics_path, "w") as f:
+            f.writelines(json.dumps(m) + "\n" for m in kept if m["step"] < run.start)
+    except OSError as e:
+        raise WriteFailed(run.metrics_path, e) from None
     if run.args.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
         run.writer = SummaryWriter(os.path.join(run.args.out, "tb"))
 
 
 def append_metrics(run, m):
-    """One metrics.jsonl row (and TensorBoard's scalars)."""
-    with open(run.metrics_path, "a") as f:
-        f.write(json.dumps(m) + "\n")
+    """One metrics.jsonl row (and TensorBoard's scalars). A row cut by a kill or a full disk is
+    dropped by the next --resume (read_jsonl)."""
+    try:
+        with open(run.metrics_path, "a") as f:
+            f.write(json.dumps(m) + "\n")
+    except OSError as e:
+        raise WriteFailed(run.metrics_path, e) from None
     if run.writer:
         for k, v in m.items():
             run.writer.add_scalar(k, v, m["step"])
@@ -186,13 +266,10 @@ def model_state(model, image_size=None):
 
 
 def write_checkpoint(run, state, step):
-    """ckpt.pt, atomically (rank 0): a full disk is one line, the previous checkpoint intact."""
-    try:
-        save_atomic(state, run.ckpt_path)
-    except OSError as e:  # a full disk: save_atomic left the previous checkpoint as it was
-        on_disk = f"step {run.saved} is still on disk" if run.saved else "no checkpoint yet"
-        raise SystemExit(f"error: cannot write {run.ckpt_path} at step {step + 1}: "
-                         f"{e.strerror or e} ({on_disk})")
+    """ckpt.pt, atomically (rank 0): a full disk is one line (WriteFailed, and plumbing/stops.py
+    adds which step is still on disk), the previous checkpoint intact."""
+    save_atomic(state, run.ckpt_path)
+    _ON_DISK["saved"] = step + 1
 
 
 def changed_metrics(changed):
@@ -224,9 +301,10 @@ def finish(run):
     if run.writer:
         run.writer.close()
     if run.master:
-        with open(os.path.join(run.args.out, "summary.json"), "w") as f:
-            json.dump({"steps": run.args.steps, "world_size": run.world}, f)
+        write_json(os.path.join(run.args.out, "summary.json"),
+                   {"steps": run.args.steps, "world_size": run.world}, indent=None)
         run.log(f"done: {run.args.out}")
+    release_run_dir()
     if run.world > 1:
         dist.destroy_process_group()
 

@@ -1,6 +1,8 @@
-"""How a run stops: a non-finite value stops it in one line before it reaches the optimizer or
-the disk (`NonFinite`), and `run_cli` turns every expected failure into one line and an exit code,
-with an exit that cannot abort a torchrun rank."""
+"""How a command stops: a non-finite value stops a run in one line before it reaches the optimizer
+or the disk (`NonFinite`), and `run_cli`, the exit of every command (train.py, sample.py,
+tools/eval.py, tools/bench.py), turns every expected failure and Ctrl-C into one line and an exit
+code, with an exit that cannot abort a torchrun rank. `on_stop` registers what to say then about
+the state on disk (train.py: which step ckpt.pt holds and the command that continues)."""
 import os
 import sys
 import traceback
@@ -9,8 +11,31 @@ import torch
 import torch.distributed as dist
 
 from plumbing import distributed
+from plumbing.files import WriteFailed
 from plumbing.reward_models import RewardWeightsMissing
 from plumbing.weights import BadCheckpoint, MissingCheckpoint
+
+_ON_STOP = []   # at most one function: () -> a phrase on the state on disk, or None
+
+
+def on_stop(fn):
+    """Register fn() -> a phrase saying what is on disk and how to continue, appended to the line
+    of an interrupt or a failed write (one per process: the latest wins)."""
+    _ON_STOP[:] = [fn]
+
+
+def stop_line(head):
+    """head + '; ' + the registered phrase (if any)."""
+    tail = _ON_STOP[0]() if _ON_STOP else None
+    return f"{head}; {tail}" if tail else head
+
+
+def close_bars():
+    """Close the open progress bars, so that the last line is the message, on its own line (an
+    open tqdm bar would end with the message on its line, and redraw itself at exit)."""
+    from tqdm import tqdm
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 class NonFinite(RuntimeError):
@@ -58,6 +83,7 @@ def run_cli(main, argv=None):
     is destroyed, leaves with os._exit after flushing its output: the interpreter is never torn
     down under live gloo threads.
     Every file train.py writes is closed by then (`with` blocks, the TensorBoard writer)."""
+    _ON_STOP.clear()  # a phrase is about this command's state on disk
     try:
         main(argv)
         code = 0
@@ -66,14 +92,23 @@ def run_cli(main, argv=None):
         code = f"error: {e}"
     except SystemExit as e:
         code = e.code
+    except KeyboardInterrupt:  # Ctrl-C: one line (rank 0) on what is on disk, exit 130 (shells')
+        close_bars()
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(stop_line("interrupted"), file=sys.stderr)
+        code = 130
+    except WriteFailed as e:  # a full disk: the output is the old file or none, never a torn one
+        code = stop_line(f"error: {e}")
     except OSError as e:
-        # e.g. a full disk while writing metrics or a sample grid: ckpt.pt is the last complete one
-        code = f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        # e.g. a full disk while writing metrics: ckpt.pt is the last complete one
+        code = stop_line(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
     except BaseException:
         if not distributed.STARTED:
             raise
         traceback.print_exc()
         code = 1
+    if isinstance(code, str):
+        close_bars()
     if distributed.STARTED:
         if isinstance(code, str):
             print(code, file=sys.stderr)
