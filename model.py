@@ -395,7 +395,7 @@ def sample_next(logits, u, s):
     never lands on a zero-probability token). -> (token (B, 1), its log-prob (B, 1))."""
     logp = sampling_logprobs(logits, s)  # (B, V)
     # compiled on a GPU, the draw runs eagerly between two CUDA graphs (plumbing/compiled.py)
-    draw = inverse_cdf_eager if logits.is_cuda else inverse_cdf
+    draw = compiled.eager(inverse_cdf) if logits.is_cuda else inverse_cdf
     nxt = draw(logp.exp(), u).clamp_(max=logits.shape[-1] - 1)
     return nxt, logp.gather(1, nxt)
 
@@ -403,9 +403,6 @@ def sample_next(logits, u, s):
 def inverse_cdf(p, u):  # p (B, V) unnormalised probabilities, u (B, 1) uniforms -> (B, 1) indices
     cdf = p.cumsum(-1)
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
-
-
-inverse_cdf_eager = torch.compiler.disable(inverse_cdf)
 
 
 # ----------------------------------------------------------------------------- decoding

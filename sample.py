@@ -15,19 +15,18 @@ Examples:
 
 The .npz holds `arr_0`, uint8 (N, H, W, 3), the layout of the ADM FID evaluation suite.
 """
-import os
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import GPT, Sampling, generate, gpt_config, load_gpt
-from plumbing.files import check_writable
-from plumbing.flags import parse_sample_args
+from plumbing.files import check_writable, write_npz
+from plumbing.flags import check_sample_memory, parse_sample_args
 from plumbing.images import save_grid, to_uint8
 from plumbing.prompts import read_geneval, read_prompts, write_geneval
 from plumbing.standins import PaletteVQ
+from plumbing.stops import run_cli
+from plumbing.weights import MissingCheckpoint
 from text import TextEncoder
 from vq import VQ_PRESETS, load_vq
 
@@ -35,22 +34,24 @@ from vq import VQ_PRESETS, load_vq
 def main(argv=None):
     # the flags (plumbing/flags.py): the docstring's first paragraph describes the command
     args = parse_sample_args(argv, " ".join(__doc__.split("\n\n")[0].split()))
-    geneval = check_outputs(args)
+    geneval, prompts = check_files(args)
     dev = torch.device(args.device)
     model, vq, text = load_models(args, dev)
     if args.geneval:
         sample_fn = geneval_sampler(args, model, vq, text, dev)
         return write_geneval(geneval, args.out, args.per_class, sample_fn)
-    conds = conditions(args, model.config)
+    conds = conditions(args, model.config, prompts)  # a refusal, not an out-of-memory kill:
+    check_sample_memory(model.config, vq.config.downsample, args, len(conds) * args.per_class, dev)
+    conds = [x for x in conds for _ in range(args.per_class)]  # each --per-class times
     images = sample_images(args, model, vq, text, conds, dev)
     write_outputs(args, images)
 
 
-def check_outputs(args):
-    """Bad input and unwritable outputs stop here, before any model is built (a bad --npz must not
-    cost the whole sampling run). --geneval implies --task t2i. Returns the GenEval metadata rows,
-    or None."""
-    geneval = None
+def check_files(args):
+    """Bad inputs and unwritable outputs stop here, before any model is built (a bad --npz must not
+    cost the whole sampling run). --geneval implies --task t2i. Returns the GenEval metadata rows
+    and the prompts of --prompts (each None without its flag)."""
+    geneval, prompts = None, read_prompts(args.prompts) if args.prompts else None
     if args.geneval:
         geneval = read_geneval(args.geneval)
         if args.out.endswith(".png") or args.npz or args.prompts or args.classes:
@@ -63,7 +64,7 @@ def check_outputs(args):
     else:
         check_writable(args.out, "--out", suffixes=[".png", ".jpg", ".jpeg", ".webp"])
     check_writable(args.npz, "--npz", suffixes=[".npz"])
-    return geneval
+    return geneval, prompts
 
 
 def load_models(args, dev):
@@ -86,8 +87,8 @@ def load_models(args, dev):
             if t2i:
                 text = TextEncoder.from_pretrained(args.t5_path, dev, pad=args.caption_pad,
                                                    clean=args.clean_captions)
-        except (FileNotFoundError, ValueError) as e:  # MissingCheckpoint / BadCheckpoint: one line
-            raise SystemExit(f"error: {e}\n(offline? try: python sample.py --preset tiny)")
+        except MissingCheckpoint as e:  # one line, with the offline way out
+            raise SystemExit(f"error: {e} (offline? try: python sample.py --preset tiny)")
     if args.precision == "bf16" or (args.precision is None and dev.type == "cuda"):
         model = model.to(torch.bfloat16)
     c = model.config
@@ -96,13 +97,13 @@ def load_models(args, dev):
     return model, vq, text
 
 
-def conditions(args, c):
-    """What to sample, one entry per image: the prompts (t2i) or class ids (c2i), each per_class
-    times."""
+def conditions(args, c, prompts):
+    """What to sample: the prompts (t2i) or class ids (c2i)."""
     if c.model_type == "t2i":
-        if not args.prompts:
-            raise SystemExit("error: this is a text-to-image model: pass --prompts FILE")
-        conds = read_prompts(args.prompts)
+        if not args.prompts or args.classes:
+            raise SystemExit("error: this is a text-to-image model: pass --prompts FILE "
+                             "(and no --classes)")
+        conds = prompts
     else:
         if args.prompts:
             raise SystemExit("error: --prompts needs a t2i model; "
@@ -112,14 +113,14 @@ def conditions(args, c):
             ids = demo if c.num_classes == 1000 else list(range(min(8, c.num_classes)))
         elif args.classes == "all":
             ids = list(range(c.num_classes))
-        else:
-            ids = [int(x) for x in args.classes.split(",")]
+        else:  # a list of ids (plumbing/flags.py)
+            ids = args.classes
         bad = [i for i in ids if not 0 <= i < c.num_classes]
         if bad:
             raise SystemExit(f"error: unknown class id(s) {bad}: "
                              f"the model has classes 0..{c.num_classes - 1}")
         conds = ids
-    return [x for x in conds for _ in range(args.per_class)]
+    return conds
 
 
 def sample_images(args, model, vq, text, conds, dev, generator=None, bar=True):
@@ -154,16 +155,16 @@ def geneval_sampler(args, model, vq, text, dev):
 
 
 def write_outputs(args, images):
-    """The PNG grid (the first 64 images) and the .npz of all of them."""
+    """The grid (the first 64 images, small ones scaled up to 128 px to be seen) and the .npz of
+    all of them (as sampled), each written atomically: complete, or not at all."""
     if args.out:
-        save_grid(images[:64], args.out)
+        save_grid(images[:64], args.out, min_px=128)
         shown = min(len(images), 64)
         print(f"wrote {args.out} ({shown} of {len(images)} images, {images.shape[1]}px)")
     if args.npz:
-        os.makedirs(os.path.dirname(os.path.abspath(args.npz)), exist_ok=True)
-        np.savez(args.npz, arr_0=images.numpy())
+        write_npz(args.npz, arr_0=images.numpy())
         print(f"wrote {args.npz}: {tuple(images.shape)} uint8")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

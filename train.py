@@ -43,8 +43,8 @@ from model import GPT, Sampling, generate, gpt_config, load_gpt
 from plumbing import rundir
 from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, ddp,
                                   setup_distributed, sync)
-from plumbing.flags import check_files, parse_train_args
-from plumbing.prompts import load_prompts
+from plumbing.flags import check_files, check_run_memory, parse_train_args
+from plumbing.prompts import class_pool, load_prompts
 from plumbing.reward_models import WEIGHT_ARGS
 from plumbing.standins import PaletteVQ
 from plumbing.stops import nonfinite_rewards, run_cli, stop_if_nonfinite
@@ -192,8 +192,8 @@ def setup(args, argv):
     bf16 = device.type == "cuda" and args.bf16
     amp = torch.autocast("cuda", torch.bfloat16) if bf16 else nullcontext()
     policy, reference, vq, text = training_dtypes(args, device, *build_models(args, device))
-    if args.task == "c2i":
-        pool = pool[:policy.config.num_classes]  # a model with K classes draws ids from [0, K)
+    if args.task == "c2i":  # a model with K classes draws ids from [0, K)
+        pool = class_pool(pool, policy.config.num_classes, args.num_classes)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=tuple(args.adam_betas),
                             weight_decay=args.weight_decay)
     P, G = args.prompts_per_rank, args.group_size
@@ -204,6 +204,7 @@ def setup(args, argv):
               micro=args.micro_batch or P * G // args.minibatches, old_from=pi_old_source(args),
               ckpt_path=os.path.join(args.out, "ckpt.pt"),
               metrics_path=os.path.join(args.out, "metrics.jsonl"))
+    check_run_memory(policy, args, G, run.micro, device)  # a refusal, not an out-of-memory kill
     params = sum(p.numel() for p in policy.parameters()) / 1e6
     log(f"policy {params:.2f}M params | {world} rank(s) x {P} prompts x {G} samples = "
         f"{world * run.B} images/step | {len(pool)} prompts | policy log-probs: {args.policy}")

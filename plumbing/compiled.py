@@ -70,6 +70,15 @@ class FullCache(PrefixCache):
 
 
 _COMPILED = {}
+_EAGER = {}
+
+
+def eager(fn):
+    """fn excluded from compilation (torch.compiler.disable), made on first use: torch._dynamo
+    takes seconds to import, which no command should pay before it needs it."""
+    if fn not in _EAGER:
+        _EAGER[fn] = torch.compiler.disable(fn)
+    return _EAGER[fn]
 
 
 def compiled(step, device):

@@ -1,28 +1,123 @@
 """The command lines of train.py and sample.py: their flag tables (argparse, --kebab-case, with
-help), the range check of every numeric flag (one line each, before anything loads), and the
-checks of weight paths (missing, or the wrong kind of path) that run before any model is built.
+help), the range check of every numeric flag (one line each, before anything loads), the device
+check, the checks of weight paths (missing, or the wrong kind of path) that run before any model
+is built, and the memory check of the batch sizes once the model's size is known (a refusal in
+one line rather than an out-of-memory kill of a shared machine). tools/eval.py and tools/bench.py
+use the same checks.
 """
 import argparse
-import json
 import math
 import os
 
 import torch
 
+from plumbing.files import read_json
 from plumbing.formats import run_args
 from plumbing.reward_models import WEIGHT_ARGS
 from plumbing.weights import BadCheckpoint, MissingCheckpoint
+
+INT64 = 2 ** 63   # every integer flag fits a 64-bit integer (torch's seeds, sizes and indices)
+SEED_CHECK = ("--seed", lambda v: 0 <= v < 2 ** 32, "in [0, 2^32)")
+CPU_THREADS_CHECK = ("--cpu-threads", lambda v: 0 <= v <= (os.cpu_count() or 1),
+                     f"in [0, {os.cpu_count() or 1}] (0 = torch's default; this machine's cores)")
 
 
 def range_errors(args, checks):
     """The first numeric flag outside its range, as one line for `parser.error`, else None.
     checks: (flag, predicate, what it must be); flags whose value is None (unset) are skipped.
-    A NaN fails every predicate, since every comparison with NaN is False."""
+    A NaN fails every predicate, since every comparison with NaN is False; an integer beyond 64
+    bits fails before its predicate."""
     for flag, ok, must in checks:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if isinstance(value, int) and not -INT64 <= value < INT64:
+            return f"{flag} {value} is beyond a 64-bit integer; it must be {must}"
         if value is not None and not ok(value):
             return f"{flag} must be {must}, got {value}"
     return None
+
+
+def device_error(name, flag="--device"):
+    """One line when `name` is not a device this machine has (cpu, cuda, cuda:N), else None."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"{flag} {name!r} is not a device: use cpu, cuda or cuda:N"
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        return f"{flag} {name}: only cpu and cuda devices are supported"
+    if not torch.cuda.is_available():
+        return f"{flag} {name}: there is no CUDA GPU here; use --device cpu"
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        return (f"{flag} {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return None
+
+
+# ----------------------------------------------------------------------------- memory
+# Lower estimates of the largest allocations, from the model's config: a command refuses, in one
+# line, a batch that cannot fit in the free memory, instead of being killed by the kernel (or
+# killing its neighbours) minutes later. c is a GPTConfig (model.py), duck-typed.
+def kv_cache_bytes(c, rows, itemsize=4):
+    """The sampler's KV caches: k and v of every layer over the T + N positions of `rows`
+    sequences (2 x the images with CFG)."""
+    hd, heads = c.dim // c.n_head, c.n_kv_head or c.n_head
+    return 2 * c.n_layer * rows * heads * (c.cls_token_num + c.block_size) * hd * itemsize
+
+
+def forward_bytes(c, rows, grad):
+    """A teacher-forced forward over `rows` sequences: the fp32 logits and their copies (~8 per
+    token: log-softmax, the guided mix, top-k/top-p masks, entropy) and, with grad, every layer's
+    activations (~12 floats of width dim per token; measured 2026-12-04 on the tiny preset: the
+    real peak is ~1.5x this estimate)."""
+    per_token = 8 * c.vocab_size + (c.n_layer if grad else 1) * 12 * c.dim
+    return 4 * rows * (c.cls_token_num + c.block_size) * per_token
+
+
+def free_bytes(device):
+    """The memory a new allocation can take on `device`: a GPU's free memory, the host's
+    MemAvailable (Linux; None elsewhere: no check)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(need, device, what):
+    """Refuse, in one line, work that needs more than the free memory of `device`."""
+    free = free_bytes(device)
+    if free is not None and need > free:
+        raise SystemExit(f"error: {what} needs at least {need / 2 ** 30:.1f} GiB on {device}, "
+                         f"{free / 2 ** 30:.1f} GiB are free; make it smaller")
+
+
+def check_sample_memory(c, downsample, args, n_images, device):
+    """sample.py: the sampler's KV caches for one --batch-size batch (doubled by CFG), and every
+    image (uint8 on the host until the .npz is written; twice while the batches are joined)."""
+    side = args.image_size_eval or math.isqrt(c.block_size) * downsample
+    rows = min(args.batch_size, n_images) * (1 + (args.cfg_scale != 1.0))
+    check_memory(kv_cache_bytes(c, rows) + 32 * rows * c.vocab_size, device,
+                 f"--batch-size {args.batch_size}")
+    check_memory(2 * n_images * side * side * 3, "cpu",
+                 f"{n_images} images of {side} px (the conditions x --per-class)")
+
+
+def check_run_memory(model, args, G, micro, device):
+    """train.py, once the policy is built: the rollout (G images per generate call, doubled by
+    CFG) or the update (micro-batches, doubled by --policy cfg, plus the gradient and the two
+    AdamW moments) must fit."""
+    c, cfg = model.config, args.cfg_scale != 1.0
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    rollout = kv_cache_bytes(c, G * (1 + cfg)) + 32 * G * (1 + cfg) * c.vocab_size  # + logits
+    update = forward_bytes(c, micro * (1 + (args.policy == "cfg")), True) + 3 * params
+    check_memory(max(rollout, update), device,
+                 f"--group-size {G} with a micro-batch of {micro} sequences (--prompts-per-rank "
+                 f"{args.prompts_per_rank}, --minibatches, --micro-batch)")
 
 
 # (flag, predicate, what it must be): the sampler flags (sample.py, train.py, tools/eval.py
@@ -59,7 +154,8 @@ def train_parser(presets, description, rewards_default):
       help="VQ architecture for random init (VQ-16, VQ-tiny, ...) or 'palette' (tiny preset)")
     a("--t5-path", default="",
       help="FLAN-T5-XL directory (t2i); '' = a tiny random T5 (tiny preset)")
-    a("--image-size", type=int, default=256)
+    a("--image-size", type=int, default=256,
+      help="pixels per side of the generated images (a checkpoint's own size is checked)")
     # data
     a("--prompts", default="",
       help="t2i prompts: a .txt (one per line), a .jsonl ('prompt' or 'caption' field) "
@@ -69,10 +165,14 @@ def train_parser(presets, description, rewards_default):
     # rewards
     a("--rewards", default=rewards_default,
       help="'name:weight,...' (rewards.py); weight-free: color, brightness, colorfulness, jpeg")
-    a("--clip-ckpt", default=None)
-    a("--hps-ckpt", default=None)
-    a("--maniqa-ckpt", default=None)
-    a("--qwen-path", default=None)
+    a("--clip-ckpt", default=None,
+      help="OpenAI CLIP ViT-B/32 weights file (clip, clip_q rewards; default: the HF cache)")
+    a("--hps-ckpt", default=None,
+      help="HPS_v2.1_compressed.pt (hps, hps_q rewards; default: the HF cache)")
+    a("--maniqa-ckpt", default=None,
+      help="MANIQA ckpt_koniq10k.pt (maniqa reward; default: pyiqa's cache)")
+    a("--qwen-path", default=None,
+      help="Qwen2.5-VL-3B-Instruct folder (qwen rewards; default: the HF cache)")
     a("--judge-mode", default="generate", choices=["fast", "generate"],
       help="generate = AR-GRPO's judge (answer, repair, parse, 3 attempts); "
            "fast = one forward pass, E[score digit]")
@@ -80,11 +180,12 @@ def train_parser(presets, description, rewards_default):
         a("--" + flag.replace("_", "-"), default=None,
           help="weights of the pickscore / imagereward / aesthetic rewards (rewards.py)")
     # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0 for c2i / 4.0 for t2i)
-    a("--cfg-scale", type=float, default=2.0)
-    a("--cfg-interval", type=int, default=-1)
-    a("--temperature", type=float, default=1.0)
-    a("--top-k", type=int, default=0)
-    a("--top-p", type=float, default=1.0)
+    a("--cfg-scale", type=float, default=2.0, help="classifier-free guidance scale (1 = none)")
+    a("--cfg-interval", type=int, default=-1,
+      help="guidance only for the first tokens, up to this one (-1 = every token)")
+    a("--temperature", type=float, default=1.0, help="sampling temperature")
+    a("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = off)")
+    a("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     # GRPO
     a("--prompts-per-rank", type=int, default=1, help="P: prompts per rank per step")
     a("--group-size", type=int, default=8, help="G: samples per prompt")
@@ -94,7 +195,8 @@ def train_parser(presets, description, rewards_default):
     a("--adv-std", choices=["group", "global"], default="group",
       help="advantage denominator: group std (GRPO) or batch std (Flow-GRPO)")
     a("--beta", type=float, default=0.1, help="weight of the k3 KL to the reference")
-    a("--clip-eps", type=float, default=0.2)
+    a("--clip-eps", type=float, default=0.2,
+      help="PPO clip of the ratio: [1 - eps, 1 + eps] (acts with several updates per rollout)")
     a("--clip-eps-high", type=float, default=None, help="upper clip (default = --clip-eps)")
     a("--inner-epochs", type=int, default=1,
       help="passes over each rollout batch (1 = the paper: rho == 1)")
@@ -103,25 +205,29 @@ def train_parser(presets, description, rewards_default):
     a("--micro-batch", type=int, default=0,
       help="sequences per forward for gradient accumulation (0 = whole minibatch)")
     # optimisation
-    a("--lr", type=float, default=1e-5)
-    a("--weight-decay", type=float, default=0.0)
-    a("--adam-betas", type=float, nargs=2, default=[0.9, 0.999])
-    a("--grad-clip", type=float, default=1.0)
+    a("--lr", type=float, default=1e-5, help="AdamW learning rate")
+    a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    a("--adam-betas", type=float, nargs=2, default=[0.9, 0.999], help="AdamW betas")
+    a("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this value")
     a("--bf16", action=argparse.BooleanOptionalAction, default=True,
       help="bf16 autocast on GPU (CPU runs fp32)")
     # run
-    a("--steps", type=int, default=400)
-    a("--seed", type=int, default=42)
+    a("--steps", type=int, default=400, help="GRPO steps (a --resume may raise it)")
+    a("--seed", type=int, default=42,
+      help="every random number comes from (seed, step, ...): same seed, same run")
     a("--out", default="out/run", help="metrics.jsonl, args.json, ckpt.pt, samples/")
     a("--resume", action="store_true",
       help="continue from OUT/ckpt.pt (an error if there is none)")
     a("--overwrite", action="store_true",
       help="start over in an OUT that already holds a run (its files are replaced)")
-    a("--save-every", type=int, default=50)
-    a("--image-every", type=int, default=50)
+    a("--save-every", type=int, default=50,
+      help="write OUT/ckpt.pt every this many steps (and after the last)")
+    a("--image-every", type=int, default=50,
+      help="write a grid of samples to OUT/samples every this many steps (0 = the first only)")
     a("--tensorboard", action="store_true",
       help="also write TensorBoard curves and images to OUT/tb")
-    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+      help="cpu or cuda (torchrun: each rank takes its LOCAL_RANK's GPU)")
     a("--cpu-threads", type=int, default=0,
       help="torch CPU threads (0 = torch's default; tiny models run best on 1)")
     # fidelity to AR-GRPO's code (docs/fidelity.md): the paper presets set these
@@ -176,26 +282,33 @@ def parse_train_args(argv, presets, default_preset, description, rewards_default
 
 
 def check_train_args(p, args, check_rewards):
-    """Flag combinations and values that cannot work: one line each (p.error), before anything
-    is loaded."""
-    if args.group_size < 2:
-        p.error("--group-size must be >= 2: a group of one has no baseline "
-                "(its advantage is always 0)")
-    if (args.prompts_per_rank * args.group_size) % args.minibatches:
-        p.error(f"--minibatches {args.minibatches} must divide --prompts-per-rank x --group-size = "
-                f"{args.prompts_per_rank * args.group_size}")
-    if min(args.steps, args.inner_epochs, args.prompts_per_rank) < 1:
-        p.error("--steps, --inner-epochs and --prompts-per-rank must be >= 1")
-    try:
-        check_rewards(args.rewards)
-    except ValueError as e:
-        p.error(str(e))
+    """Flag combinations and values that cannot work, and flags that would be ignored: one line
+    each (p.error), before anything is loaded."""
     # every numeric flag in its meaningful range, one line each (NaN fails every comparison)
     error = range_errors(args, SAMPLER_CHECKS + TRAIN_CHECKS)
     if error is None and args.clip_eps_high is not None and not 0 < args.clip_eps_high < math.inf:
         error = f"--clip-eps-high must be a finite number > 0, got {args.clip_eps_high}"
     if error is None and not all(0 <= b < 1 for b in args.adam_betas):
         error = f"--adam-betas must both be in [0, 1), got {args.adam_betas}"
+    if error:
+        p.error(error)
+    P, G = args.prompts_per_rank, args.group_size
+    if (P * G) % args.minibatches:
+        p.error(f"--minibatches {args.minibatches} must divide --prompts-per-rank x --group-size = "
+                f"{P * G}")
+    if args.micro_batch > P * G // args.minibatches:
+        p.error(f"--micro-batch {args.micro_batch} is larger than a minibatch (--prompts-per-rank "
+                f"x --group-size / --minibatches = {P * G // args.minibatches})")
+    try:
+        check_rewards(args.rewards)
+    except ValueError as e:
+        p.error(str(e))
+    if args.task == "c2i" and args.prompts:
+        p.error("--prompts is for --task t2i (captions); --task c2i draws ImageNet class ids "
+                "(--num-classes)")
+    if args.task == "t2i" and args.num_classes:
+        p.error("--num-classes is for --task c2i; --task t2i draws captions from --prompts")
+    error = device_error(args.device)
     if error is None and args.resume and args.overwrite:
         error = "--resume continues the run in --out, --overwrite starts it over: pass one of them"
     if error:
@@ -203,8 +316,13 @@ def check_train_args(p, args, check_rewards):
 
 
 TRAIN_CHECKS = [
-    ("--image-size", lambda v: v > 0, "> 0"),
-    ("--num-classes", lambda v: v >= 0, ">= 0 (0 = all classes)"),
+    ("--group-size", lambda v: v >= 2, ">= 2: a group of one has no baseline (its advantage is "
+                                       "always 0)"),
+    ("--prompts-per-rank", lambda v: v >= 1, ">= 1"),
+    ("--steps", lambda v: v >= 1, ">= 1"),
+    ("--inner-epochs", lambda v: v >= 1, ">= 1"),
+    ("--image-size", lambda v: 0 < v <= 4096, "in [1, 4096] (LlamaGen's: 256, 384, 512)"),
+    ("--num-classes", lambda v: 0 <= v <= 1000, "in [0, 1000] (0 = all the model's classes)"),
     ("--beta", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("--clip-eps", lambda v: 0 < v < 1, "in (0, 1)"),
     ("--micro-batch", lambda v: v >= 0, ">= 0 (0 = the whole minibatch)"),
@@ -212,10 +330,10 @@ TRAIN_CHECKS = [
     ("--lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
     ("--weight-decay", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("--grad-clip", lambda v: 0 < v < math.inf, "a finite number > 0"),
-    ("--seed", lambda v: v >= 0, ">= 0"),
+    SEED_CHECK,
     ("--save-every", lambda v: v >= 1, ">= 1 (steps between checkpoints)"),
     ("--image-every", lambda v: v >= 0, ">= 0 (0 = only the first step)"),
-    ("--cpu-threads", lambda v: v >= 0, ">= 0 (0 = torch's default)"),
+    CPU_THREADS_CHECK,
     ("--lr-decay-steps", lambda v: v >= 0, ">= 0 (0 = constant)"),
 ]
 
@@ -264,7 +382,8 @@ def check_t5_width(t5_path, caption_dim):
     it: say so in one line from the 1 kB config, before the T5 weights (GBs for FLAN-T5-XL)."""
     cfg = os.path.join(t5_path, "config.json")
     # no config: from_pretrained says so
-    width = json.load(open(cfg)).get("d_model") if os.path.isfile(cfg) else None
+    config = read_json(cfg, "--t5-path config") if os.path.isfile(cfg) else {}
+    width = config.get("d_model") if isinstance(config, dict) else None
     if width is not None and width != caption_dim:
         raise BadCheckpoint(
             f"--t5-path {t5_path} gives {width}-wide text features (d_model in its config.json) "
@@ -284,13 +403,14 @@ def sample_parser(description):
 def add_input_flags(p):
     """The models and what to sample: classes, prompts or GenEval's metadata."""
     p.add_argument("--preset", choices=["tiny"],
-                   help="train.py's tiny starting model: random GPT-tiny + palette tokenizer "
-                        "(offline, CPU); ignores checkpoints")
-    p.add_argument("--gpt-ckpt", default="c2i_B_256", help="GPT checkpoint: path or release name")
+                   help="train.py's tiny starting model: random GPT-tiny + palette tokenizer, "
+                        "16 px (offline, CPU); takes no checkpoint flags")
+    p.add_argument("--gpt-ckpt", default=None,
+                   help="GPT checkpoint: path or release name (default c2i_B_256)")
     p.add_argument("--vq-ckpt", default=None,
                    help="VQ checkpoint: path or release name (default vq_ds16_c2i / vq_ds16_t2i)")
-    p.add_argument("--t5-path", default="google/flan-t5-xl",
-                   help="T5 encoder for t2i: HF name or local dir")
+    p.add_argument("--t5-path", default=None,
+                   help="T5 encoder for t2i: HF name or local dir (default google/flan-t5-xl)")
     p.add_argument("--image-size", type=int, default=None,
                    help="checked against the checkpoint (256, 384, 512)")
     p.add_argument("--image-size-eval", type=int, default=None,
@@ -317,16 +437,19 @@ def add_input_flags(p):
 
 def add_sampling_flags(p):
     """The sampler's settings, the device, and the outputs."""
-    p.add_argument("--cfg-scale", type=float, default=4.0)
+    p.add_argument("--cfg-scale", type=float, default=4.0,
+                   help="classifier-free guidance scale (1 = none)")
     p.add_argument("--cfg-interval", type=int, default=-1,
                    help="stop guidance after this token (-1: never)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--top-k", type=int, default=0,
                    help="0 = off (LlamaGen's scripts use 2000 for c2i at eval)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the random init (--preset tiny) and the sampler's generator")
+    p.add_argument("--batch-size", type=int, default=32, help="images per generate call")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="GPT weights dtype (default bf16 on GPU)")
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
@@ -340,19 +463,33 @@ def add_sampling_flags(p):
 SAMPLE_CHECKS = SAMPLER_CHECKS + [
     ("--per-class", lambda v: v >= 1, ">= 1"),
     ("--batch-size", lambda v: v >= 1, ">= 1"),
-    ("--seed", lambda v: v >= 0, ">= 0"),
-    ("--image-size", lambda v: v > 0, "> 0"),
-    ("--image-size-eval", lambda v: v > 0, "> 0"),
+    SEED_CHECK,
+    ("--image-size", lambda v: 0 < v <= 4096, "in [1, 4096]"),
+    ("--image-size-eval", lambda v: 0 < v <= 4096, "in [1, 4096]"),
 ]
+TINY_IGNORES = ("--gpt-ckpt", "--vq-ckpt", "--t5-path", "--image-size")  # --preset tiny's own
 
 
 def parse_sample_args(argv, description):
     """The flags, range-checked, with the defaults that depend on the device or the checkpoint."""
     p = sample_parser(description)
     args = p.parse_args(argv)
-    error = range_errors(args, SAMPLE_CHECKS)
+    error = range_errors(args, SAMPLE_CHECKS) or device_error(args.device)
+    given = [f for f in TINY_IGNORES if getattr(args, f[2:].replace("-", "_")) is not None]
+    if not error and args.preset == "tiny" and given:
+        error = (f"--preset tiny samples train.py's 16 px tiny starting model: drop "
+                 f"{', '.join(given)}")
+    if not error and args.prompts and args.classes:
+        error = "--prompts (t2i) and --classes (c2i) exclude each other"
+    if not error and args.classes not in (None, "all"):
+        ids = args.classes.split(",")
+        if not all(x.strip().isdigit() for x in ids):
+            error = f"--classes must be comma-separated class ids or 'all', got {args.classes!r}"
+        args.classes = [int(x) for x in ids] if not error else None
     if error:
         p.error(error)
+    args.gpt_ckpt = args.gpt_ckpt or "c2i_B_256"
+    args.t5_path = args.t5_path or "google/flan-t5-xl"
     if args.compile is None:  # pays for itself on a GPU after a few batches, never on a CPU
         args.compile = args.device.startswith("cuda")
     # T2I text settings: as given, else a train.py checkpoint's own, else LlamaGen's
