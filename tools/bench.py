@@ -53,8 +53,11 @@ from tqdm import tqdm
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 sys.path.insert(0, HERE)
 
-from model import GPT, Sampling, generate, gpt_config  # noqa: E402  (the repository on the path)
-from plumbing.flags import range_errors  # noqa: E402
+from model import GPT, GPT_PRESETS, Sampling, generate, gpt_config  # noqa: E402  (the repository)
+from plumbing.files import check_readable, check_writable, read_jsonl, write_json  # noqa: E402
+from plumbing.flags import (check_memory, device_error, kv_cache_bytes,  # noqa: E402
+                            range_errors)
+from plumbing.stops import run_cli  # noqa: E402
 from rewards import OFFLINE_REWARDS, QWEN_PARTS, build_rewards, parse_spec  # noqa: E402
 
 
@@ -253,26 +256,40 @@ def bench_sampling(args, dev, dtype):
 
 # ----------------------------------------------------------------------------- one GRPO step
 
-STEP_FLAGS = ["--task", "c2i", "--preset", "tiny", "--vq-model", "VQ-16", "--image-size", "256",
+STEP_FLAGS = ["--task", "c2i", "--preset", "tiny", "--vq-model", "VQ-16",
               "--rewards", "color:1", "--prompts-per-rank", "1", "--group-size", "8",
               "--policy", "cfg", "--cfg-scale", "2.0", "--lr", "1e-5", "--beta", "0.1",
               "--image-every", "0"]
+
+
+def step_config(args):
+    """The config of the GPT that --step trains (and its floors are computed for): --model over
+    VQ-16's 16384 codes at --image-size (16 px per token), as train.py builds it."""
+    return gpt_config(args.model, model_type="c2i", vocab_size=16384,
+                      block_size=(args.image_size // 16) ** 2)
+
+
+def step_command(args, out, extra):
+    """The train.py command line that --step times: --model at --image-size (step_config)."""
+    return [sys.executable, args.train, *STEP_FLAGS, "--gpt-model", args.model,
+            "--image-size", str(args.image_size), "--steps", str(args.steps),
+            "--cpu-threads", str(torch.get_num_threads()), "--device", args.device, "--out", out,
+            *extra]
 
 
 def run_step(args, extra):
     """train.py for --steps steps as a subprocess -> (its last step's metrics, its peak RSS in GB,
     its wall time in s)."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, args.train, *STEP_FLAGS, "--gpt-model", args.model,
-               "--steps", str(args.steps), "--cpu-threads", str(torch.get_num_threads()),
-               "--device", args.device, "--out", out, *extra]
+        cmd = step_command(args, out, extra)
         print(" ".join(cmd[1:]).replace(out, "TMP"), flush=True)
         t = time.time()
         cwd = os.path.dirname(os.path.abspath(args.train))
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-        if r.returncode:
-            sys.exit(r.stdout[-2000:] + r.stderr[-2000:])
-        m = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))][-1]
+        if r.returncode:  # train.py's own one-line error, or its last output
+            sys.exit(r.stderr.strip().splitlines()[-1] if r.returncode in (1, 2, 130)
+                     else r.stdout[-2000:] + r.stderr[-2000:])
+        m = read_jsonl(os.path.join(out, "metrics.jsonl"), "metrics file")[-1]
     return m, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20, time.time() - t
 
 
@@ -280,7 +297,7 @@ def bench_step(args, dev, dtype):
     compile_flag = "--compile" if args.compile else "--no-compile"
     m, rss, wall = run_step(args, args.step_flags.split() + [compile_flag])
     torch.manual_seed(0)
-    model = GPT(gpt_config(args.model)).to(dev, dtype).eval()
+    model = GPT(step_config(args)).to(dev, dtype).eval()     # the model the run timed
     from vq import VQ_PRESETS, VQModel
     vq = VQModel(VQ_PRESETS["VQ-16"]).to(dev).eval()
     B, N, T = 8, model.config.block_size, model.config.cls_token_num
@@ -428,9 +445,11 @@ def bench_judge_or_rewards(args, names, dtype):
 def parser():
     # the first paragraph of the docstring, as one line
     p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    p.add_argument("--model", default="GPT-B", help="GPT preset (random weights)")
+    p.add_argument("--model", default="GPT-B", choices=list(GPT_PRESETS),
+                   help="GPT preset (random weights)")
     p.add_argument("--images", default="4,16", help="comma-separated numbers of images per batch")
-    p.add_argument("--cfg-scale", type=float, default=2.0)
+    p.add_argument("--cfg-scale", type=float, default=2.0,
+                   help="classifier-free guidance scale (1 = none: half the decode batch)")
     p.add_argument("--image-size", type=int, default=256,
                    help="sampling: pixels of the generated image (tokens = (size / 16)^2); "
                         "--rewards, --agreement: pixels of the scored images")
@@ -475,21 +494,28 @@ def parser():
     return p
 
 
-def main(argv=None):
+RANGE_CHECKS = [
+    ("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    ("--image-size", lambda v: 0 < v <= 4096 and v % 16 == 0, "a multiple of 16 in [16, 4096]"),
+    ("--repeat", lambda v: v >= 1, ">= 1"),
+    ("--steps", lambda v: v >= 1, ">= 1"),
+    ("--batch", lambda v: v >= 1, ">= 1"),
+    ("--judge-tokens", lambda v: v >= 1, ">= 1"),
+]
+
+
+def parse_args(argv=None):
+    """The flags, every one checked before anything runs: numbers, device, names, the paths
+    read and the --json written (one line each). -> (args, --images as ints, reward names)."""
     p = parser()
     args = p.parse_args(argv)
-    try:
-        sizes = [int(x) for x in args.images.split(",")]
-    except ValueError:
+    sizes = [x.strip() for x in args.images.split(",")]
+    if not all(x.isdigit() for x in sizes):
         p.error(f"--images must be comma-separated integers, got {args.images!r}")
-    error = range_errors(args, [
-        ("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
-        ("--image-size", lambda v: v > 0 and v % 16 == 0, "a positive multiple of 16"),
-        ("--repeat", lambda v: v >= 1, ">= 1"),
-        ("--steps", lambda v: v >= 1, ">= 1"),
-        ("--batch", lambda v: v >= 1, ">= 1"),
-        ("--judge-tokens", lambda v: v >= 1, ">= 1"),
-    ])
+    sizes = [int(x) for x in sizes]
+    cuda = (args.rewards or args.agreement) and torch.cuda.is_available()
+    args.device = args.device or ("cuda" if cuda else "cpu")
+    error = range_errors(args, RANGE_CHECKS) or device_error(args.device)
     if error or min(sizes) < 1:
         p.error(error or f"--images must all be >= 1, got {args.images}")
     names = []
@@ -498,18 +524,43 @@ def main(argv=None):
             names = [n for n, _ in parse_spec(args.reward_list)]
         except ValueError as e:
             p.error(f"--reward-list: {e}")
-    judge_or_rewards = args.rewards or args.agreement
-    cuda = judge_or_rewards and torch.cuda.is_available()
-    args.device = args.device or ("cuda" if cuda else "cpu")
+    if args.step:
+        check_readable(args.train, "--train")
+    for flag, path in (("--official", args.official), ("--agreement-images",
+                       args.agreement_images), ("--qwen-path", args.qwen_path)):
+        if path:
+            check_readable(path, flag, folder=True)
+    check_writable(args.json, "--json", suffixes=[".json"])       # not after the benchmark
+    return args, sizes, names
+
+
+def check_bench_memory(args, sizes, dev):
+    """The largest allocations must fit: the sampler's KV caches (times 3: ours, the floor's and
+    the LlamaGen-style loop's), or the scored images."""
+    if args.rewards or args.agreement:
+        n = args.batch if args.rewards else 32
+        return check_memory(16 * n * args.image_size ** 2 * 3, args.device,
+                            f"--batch {n} at --image-size {args.image_size}")
+    if not args.step:
+        config = gpt_config(args.model, block_size=(args.image_size // 16) ** 2)
+        rows = max(sizes) * (1 + (args.cfg_scale != 1.0))
+        check_memory(3 * kv_cache_bytes(config, rows), dev,
+                     f"--images {max(sizes)} of --model {args.model} at --image-size "
+                     f"{args.image_size}")
+
+
+def main(argv=None):
+    args, sizes, names = parse_args(argv)
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    if judge_or_rewards:
+    check_bench_memory(args, sizes, dev)
+    if args.rewards or args.agreement:
         res = bench_judge_or_rewards(args, names, dtype)
     else:
         res = bench_step(args, dev, dtype) if args.step else bench_sampling(args, dev, dtype)
     if args.json:
-        json.dump(res, open(args.json, "w"), indent=1)
+        write_json(args.json, res)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one-line errors, Ctrl-C, a failed write (plumbing/stops.py)

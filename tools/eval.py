@@ -65,14 +65,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from grpo import policy_logprobs  # noqa: E402  (the repository on the path first)
 from model import Sampling, generate  # noqa: E402
-from plumbing.files import check_writable  # noqa: E402
-from plumbing.flags import (SAMPLER_CHECKS, missing_files, path_kind_errors,  # noqa: E402
-                            range_errors)
-from plumbing.formats import extract_state_dict, load_checkpoint, run_args  # noqa: E402
+from plumbing.files import (WriteFailed, atomic_write, check_readable,  # noqa: E402
+                            check_writable, read_json, read_jsonl, read_npz, write_json)
+from plumbing.flags import (CPU_THREADS_CHECK, SAMPLER_CHECKS, SEED_CHECK,  # noqa: E402
+                            check_memory, device_error, forward_bytes, kv_cache_bytes,
+                            missing_files, path_kind_errors, range_errors)
+from plumbing.formats import (check_keys, load_checkpoint, run_args,  # noqa: E402
+                              state_dict_of)
 from plumbing.images import save_grid, to_uint8  # noqa: E402
 from plumbing.prompts import class_prompts, read_prompts  # noqa: E402
-from plumbing.reward_models import WEIGHT_ARGS, RewardWeightsMissing  # noqa: E402
-from plumbing.standins import TINY_PROMPTS, PaletteVQ  # noqa: E402
+from plumbing.reward_models import WEIGHT_ARGS  # noqa: E402
+from plumbing.standins import TINY_PROMPTS  # noqa: E402
+from plumbing.stops import on_stop, run_cli  # noqa: E402
 from plumbing.weights import BadCheckpoint, MissingCheckpoint, find_weights  # noqa: E402
 from rewards import build_rewards, parse_spec  # noqa: E402
 from train import build_models, mix  # noqa: E402
@@ -233,8 +237,10 @@ SAMPLER_SETTINGS = ("cfg_scale", "temperature", "top_k", "top_p", "cfg_interval"
 
 
 def load_pair(args, device):
-    """(base, tuned, vq, text encoder or None, the run's train args) from the tuned checkpoint."""
+    """(base, tuned, vq, text encoder or None, the run's train args) from the tuned checkpoint,
+    which must hold a GPT (one line naming what it holds otherwise)."""
     ck = load_checkpoint(args.tuned)
+    sd = state_dict_of(ck, args.tuned, "--tuned", "gpt")
     if isinstance(ck.get("args"), dict):
         targs = argparse.Namespace(**ck["args"])
     else:   # a bare GPT file: train.py's defaults for the task (its presets live there)
@@ -250,7 +256,8 @@ def load_pair(args, device):
         raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; "
                                 f"pass the file(s) with the flag(s)")
     tuned, base, vq, text = build_models(targs, device)        # base: the run's initial weights
-    tuned.load_state_dict(extract_state_dict(ck))
+    check_keys(tuned, sd, what=f"--tuned {args.tuned}")
+    tuned.load_state_dict(sd)
     return base, tuned, vq, text, targs
 
 
@@ -298,8 +305,13 @@ def side_by_side(base_rows, tuned_rows, min_px=64):
 
 
 def save_side_by_side(base_rows, tuned_rows, path):
+    """The grid of base | tuned rows at `path` (written atomically); none for no rows
+    (--grid-rows 0). -> whether a grid was written."""
+    if not base_rows:
+        return False
     grid, ncol = side_by_side(base_rows, tuned_rows)
     save_grid(grid, path, nrow=ncol)
+    return True
 
 
 # ----------------------------------------------------------------------------- compare
@@ -346,8 +358,7 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
 def build_diversity(args, config, vq, device):
     """The pairwise distance of --diversity: LPIPS (checked: image size, weights) or None for
     the weight-free pixel distance."""
-    downsample = vq.ds if isinstance(vq, PaletteVQ) else vq.config.downsample
-    side = math.isqrt(config.block_size) * downsample
+    side = math.isqrt(config.block_size) * vq.config.downsample
     if args.diversity == "lpips" and side < LPIPS_MIN_PX:
         raise SystemExit(f"error: these images are {side} px but LPIPS-AlexNet needs at least "
                          f"{LPIPS_MIN_PX} px; use --diversity pixel")
@@ -358,15 +369,17 @@ def compare_conditions(args, config, targs):
     """(conditions, prompts): the held-out prompts twice (t2i), or class ids and their
     "a photo of {class name}" prompts (c2i)."""
     if config.model_type == "t2i":
-        prompts = (read_prompts(args.prompts) if args.prompts
-                   else TINY_PROMPTS if targs.preset == "tiny" else None)
-        if prompts is None:
+        prompts = args.prompt_list or (TINY_PROMPTS if targs.preset == "tiny" else None)
+        if prompts is None or args.classes:
             raise SystemExit("error: t2i evaluation needs --prompts FILE "
-                             "(held-out captions, one per line)")
+                             "(held-out captions, one per line), and no --classes")
         return prompts, prompts
+    if args.prompts:
+        raise SystemExit("error: --prompts is for a t2i run; this run is class-conditional "
+                         "(use --classes)")
     names = class_prompts()                                   # "a photo of {class name}"
     if args.classes:
-        conds = [int(x) for x in args.classes.split(",")]
+        conds = args.classes                                  # a list of ids (check_command)
     else:                                                     # 10 evenly spaced ids
         conds = list(range(0, config.num_classes, max(1, config.num_classes // 10)))[:10]
     if any(not 0 <= x < config.num_classes for x in conds):
@@ -374,15 +387,22 @@ def compare_conditions(args, config, targs):
     return conds, [names[x] for x in conds]
 
 
+def check_eval_memory(args, config, s, rows, device):
+    """The sampler's KV caches for `rows` images at once and the entropy's forward over
+    --batch-size of them (both doubled by CFG) must fit (plumbing/flags.py)."""
+    cfg = 1 + (s.cfg_scale != 1.0)
+    forward = forward_bytes(config, min(args.batch_size, rows) * 2, grad=False)
+    check_memory(max(kv_cache_bytes(config, rows * cfg), forward), device,
+                 f"{rows} images at once (--per-class, --per-prompt, --batch-size)")
+
+
 def cmd_compare(args):
-    check_writable(args.out, "--out", is_dir=True)                   # before hours of sampling
     device = torch.device(args.device)
     base, tuned, vq, text, targs = load_pair(args, device)
     diversity = build_diversity(args, base.config, vq, device)
     conds, prompts = compare_conditions(args, base.config, targs)
-    if args.per_class < 2:
-        raise SystemExit("error: --per-class must be >= 2 (diversity is a mean over pairs)")
     s = sampler_settings(args, targs)
+    check_eval_memory(args, base.config, s, args.per_class, device)
     spec = args.rewards or targs.rewards
     scorer = build_scorer(spec, args, targs, device)
     amp = autocast_like_run(device, targs)
@@ -397,12 +417,11 @@ def cmd_compare(args):
               "task": base.config.model_type, "conditions": conds, "per_class": args.per_class,
               "seed": args.seed, "rewards": spec, "diversity_metric": args.diversity,
               "sampler": asdict(s), **results, "delta": delta}
-    os.makedirs(args.out, exist_ok=True)
-    json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
-    save_side_by_side(grids["base"], grids["tuned"],
-                      os.path.join(args.out, f"{args.prefix}grid.png"))
-    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png "
-          f"(a row per condition: base | tuned)")
+    write_json(os.path.join(args.out, f"{args.prefix}report.json"), report)
+    grid = save_side_by_side(grids["base"], grids["tuned"],
+                             os.path.join(args.out, f"{args.prefix}grid.png"))
+    print(f"wrote {args.out}/{args.prefix}report.json"
+          + (f" and {args.prefix}grid.png (a row per condition: base | tuned)" if grid else ""))
     return report
 
 
@@ -437,16 +456,9 @@ def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
 
 def read_done(path):
     """The per-prompt records of an interrupted run, by prompt index; a torn last line (killed
-    mid-write) is dropped and its prompt sampled again."""
-    done = {}
-    if os.path.isfile(path):
-        for line in open(path, encoding="utf-8"):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[row["index"]] = row
-    return done
+    mid-write) is dropped and its prompt sampled again (read_jsonl)."""
+    rows = read_jsonl(path, "scores file", key="index") if os.path.isfile(path) else []
+    return {row["index"]: row for row in rows}
 
 
 def mean_sem(values):
@@ -475,7 +487,7 @@ def drawbench_report(rows, names):
 def drawbench_prompts(args, targs):
     """The prompts of --prompts (the tiny preset's own without it), the first --max-prompts."""
     if args.prompts:
-        prompts = read_prompts(args.prompts)
+        prompts = args.prompt_list                            # read by check_command
     elif targs is not None and targs.preset == "tiny":
         prompts = TINY_PROMPTS
     else:
@@ -501,13 +513,15 @@ def row_path(out, j, model):
 def resume(out, config, prompts):
     """Check OUT against this evaluation's config and read what an earlier run scored there:
     (scores.jsonl path, {prompt index: record})."""
-    os.makedirs(os.path.join(out, "rows"), exist_ok=True)
     cfg_path, log_path = os.path.join(out, "config.json"), os.path.join(out, "scores.jsonl")
-    if os.path.isfile(cfg_path) and json.load(open(cfg_path)) != json.loads(json.dumps(config)):
+    if (os.path.isfile(cfg_path)
+            and read_json(cfg_path, "drawbench config") != json.loads(json.dumps(config))):
         raise SystemExit(f"error: {out} holds another evaluation (config.json differs); "
                          f"pass another --out")
-    json.dump(config, open(cfg_path, "w"), indent=1)
+    write_json(cfg_path, config)
     done = read_done(log_path)
+    on_stop(lambda: f"{len(read_done(log_path))} of {len(prompts)} prompts are scored in "
+                    f"{log_path}: the same command continues")
     todo = [j for j in range(len(prompts)) if j not in done]
     if done:
         print(f"resuming: {len(prompts) - len(todo)} of {len(prompts)} prompts already scored "
@@ -527,25 +541,28 @@ def score_prompts(models, vq, text, prompts, scorer, s, args, amp, log_path, don
                 row[name], images = drawbench_prompt(model, vq, text, prompts[j], j, scorer, s,
                                                      args, amp)
                 if j < args.grid_rows:            # kept on disk: a resumed run still has them
-                    np.save(row_path(args.out, j, name), images[:args.grid_cols].numpy())
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+                    with atomic_write(row_path(args.out, j, name)) as f:
+                        np.save(f, images[:args.grid_cols].numpy())
+            try:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+            except OSError as e:  # a full disk: one line; a torn line is dropped on the re-run
+                raise WriteFailed(log_path, e) from None
             done[j] = row
 
 
 def save_drawbench_grid(args, n_prompts):
     """grid.png from the kept rows of the first --grid-rows prompts (a resumed run may lack
-    some); no file when none is there."""
+    some); no file when none is there. -> whether a grid was written."""
     grid_rows = [j for j in range(min(args.grid_rows, n_prompts))
                  if all(os.path.isfile(row_path(args.out, j, m)) for m in ("base", "tuned"))]
-    if not grid_rows:
-        return
 
     def load(j, m):
         return torch.from_numpy(np.load(row_path(args.out, j, m)))
-    save_side_by_side([load(j, "base") for j in grid_rows], [load(j, "tuned") for j in grid_rows],
-                      os.path.join(args.out, f"{args.prefix}grid.png"))
+    return save_side_by_side([load(j, "base") for j in grid_rows],
+                             [load(j, "tuned") for j in grid_rows],
+                             os.path.join(args.out, f"{args.prefix}grid.png"))
 
 
 def print_drawbench_table(report, names):
@@ -560,7 +577,6 @@ def cmd_drawbench(args):
     # set up: prompts, scorers (missing weights stop here, before the GPTs), models, sampler
     device = torch.device(args.device)
     args.task = "t2i"                           # for a --tuned file without train.py's args
-    check_writable(args.out, "--out", is_dir=True)                   # before hours of sampling
     targs = run_args(args.tuned)                # the run's flags, for the defaults below
     prompts = drawbench_prompts(args, targs)
     names = scorer_names(args.scorers)
@@ -571,6 +587,7 @@ def cmd_drawbench(args):
         raise SystemExit("error: drawbench evaluates text-to-image models; "
                          "this checkpoint is class-conditional")
     s = sampler_settings(args, targs)
+    check_eval_memory(args, base.config, s, min(args.batch_size, args.per_prompt), device)
     amp = autocast_like_run(device, targs)
     config = {"tuned_ckpt": args.tuned, "base_ckpt": base_description(targs),
               "prompts_file": args.prompts, "prompts": prompts, "per_prompt": args.per_prompt,
@@ -585,22 +602,21 @@ def cmd_drawbench(args):
     report = {**config, "prompts": len(prompts),
               "images_per_model": len(prompts) * args.per_prompt,
               **drawbench_report(rows, names)}
-    json.dump(report, open(os.path.join(args.out, f"{args.prefix}report.json"), "w"), indent=1)
-    save_drawbench_grid(args, len(prompts))
+    write_json(os.path.join(args.out, f"{args.prefix}report.json"), report)
+    grid = save_drawbench_grid(args, len(prompts))
     print_drawbench_table(report, names)
-    print(f"wrote {args.out}/{args.prefix}report.json and {args.prefix}grid.png "
-          f"(a row per prompt: base | tuned)")
+    print(f"wrote {args.out}/{args.prefix}report.json"
+          + (f" and {args.prefix}grid.png (a row per prompt: base | tuned)" if grid else ""))
     return report
 
 
 # ----------------------------------------------------------------------------- fid
 def read_fid_inputs(args):
-    """(the reference .npz, the samples (N, H, W, 3) uint8), checked: one-line errors."""
-    for flag, path in (("--npz", args.npz), ("--ref", args.ref)):
-        if not os.path.isfile(path):
-            raise SystemExit(f"error: {flag} {path} does not exist")
-    check_writable(fid_report_path(args), "--out")                     # before the features
-    ref, samples = np.load(args.ref), np.load(args.npz)["arr_0"]
+    """(the reference's arrays, the samples (N, H, W, 3) uint8), checked: one-line errors."""
+    samples = read_npz(args.npz, "--npz", need=["arr_0"])["arr_0"]
+    ref = read_npz(args.ref, "--ref", one_of=["arr_0", "mu"])
+    if "arr_0" not in ref and "sigma" not in ref:
+        raise SystemExit(f"error: --ref {args.ref} has mu but no sigma")
     if samples.dtype != np.uint8 or samples.ndim != 4 or samples.shape[-1] != 3:
         raise SystemExit(f"error: {args.npz} arr_0 must be uint8 (N, H, W, 3), "
                          f"got {samples.dtype} {samples.shape}")
@@ -632,7 +648,7 @@ def cmd_fid(args):
         report["precision"], report["recall"] = precision_recall(
             ref_pool.to(args.device), pool.to(args.device), k=3)
     print(json.dumps(report, indent=1))
-    json.dump(report, open(fid_report_path(args), "w"), indent=1)
+    write_json(fid_report_path(args), report)
     return report
 
 
@@ -661,8 +677,7 @@ def cmd_plot(args):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [json.loads(line) for line in open(os.path.join(args.run, "metrics.jsonl"))
-            if line.strip()]
+    rows = read_jsonl(os.path.join(args.run, "metrics.jsonl"), "metrics file", key="step")
     if not rows:
         raise SystemExit(f"error: {args.run}/metrics.jsonl is empty")
     steps = np.array([r["step"] + 1 for r in rows])
@@ -674,19 +689,20 @@ def cmd_plot(args):
     column = lambda k: np.array([r.get(k, np.nan) for r in rows], dtype=float)
     w = max(1, len(rows) // 20)                  # trailing moving average over ~5% of the run
 
-    out = args.out or os.path.join(args.run, "plots")
-    check_writable(out, "--out", is_dir=True)
+    out = plot_dir(args)
+
+    def save(fig, name, dpi):  # atomically: a complete PNG or none
+        fig.tight_layout()
+        with atomic_write(os.path.join(out, f"{args.prefix}{name}.png")) as f:
+            fig.savefig(f, format="png", dpi=dpi)
+        plt.close(fig)
     fig_all, axes = plt.subplots(2, 3, figsize=(15, 7))
     for ax_all, (name, keys) in zip(axes.flat, panels.items()):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         draw_panel(ax, steps, column, name, keys, w)
         draw_panel(ax_all, steps, column, name, keys, w)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"{args.prefix}{name}.png"), dpi=100)
-        plt.close(fig)
-    fig_all.tight_layout()
-    fig_all.savefig(os.path.join(out, f"{args.prefix}curves.png"), dpi=80)
-    plt.close(fig_all)
+        save(fig, name, 100)
+    save(fig_all, "curves", 80)
     if args.tensorboard:                         # train.py --tensorboard logs these live
         from torch.utils.tensorboard import SummaryWriter
         with SummaryWriter(os.path.join(args.run, "tb")) as writer:
@@ -704,19 +720,21 @@ RANGE_CHECKS = {
     "compare": SAMPLER_CHECKS + [
         ("--per-class", lambda v: v >= 2, ">= 2 (diversity is a mean over pairs)"),
         ("--batch-size", lambda v: v >= 1, ">= 1"),
-        ("--seed", lambda v: v >= 0, ">= 0"),
-        ("--grid-rows", lambda v: v >= 0, ">= 0"),
-        ("--grid-cols", lambda v: v >= 1, ">= 1")],
+        SEED_CHECK,
+        ("--grid-rows", lambda v: v >= 0, ">= 0 (0 = no grid)"),
+        ("--grid-cols", lambda v: v >= 1, ">= 1"),
+        CPU_THREADS_CHECK],
     "drawbench": SAMPLER_CHECKS + [
         ("--per-prompt", lambda v: v >= 1, ">= 1"),
         ("--max-prompts", lambda v: v >= 0, ">= 0 (0 = all)"),
         ("--batch-size", lambda v: v >= 1, ">= 1"),
-        ("--seed", lambda v: v >= 0, ">= 0"),
-        ("--grid-rows", lambda v: v >= 0, ">= 0"),
-        ("--grid-cols", lambda v: v >= 1, ">= 1")],
-    "fid": [("--batch-size", lambda v: v >= 1, ">= 1")],
+        SEED_CHECK,
+        ("--grid-rows", lambda v: v >= 0, ">= 0 (0 = no grid)"),
+        ("--grid-cols", lambda v: v >= 1, ">= 1"),
+        CPU_THREADS_CHECK],
+    "fid": [("--batch-size", lambda v: v >= 1, ">= 1"), CPU_THREADS_CHECK],
+    "plot": [],
 }
-CPU_THREADS_CHECK = ("--cpu-threads", lambda v: v >= 0, ">= 0")    # every command but plot
 
 
 def add_compare_args(sub, dev):
@@ -761,11 +779,11 @@ def add_compare_args(sub, dev):
     a("--compile", action=argparse.BooleanOptionalAction, default=None,
       help="sample with the torch.compile'd decode step (same tokens; see docs/performance.md); "
            "default: on for a GPU, off on a CPU")
-    a("--grid-rows", type=int, default=8)
+    a("--grid-rows", type=int, default=8, help="conditions in grid.png (0 = no grid)")
     a("--grid-cols", type=int, default=8, help="images per model per grid row")
     a("--out", default="out/eval", help="directory for report.json and grid.png")
     a("--prefix", default="", help="output file name prefix, e.g. tiny_")
-    a("--device", default=dev)
+    a("--device", default=dev, help="cpu, cuda or cuda:N")
     a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
 
@@ -778,9 +796,9 @@ def add_fid_args(sub, dev):
       help="ADM reference batch, e.g. VIRTUAL_imagenet256_labeled.npz (arr_0, mu, sigma)")
     a("--inception-ckpt", default="",
       help=f"{INCEPTION_FILE} ('' = pyiqa's cache; 'random' = tests only)")
-    a("--batch-size", type=int, default=100)
+    a("--batch-size", type=int, default=100, help="images per Inception forward")
     a("--out", default="", help="report path ('' = NPZ_fid.json)")
-    a("--device", default=dev)
+    a("--device", default=dev, help="cpu, cuda or cuda:N")
     a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
 
@@ -817,12 +835,13 @@ def add_drawbench_args(sub):
           help="scorer weights (default: the run's, else the cache)")
     a("--tiny-scorers", action="store_true",
       help="tiny random scorer networks: offline tests only (meaningless)")
-    a("--grid-rows", type=int, default=8, help="prompts in grid.png")
+    a("--grid-rows", type=int, default=8, help="prompts in grid.png (0 = no grid)")
     a("--grid-cols", type=int, default=4, help="images per model per grid row")
     a("--out", default="out/drawbench",
       help="folder: report.json, grid.png, scores.jsonl (resume), config.json")
     a("--prefix", default="", help="report / grid file name prefix")
-    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+      help="cpu, cuda or cuda:N")
     a("--cpu-threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
 
@@ -834,7 +853,7 @@ def add_plot_args(sub):
     pl.add_argument("--prefix", default="", help="output file name prefix, e.g. tiny_")
 
 
-def parse_args(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -843,11 +862,15 @@ def parse_args(argv=None):
     add_fid_args(sub, dev)
     add_drawbench_args(sub)
     add_plot_args(sub)
+    return p
+
+
+def parse_args(argv=None):
+    """The flags of the command, every one checked (numbers, device, names) before anything
+    loads."""
+    p = parser()
     args = p.parse_args(argv)
-    checks = RANGE_CHECKS.get(args.cmd, [])
-    if args.cmd != "plot":
-        checks = checks + [CPU_THREADS_CHECK]
-    error = range_errors(args, checks)
+    error = range_errors(args, RANGE_CHECKS[args.cmd]) or flag_error(args)
     if error:
         p.error(error)
     if getattr(args, "compile", False) is None:  # pays for itself on a GPU, never on a CPU
@@ -855,9 +878,58 @@ def parse_args(argv=None):
     return args
 
 
+def flag_error(args):
+    """The first flag (other than a number out of range) that cannot work, as one line: the
+    device, the reward / scorer names and weights, the class ids. None when all can."""
+    if args.cmd == "plot":
+        return None
+    error = device_error(args.device)
+    try:
+        if args.cmd == "compare" and args.rewards:
+            parse_spec(args.rewards)
+        if args.cmd == "drawbench":
+            parse_spec(",".join(f"{n}:1" for n in args.scorers.split(",") if n.strip()))
+    except ValueError as e:
+        error = error or f"{'--rewards' if args.cmd == 'compare' else '--scorers'}: {e}"
+    if args.cmd == "compare" and args.classes and not error:
+        ids = args.classes.split(",")
+        if not all(x.strip().isdigit() for x in ids):
+            return f"--classes must be comma-separated class ids, got {args.classes!r}"
+        args.classes = [int(x) for x in ids]
+    return error
+
+
+def check_files(args):
+    """Every input file and output path of the command, before any model loads: one line each.
+    The prompts of --prompts are read here (args.prompt_list)."""
+    if args.cmd == "plot":
+        check_readable(os.path.join(args.run, "metrics.jsonl"), "metrics file")
+        return check_writable(plot_dir(args), "--out", is_dir=True)
+    if args.cmd == "fid":
+        check_readable(args.npz, "--npz")
+        check_readable(args.ref, "--ref")
+        return check_writable(fid_report_path(args), "--out")
+    check_readable(args.tuned, "--tuned")
+    for flag, path in (("--base", args.base), ("--vq-ckpt", args.vq_ckpt)):
+        if path and ("/" in path or path.endswith(".pt")):       # else a released name
+            check_readable(path, flag)
+    if args.t5_path:
+        check_readable(args.t5_path, "--t5-path", folder=True)
+    for k in WEIGHT_ARGS:                     # the loaders tell a file from a folder
+        if getattr(args, k, None) and not os.path.exists(getattr(args, k)):
+            raise SystemExit(f"error: --{k.replace('_', '-')} {getattr(args, k)} does not exist")
+    args.prompt_list = read_prompts(args.prompts) if args.prompts else None
+    check_writable(args.out, "--out", is_dir=True)                   # before hours of sampling
+
+
+def plot_dir(args):
+    return args.out or os.path.join(args.run, "plots")
+
+
 def main(argv=None):
     args = parse_args(argv)
     print(json.dumps(vars(args)))
+    check_files(args)
     if getattr(args, "cpu_threads", 0):
         torch.set_num_threads(args.cpu_threads)
     commands = {"compare": cmd_compare, "fid": cmd_fid, "plot": cmd_plot,
@@ -866,7 +938,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (MissingCheckpoint, BadCheckpoint, RewardWeightsMissing) as e:  # one line, no traceback
-        sys.exit(f"error: {e}")
+    run_cli(main)  # one-line errors, Ctrl-C, a failed write (plumbing/stops.py)
