@@ -117,22 +117,6 @@ def test_nan_loss_stops_before_the_optimizer(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- checkpoints on disk
-def test_full_disk_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    save, calls = torch.save, []
-
-    def save_then_fail(obj, f, *a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            f.write(b"partial")
-            raise OSError(28, "No space left on device")
-        return save(obj, f, *a, **k)
-    monkeypatch.setattr(torch, "save", save_then_fail)
-    with pytest.raises(SystemExit, match="ckpt.pt at step 4: No space left on device \\(step 2 is still on disk\\)"):
-        run(tmp_path, "--steps", "4", "--save-every", "2")
-    monkeypatch.setattr(torch, "save", save)
-    assert ckpt(tmp_path)["step"] == 2 and not glob.glob(str(tmp_path / "ckpt.pt.tmp.*"))
-
-
 def test_kill_during_save_leaves_a_tmp_file_that_the_next_run_removes(tmp_path):
     target = tmp_path / "ckpt.pt"
     save_atomic({"step": 1}, target)
@@ -171,6 +155,27 @@ def test_kill_during_save_leaves_a_tmp_file_that_the_next_run_removes(tmp_path):
     (ev.main, ["fid", "--npz", "a.npz", "--ref", "b.npz", "--batch-size", "0"], "--batch-size must be >= 1"),
     (bench.main, ["--repeat", "0"], "--repeat must be >= 1"),
     (bench.main, ["--images", "4,x"], "--images must be comma-separated integers"),
+    # beyond their type or this machine: one line, never an overflow traceback or an OOM kill
+    (train.main, ["--seed", str(2 ** 70)], "--seed 1180591620717411303424 is beyond a 64-bit integer"),
+    (train.main, ["--cpu-threads", "100000"], "--cpu-threads must be in [0, "),
+    (train.main, ["--device", "cuda:99"], "--device cuda:99: "),
+    (sample.main, ["--device", "tpu"], "--device 'tpu' is not a device"),
+    (bench.main, ["--images", "10000000000"], "--images 10000000000 of --model GPT-B at --image-size 256 needs"),
+    (train.main, ["--micro-batch", "1000"], "--micro-batch 1000 is larger than a minibatch"),
+    # validated before any model loads, not after
+    (ev.main, ["compare", "--tuned", "x.pt", "--rewards", "bogus"], "--rewards: unknown reward 'bogus'"),
+    (ev.main, ["compare", "--tuned", "x.pt", "--rewards", "color:nan"], "reward weight must be finite"),
+    (ev.main, ["compare", "--tuned", "x.pt", "--classes", "1,a"], "--classes must be comma-separated class ids"),
+    (ev.main, ["drawbench", "--tuned", "x.pt", "--scorers", "clip,nope"], "--scorers: unknown reward 'nope'"),
+    (ev.main, ["compare", "--tuned", "x.pt"], "--tuned x.pt does not exist"),
+    (bench.main, ["--json", "/proc/x.json"], "cannot write --json /proc/x.json"),
+    (bench.main, ["--step", "--train", "nowhere/train.py"], "--train nowhere/train.py does not exist"),
+    # flags that would be silently ignored
+    (train.main, ["--prompts", "p.txt"], "--prompts is for --task t2i"),
+    (train.main, ["--task", "t2i", "--num-classes", "5"], "--num-classes is for --task c2i"),
+    (sample.main, ["--image-size", "32"], "--preset tiny samples train.py's 16 px tiny starting model: drop --image-size"),
+    (sample.main, ["--gpt-ckpt", "c2i_B_256"], "drop --gpt-ckpt"),
+    (sample.main, ["--classes", "1,x"], "--classes must be comma-separated class ids"),
 ])
 def test_nonsense_numbers_are_one_line_errors(tmp_path, capsys, main, flags, words):
     preset = ["--preset", "tiny"] if main in (train.main, sample.main) else []
@@ -187,7 +192,7 @@ def test_output_paths_are_checked_before_the_work(tmp_path, capsys):
                         (sample.main, ["--preset", "tiny", "--npz", str(tmp_path / "x.np")]),
                         (sample.main, ["--preset", "tiny", "--out", str(tmp_path)]),
                         (train.main, ["--preset", "tiny", "--out", bad]),
-                        (ev.main, ["compare", "--tuned", "missing.pt", "--out", bad]),
+                        (ev.main, ["compare", "--tuned", str(a_file), "--out", bad]),
                         (ev.main, ["fid", "--npz", str(a_file), "--ref", str(a_file), "--out", bad + "/r.json"])]:
         msg = error_of(lambda: main(flags), capsys)
         assert bad in msg or "must end in" in msg or "is a directory" in msg, msg
@@ -232,6 +237,10 @@ def test_torchrun_exits_0_every_time_and_t2i_is_deterministic(tmp_path):
     assert key(runs[0]) == key(runs[1])                                        # bitwise, across processes
     wa, wb = ckpt(tmp_path / "ddp0")["model"], ckpt(tmp_path / "ddp1")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)                          # the same weights, too
+    # the global batch (ranks x prompts per rank x group size) is the experiment's: one process
+    # cannot resume a 2-rank run
+    msg = error_of(lambda: run(tmp_path / "ddp0", *flags[:3], "3", *flags[4:], "--resume"), None)
+    assert "--resume cannot change the number of ranks (2 -> 1: a global batch of 2 x 2 x 8" in msg
     one = run(tmp_path / "one", "--task", "t2i", "--steps", "2", "--prompts-per-rank", "4")
     assert [x["reward_mean"] for x in one] == pytest.approx([x["reward_mean"] for x in runs[0]], abs=1e-6)
     assert [x["grad_norm"] for x in one] == pytest.approx([x["grad_norm"] for x in runs[0]], rel=1e-4)
