@@ -6,11 +6,13 @@ imports the reading-path files (model.py, train.py, ...); they import from here.
     reward_models.py  loading CLIP, HPSv2.1, MANIQA and the Qwen judge as their libraries do
     t2i_scorers.py    loading PickScore, ImageReward and the LAION aesthetic predictor
     compiled.py       the compiled decode path (generate(..., compile=True))
-    flags.py          the command lines: flag tables, range checks, path checks
-    rundir.py         a run directory: --resume / --overwrite rules, args, metrics, checkpoints
-    stops.py          non-finite stops and the one-line, clean exit of a (torchrun) process
+    flags.py          the command lines: flag tables, range, device, path and memory checks
+    rundir.py         a run directory: its owner (lock), --resume / --overwrite rules, args,
+                      metrics, checkpoints, what a stopped run says
+    stops.py          non-finite stops; run_cli, every command's one-line exit (errors, Ctrl-C)
     distributed.py    the process group and the collectives of the bookkeeping
-    files.py          atomic saves, stale temporary files, writable outputs
+    files.py          atomic writes of every output, stale temporary files, writable outputs,
+                      readers with one-line errors (torn .jsonl lines dropped)
     captions.py       DeepFloyd-IF's caption cleaning
     prompts.py        prompt files, ImageNet class names, GenEval's folder layout
     images.py         uint8 conversion and PNG grids
