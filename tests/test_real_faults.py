@@ -31,7 +31,7 @@ TINY = ["--task", "c2i", "--preset", "tiny"]
 
 @pytest.fixture(autouse=True)
 def keep_threads():
-    n = torch.get_num_threads()  # the tiny preset sets one thread; give the rest of the suite its own
+    n = torch.get_num_threads()  # the tiny preset sets one thread; the other tests keep theirs
     yield
     torch.set_num_threads(n)
 
@@ -51,9 +51,9 @@ def line_of(main, argv, capsys):
 def start_training(out, *flags):
     """train.py --preset tiny in its own process, for a long time, with SIGINT as a terminal sends
     it (a test runner may ignore SIGINT, and a child inherits that); returns once ckpt.pt exists."""
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--steps", "100000",
-                          "--save-every", "2", "--out", str(out), *flags], cwd=ROOT, env=ENV,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--steps",
+                          "100000", "--save-every", "2", "--out", str(out), *flags], cwd=ROOT,
+                         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not os.path.exists(os.path.join(out, "ckpt.pt")):
@@ -192,7 +192,8 @@ def test_every_writer_fails_in_one_line_under_a_kernel_size_limit(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
         big = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
         writers = {"ckpt.pt": lambda p: save_atomic({"w": torch.zeros(100_000)}, p),
-                   "s.npz": lambda p: write_npz(p, arr_0=big), "g.png": lambda p: write_image(p, big),
+                   "s.npz": lambda p: write_npz(p, arr_0=big),
+                   "g.png": lambda p: write_image(p, big),
                    "r.json": lambda p: write_json(p, list(range(100_000)))}
         out = {}
         for name, write in writers.items():
@@ -248,15 +249,18 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "garbage.pt").write_bytes(os.urandom(1000))
     run = tmp_path / "run"
     train.main([*TINY, "--out", str(run), "--steps", "1"])
-    (run / "ckpt.pt").write_bytes(b"\x80\x04garbage")
+    (run / "ckpt.pt").write_bytes(b"not a checkpoint")
     cases = [
         (sample.main, ["--preset", "tiny", "--prompts", str(tmp_path / "latin1.txt")],
          f"prompt file {tmp_path}/latin1.txt is not UTF-8 text (byte 0xea at offset 5)"),
-        (train.main, ["--task", "t2i", "--preset", "tiny", "--prompts", str(tmp_path / "latin1.txt"),
-                      "--out", str(tmp_path / "t2i")], "is not UTF-8 text"),
-        (ev.main, ["fid", "--npz", str(tmp_path / "text.npz"), "--ref", str(tmp_path / "text.npz")],
+        (train.main, ["--task", "t2i", "--preset", "tiny", "--prompts",
+                      str(tmp_path / "latin1.txt"), "--out", str(tmp_path / "t2i")],
+         "is not UTF-8 text"),
+        (ev.main, ["fid", "--npz", str(tmp_path / "text.npz"), "--ref",
+                   str(tmp_path / "text.npz")],
          f"--npz {tmp_path}/text.npz is not an .npz archive (not a zip file)"),
-        (ev.main, ["fid", "--npz", str(tmp_path / "other.npz"), "--ref", str(tmp_path / "other.npz")],
+        (ev.main, ["fid", "--npz", str(tmp_path / "other.npz"), "--ref",
+                   str(tmp_path / "other.npz")],
          f"--npz {tmp_path}/other.npz has no arr_0 (it holds: images)"),
         (sample.main, ["--gpt-ckpt", str(tmp_path / "garbage.pt"), "--out", ""],
          f"cannot read checkpoint {tmp_path}/garbage.pt"),

@@ -387,8 +387,7 @@ def agreement_images(folder=None, n=32, size=256):
     import numpy as np
     from PIL import Image
     if folder:
-        files = sorted(f for f in os.listdir(folder)
-                       if f.lower().endswith((".png", ".jpg", ".jpeg")))
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_FILES))
 
         def load(f):   # (3, size, size) uint8
             image = Image.open(os.path.join(folder, f)).convert("RGB").resize((size, size))
@@ -494,6 +493,8 @@ def parser():
     return p
 
 
+OFFICIAL_GPT = os.path.join("autoregressive", "models", "gpt.py")  # in a LlamaGen checkout
+IMAGE_FILES = (".png", ".jpg", ".jpeg")                             # --agreement-images
 RANGE_CHECKS = [
     ("--cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("--image-size", lambda v: 0 < v <= 4096 and v % 16 == 0, "a multiple of 16 in [16, 4096]"),
@@ -530,6 +531,11 @@ def parse_args(argv=None):
                        args.agreement_images), ("--qwen-path", args.qwen_path)):
         if path:
             check_readable(path, flag, folder=True)
+    if args.official and not os.path.isfile(os.path.join(args.official, OFFICIAL_GPT)):
+        p.error(f"--official {args.official} is not a LlamaGen checkout (no {OFFICIAL_GPT})")
+    if args.agreement_images and not any(f.lower().endswith(IMAGE_FILES)
+                                         for f in os.listdir(args.agreement_images)):
+        p.error(f"--agreement-images {args.agreement_images} holds no {'/'.join(IMAGE_FILES)}")
     check_writable(args.json, "--json", suffixes=[".json"])       # not after the benchmark
     return args, sizes, names
 
