@@ -138,7 +138,7 @@ def stop_hint():
     command that continues the run."""
     out, argv, saved = _ON_DISK["out"], _ON_DISK["argv"], _ON_DISK["saved"]
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        again = "the same torchrun command"
+        again = "the same torchrun command plus"
     else:
         script = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"
         again = f"python {script} " + shlex.join(a for a in argv if a not in ("--resume",
