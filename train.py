@@ -3,9 +3,9 @@
 The presets open the file; main() sets up, then runs GRPO steps of six phases (math: grpo.py):
   1. draw_prompts: P prompts per rank (class ids for c2i, captions for t2i), one global draw;
   2. rollout: G images per prompt with the KV-cache CFG sampler (model.generate);
-  3. score: VQ decode, rewards (rewards.py), normalised within each group: one advantage per image;
-  4. logprobs_before_update: the frozen reference's log-probs (not trained, not in DDP, not saved),
+  3. logprobs_before_update: the frozen reference's log-probs (not trained, not in DDP, not saved),
      and the rollout policy pi_old's where nothing else gives them;
+  4. score: VQ decode, rewards (rewards.py), normalised within each group: one advantage per image;
   5. update: --inner-epochs passes of --minibatches AdamW steps (grad clipping), each accumulated
      over micro-batches of L = mean_tokens(-min(rho A, clip(rho) A) + beta k3);
   6. step_metrics, log_step, save_checkpoint: metrics.jsonl, the log line, sample grids, ckpt.pt.
@@ -38,7 +38,8 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-from grpo import diagnostics, group_advantages, grpo_loss, policy_logprobs
+from grpo import (Objective, diagnostics, group_advantages, grpo_loss, kl_penalized_rewards,
+                  policy_logprobs)
 from model import GPT, Sampling, generate, gpt_config, load_gpt
 from plumbing import rundir
 from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, ddp,
@@ -108,9 +109,9 @@ def main(argv=None):
         batch = draw_prompts(run, step)                               # 1. B prompts, condition
         batch.tokens, batch.logp_sampler = rollout(run, batch, step)  # 2. (B, N), (B, N)
         t1 = sync(run.device)
-        scores = score(run, batch, step)                              # 3. images, rewards, adv (B,)
+        ref, old, old_ent = logprobs_before_update(run, batch)        # 3. reference, pi_old (B, N)
         t2 = sync(run.device)
-        ref, old, old_ent = logprobs_before_update(run, batch)        # 4. reference, pi_old (B, N)
+        scores = score(run, batch, ref, old, step)                    # 4. images, rewards, adv (B,)
         t3 = sync(run.device)
         stats, grad_norm, first = update(run, batch, scores.adv, ref, old, step)  # 5. AdamW step(s)
         t4 = sync(run.device)
@@ -150,6 +151,7 @@ class Run:
     opt: torch.optim.Optimizer
     pool: list                  # the prompts to draw from
     sampling: Sampling          # the sampler's settings (--cfg-scale, --temperature, ...)
+    objective: Objective        # the loss's settings (--beta, --clip-eps, the variants)
     P: int
     G: int
     N: int
@@ -200,7 +202,8 @@ def setup(args, argv):
     run = Run(args=args, rank=rank, world=world, device=device, log=log, amp=amp, scorer=scorer,
               policy=policy, reference=reference, vq=vq, text=text,
               model=ddp(policy, world, device), opt=opt, pool=pool,  # the reference stays outside
-              sampling=Sampling.of(args), P=P, G=G, N=policy.config.block_size,
+              sampling=Sampling.of(args), objective=Objective.of(args), P=P, G=G,
+              N=policy.config.block_size,
               micro=args.micro_batch or P * G // args.minibatches, old_from=pi_old_source(args),
               ckpt_path=os.path.join(args.out, "ckpt.pt"),
               metrics_path=os.path.join(args.out, "metrics.jsonl"))
@@ -262,7 +265,9 @@ def pi_old_source(args):
     own first forward ("update": rho == 1, as AR-GRPO and TRL); with several and --policy cfg, the
     sampler's ("sampler": the distribution sampled from); else a no-grad pass ("pass")."""
     one_update = args.inner_epochs == 1 and args.minibatches == 1
-    if args.old_logprobs == "pass" or not one_update and args.policy == "cond":
+    # the KL in the reward needs pi_old before the update: a pass
+    if args.old_logprobs == "pass" or not one_update and args.policy == "cond" or \
+            args.kl_in == "reward":
         return "pass"
     return "update" if one_update else "sampler"
 
@@ -319,11 +324,11 @@ def rollout(run, batch, step):
     return torch.cat(tokens), torch.cat(logp_sampler)                    # (B, N), (B, N)
 
 
-def score(run, batch, step):
-    """3. Decode, score, and the advantages over the global batch (groups never straddle ranks).
-    Stops the run on a non-finite reward or advantage. -> images (B, 3, H, W) in [0, 1], parts
-    {reward name: (B,)}, rewards_all (world * B,), adv (B,), zero_std_frac, judge (this step's
-    judge counters)."""
+def score(run, batch, ref, old, step):
+    """4. Decode, score, and the advantages over the global batch (groups never straddle ranks);
+    with --kl-in reward the KL to the reference under pi_old (ref, old (B, N)) leaves each reward
+    first. Stops the run on a non-finite reward or advantage. -> images (B, 3, H, W) in [0, 1],
+    parts {reward name: (B,)}, rewards_all (world * B,), adv (B,), zero_std_frac, judge."""
     args = run.args
     with torch.no_grad(), run.amp:
         images = (run.vq.decode(batch.tokens).float().clamp(-1, 1) + 1) / 2  # (B, 3, H, W)
@@ -331,7 +336,11 @@ def score(run, batch, step):
     reward, parts = run.scorer(images, batch.prompts)                         # (B,), {name: (B,)}
     judge = rundir.judge_metrics(judge_before, run.scorer.stats())
     rewards_all = all_gather(reward.float().to(run.device), run.world)   # (world * B,)
-    adv_all, zero_std_frac = group_advantages(rewards_all, run.G, std=args.adv_std,
+    r = rewards_all
+    if run.objective.kl_in == "reward":  # PPO-RLHF's KL penalty (docs/variants.md)
+        r = all_gather(kl_penalized_rewards(reward.float().to(run.device), old, ref,
+                                            run.objective), run.world)
+    adv_all, zero_std_frac = group_advantages(r, run.G, std=args.adv_std,
                                               zero_flat=args.zero_flat_groups)  # docs/fidelity.md
     adv = adv_all[run.rank * run.B:(run.rank + 1) * run.B]               # (B,)
     bad = nonfinite_rewards(parts, rewards_all, adv_all, run.world, run.device)
@@ -340,7 +349,7 @@ def score(run, batch, step):
                            zero_std_frac=zero_std_frac, judge=judge)
 
 
-def sequence_logprobs(run, model, batch, idx):
+def sequence_logprobs(run, model, batch, idx, ent_grad=False):
     """Teacher-forced log-probs (b, N) of the sampled tokens of rows idx under `model` (the policy,
     its DDP wrapper or the reference), with the entropies (b, N)."""
     mask = None if batch.cond_mask is None else batch.cond_mask[idx]
@@ -348,11 +357,11 @@ def sequence_logprobs(run, model, batch, idx):
     # cfg keeps the sampler's mask (rho == 1 on-policy); docs/fidelity.md
     self_attend = run.args.caption_pad == "left" or run.args.policy == "cfg"
     return policy_logprobs(model, batch.cond[idx], batch.tokens[idx], run.args.policy,
-                           run.sampling, mask, pad_self_attend=self_attend)
+                           run.sampling, mask, pad_self_attend=self_attend, ent_grad=ent_grad)
 
 
 def logprobs_before_update(run, batch):
-    """4. No-grad log-probs (B, N) of the frozen reference, and pi_old's where nothing else gives
+    """3. No-grad log-probs (B, N) of the frozen reference, and pi_old's where nothing else gives
     them (pi_old_source). -> ref; old: the sampler's ("sampler"), a no-grad pass's ("pass"), or
     None ("update": the update's own first forward gives them); old_ent: pi_old's entropies where
     the pass computed them, else None."""
@@ -400,19 +409,18 @@ def update(run, batch, adv, ref, old, step):
 def backward_micro_batch(run, batch, idx, adv, ref, old, mb_len, sync_grads):
     """The GRPO loss of rows idx, part of a minibatch of mb_len rows, and its backward.
     -> (its statistics, this forward's log-probs and entropies (b, N), detached)."""
-    args = run.args
+    obj = run.objective
     no_sync = run.model.no_sync() if run.world > 1 and not sync_grads else nullcontext()
     with no_sync, run.amp:
-        logp, ent = sequence_logprobs(run, run.model, batch, idx)            # (b, N), with grad
+        # (b, N) each, logp with grad; ent too with an entropy bonus
+        logp, ent = sequence_logprobs(run, run.model, batch, idx, ent_grad=obj.entropy_coef > 0)
         logp_old = logp.detach() if old is None else old[idx]                # None: rho == 1
-        loss, pg, kl, ratio = grpo_loss(logp, logp_old, ref[idx], adv[idx], args.beta,
-                                        args.clip_eps, args.clip_eps_high)
+        loss, pg, kl, ratio = grpo_loss(logp, logp_old, ref[idx], adv[idx], obj, ent)
         # mean over this rank's minibatch tokens: weight each micro-batch by its share
         (loss * len(idx) / mb_len).backward()
     s = {"loss": loss.item(), "pg_loss": pg.mean().item(), "kl": kl.mean().item(),
-         **diagnostics(ratio, adv[idx], logp.detach(), logp_old, args.clip_eps,
-                       args.clip_eps_high)}
-    return s, logp.detach(), ent
+         **diagnostics(ratio, adv[idx], logp.detach(), logp_old, obj)}
+    return s, logp.detach(), ent.detach()
 
 
 def optimizer_step(run, step):
@@ -446,7 +454,7 @@ def step_metrics(run, step, stats, grad_norm, batch, scores, old_ent, old, first
     m = {"step": step, "reward_mean": r.mean().item(), "reward_std": r.std().item(),
          "reward_group_std": r.view(-1, G).std(1).mean().item() if G > 1 else 0.0,
          **m, "zero_std_frac": scores.zero_std_frac, "lr": run.opt.param_groups[0]["lr"],
-         "t_rollout": t1 - t0, "t_reward": t2 - t1, "t_logp": t3 - t2, "t_update": t4 - t3,
+         "t_rollout": t1 - t0, "t_reward": t3 - t2, "t_logp": t2 - t1, "t_update": t4 - t3,
          "t_step": t4 - t0, "images_per_s": run.world * run.B / (t4 - t0)}
     resumes = run.args.resumes if step == run.start and run.start else None
     if resumes and resumes[-1]["step"] == run.start:

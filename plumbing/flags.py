@@ -192,12 +192,30 @@ def train_parser(presets, description, rewards_default):
     a("--policy", choices=["cond", "cfg"], default="cond",
       help="log-probs of the conditional branch (the paper's code) or of the guided distribution "
            "sampled from")
-    a("--adv-std", choices=["group", "global"], default="group",
-      help="advantage denominator: group std (GRPO) or batch std (Flow-GRPO)")
-    a("--beta", type=float, default=0.1, help="weight of the k3 KL to the reference")
+    a("--adv-std", choices=["group", "batch", "none", "global"], default="group",
+      help="advantage denominator: the group's std (GRPO), the batch's (TRL scale_rewards='batch'; "
+           "'global' is its old name) or none (Dr. GRPO)")
+    a("--beta", type=float, default=0.1, help="weight of the KL to the reference")
     a("--clip-eps", type=float, default=0.2,
       help="PPO clip of the ratio: [1 - eps, 1 + eps] (acts with several updates per rollout)")
     a("--clip-eps-high", type=float, default=None, help="upper clip (default = --clip-eps)")
+    # GRPO variants (grpo.py; docs/variants.md): the paper presets use none
+    a("--ratio-level", choices=["token", "sequence"], default="token",
+      help="importance ratio per token (PPO) or per image (GSPO: mind a small --clip-eps, 3e-4)")
+    a("--dual-clip", type=float, default=None,
+      help="dual-clip c > 1: the loss of a negative advantage is at most -c A (verl; e.g. 3)")
+    a("--delta", type=float, default=None,
+      help="TRL's two-sided clipping: the unclipped ratio clamped at delta (> 1 + clip-eps-high)")
+    a("--kl", choices=["k1", "k2", "k3"], default="k3",
+      help="the KL estimator: k1 = log pi/pi_ref, k2 = its square / 2, k3 = exp(d) - d - 1")
+    a("--kl-clamp", type=float, default=20.0,
+      help="d = log pi_ref - log pi clamped to [-X, X] before the estimate (0 = no clamp)")
+    a("--kl-cap", type=float, default=0.0,
+      help="the estimate clamped to [-X, X] (verl caps k3 at 10; 0 = no cap)")
+    a("--kl-in", choices=["loss", "reward"], default="loss",
+      help="the KL as a loss term (GRPO) or out of each image's reward (PPO-RLHF)")
+    a("--entropy-coef", type=float, default=0.0,
+      help="entropy bonus: loss -= c x mean token entropy (verl's entropy_coeff)")
     a("--inner-epochs", type=int, default=1,
       help="passes over each rollout batch (1 = the paper: rho == 1)")
     a("--minibatches", type=int, default=1,
@@ -324,6 +342,11 @@ TRAIN_CHECKS = [
     ("--image-size", lambda v: 0 < v <= 4096, "in [1, 4096] (LlamaGen's: 256, 384, 512)"),
     ("--num-classes", lambda v: 0 <= v <= 1000, "in [0, 1000] (0 = all the model's classes)"),
     ("--beta", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    ("--dual-clip", lambda v: 1 < v < math.inf, "a finite number > 1"),
+    ("--delta", lambda v: 1 < v < math.inf, "a finite number > 1"),
+    ("--kl-clamp", lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 = no clamp)"),
+    ("--kl-cap", lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 = no cap)"),
+    ("--entropy-coef", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("--clip-eps", lambda v: 0 < v < 1, "in (0, 1)"),
     ("--micro-batch", lambda v: v >= 0, ">= 0 (0 = the whole minibatch)"),
     ("--minibatches", lambda v: v >= 1, ">= 1"),

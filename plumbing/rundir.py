@@ -46,7 +46,8 @@ RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every
 
 
 RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps",
-                  "clip_eps_high", "inner_epochs", "minibatches", "micro_batch", "cfg_scale",
+                  "clip_eps_high", "dual_clip", "delta", "kl_clamp", "kl_cap", "entropy_coef",
+                  "inner_epochs", "minibatches", "micro_batch", "cfg_scale",
                   "cfg_interval",
                   "temperature", "top_k", "top_p", "lr_decay_steps"}
 

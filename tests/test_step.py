@@ -57,3 +57,21 @@ def test_memory_flags_run(tmp_path):
     m, _ = train(tmp_path, "--ref-dtype", "bf16", "--grad-checkpoint")
     assert len(m) == 3 and all(torch.isfinite(torch.tensor(x["loss"])) for x in m)
     assert 0 < m[0]["kl"] < 1e-3  # the bf16 reference is the policy up to bf16 rounding
+
+
+@pytest.mark.parametrize("flags,key", [
+    (["--ratio-level", "sequence", "--clip-eps", "3e-4", "--clip-eps-high", "4e-4",
+      "--inner-epochs", "2", "--minibatches", "2"], "seq_ratio_std"),
+    (["--dual-clip", "3", "--delta", "4", "--inner-epochs", "2", "--minibatches", "2",
+      "--adv-std", "none"], "dual_clip_frac"),
+    (["--kl-in", "reward", "--kl", "k1", "--kl-cap", "10", "--entropy-coef", "0.01"], "kl")],
+    ids=["gspo", "dual-clip+delta+dr-grpo", "kl-in-reward+entropy"])
+def test_variants_train(tmp_path, flags, key):
+    """Every variant of grpo.py trains end to end from its flags and reports what it adds."""
+    m, w = train(tmp_path, *flags)
+    assert len(m) == 3 and key in m[0] and all(torch.isfinite(v).all() for v in w.values())
+    assert all(torch.isfinite(torch.tensor([x["loss"], x["grad_norm"], x[key]])).all() for x in m)
+    if "reward" in flags:  # the KL left the loss (measured only): loss = pg - c x entropy, where the
+        # entropy of the pass (pi_old) is the update forward's: one update per rollout
+        assert all(x["loss"] == pytest.approx(x["pg_loss"] - 0.01 * x["entropy"], abs=1e-6) for x in m)
+        assert all(x["kl"] > 0 for x in m[1:])

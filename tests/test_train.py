@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from grpo import grpo_loss, policy_logprobs
+from grpo import Objective, grpo_loss, policy_logprobs
 from model import GPT, Sampling, generate, gpt_config
 from text import TextEncoder
 
@@ -73,7 +73,7 @@ def test_on_policy_ratio_is_exactly_one_in_cfg_mode():
     with torch.no_grad():
         old, _ = policy_logprobs(model, cond, tokens, "cfg", s)              # pi_old, as train.py computes it
     new, _ = policy_logprobs(model, cond, tokens, "cfg", s)                  # the update's forward, with grad
-    loss, pg, kl, ratio = grpo_loss(new, old, old, torch.tensor([1.0, -1.0, 0.5, 0.0]), beta=0.1)
+    loss, pg, kl, ratio = grpo_loss(new, old, old, torch.tensor([1.0, -1.0, 0.5, 0.0]), Objective(beta=0.1))
     assert torch.equal(ratio, torch.ones_like(ratio)) and kl.abs().max() == 0
     assert torch.allclose(torch.exp(new.detach() - lp), torch.ones_like(lp), atol=1e-4)  # also vs the sampler's own log-probs
     loss.backward()
@@ -216,7 +216,7 @@ def test_pure_bf16_loses_small_updates():
         for step in range(5):
             tokens = generate(model, cond, Sampling(cfg_scale=2.0), generator=torch.Generator().manual_seed(step))
             logp, _ = policy_logprobs(model, cond, tokens, "cond", Sampling(cfg_scale=2.0))
-            loss, *_ = grpo_loss(logp, logp.detach(), logp.detach(), torch.randn(8, generator=torch.Generator().manual_seed(step)), 0.1)
+            loss, *_ = grpo_loss(logp, logp.detach(), logp.detach(), torch.randn(8, generator=torch.Generator().manual_seed(step)), Objective(beta=0.1))
             opt.zero_grad()
             loss.backward()
             before = [p.detach().clone() for p in model.parameters()]
