@@ -2,9 +2,8 @@
 T5 (`T5Embedder.text_preprocessing`): `clean_caption(caption)` is one pass. Written here from its
 rule list; it uses ftfy (installed with open_clip) and, instead of BeautifulSoup's 'html.parser'
 builder, the standard library's html.parser directly (what that builder wraps) to drop tags.
-Checked against AR-GRPO's own function (with its pinned beautifulsoup4 4.13.4, ftfy 6.3.1) on DrawBench's
-prompts and tricky captions
-(tests/test_text.py)."""
+Checked against AR-GRPO's own function, with its pinned beautifulsoup4 4.13.4 and ftfy 6.3.1, on
+DrawBench's prompts and tricky captions (tests/test_text.py)."""
 import html
 import html.entities
 import re
