@@ -8,7 +8,8 @@ sequence has exactly N tokens). With r_i the scalar reward of image i and q_t th
               (GRPO: Shao et al. 2024, DeepSeekMath; AR-GRPO uses eps = 1e-4). A group whose
               rewards are all equal carries no signal: its A is set to exactly 0 (never NaN) and
               it is counted.
-              std="global" divides by the std of the whole batch instead (as Flow-GRPO does).
+              std="global" divides by the unbiased std of the whole batch instead (TRL's
+              scale_rewards="batch"; Flow-GRPO's population std is ~1/(2n) smaller).
   ratio       rho_t = exp(log pi(x_t) - log pi_old(x_t))      pi_old = the policy that sampled
   surrogate   L_pg  = -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps_high) A)     (PPO, eps = 0.2)
   KL (k3)     L_kl  = exp(l_ref - l) - (l_ref - l) - 1 >= 0
@@ -67,12 +68,14 @@ def clipped_surrogate(logp, logp_old, adv, eps=0.2, eps_high=None):
     return -torch.minimum(unclipped, clipped), ratio
 
 
-def k3_kl(logp, logp_ref, clamp=20.0):
-    """k3 estimator of KL(pi || pi_ref) per token: exp(d) - d - 1 with d = logp_ref - logp.
-    d is clamped to [-clamp, clamp] so a token outside the reference's top-k set (d = -inf)
-    cannot give inf/NaN (irrelevant with the paper's top-k 0)."""
-    d = (logp_ref - logp).clamp(-clamp, clamp)
-    return torch.exp(d) - d - 1
+def k3_kl(logp, logp_ref, clamp=None, cap=None):
+    """k3 estimator of KL(pi || pi_ref) per token: exp(d) - d - 1 with d = logp_ref - logp (AR-GRPO:
+    nothing else). clamp: d limited to [-clamp, clamp] first, so a token outside the reference's
+    top-k set (d = -inf) gives no inf (but the KL gradient is 0 beyond it); cap: the estimate
+    limited to <= cap (verl: 10). None or 0: off."""
+    d = (logp_ref - logp).clamp(-clamp, clamp) if clamp else logp_ref - logp
+    kl = torch.exp(d) - d - 1
+    return kl.clamp(max=cap) if cap else kl
 
 
 def entropy(logprobs):
@@ -81,12 +84,13 @@ def entropy(logprobs):
     return -torch.where(p > 0, p * logprobs, torch.zeros_like(p)).sum(-1)
 
 
-def grpo_loss(logp, logp_old, logp_ref, adv, beta, eps=0.2, eps_high=None):
+def grpo_loss(logp, logp_old, logp_ref, adv, beta, eps=0.2, eps_high=None, kl_clamp=None,
+              kl_cap=None):
     """The full per-token loss, aggregated: (loss scalar, pg per token (B, N), kl (B, N), ratio).
     A plain mean over all B x N tokens: every image has exactly N tokens (no end token, no
     padding), so no mask is needed (TRL's `bnpo` reduction, as AR-GRPO's code)."""
     pg, ratio = clipped_surrogate(logp, logp_old, adv, eps, eps_high)
-    kl = k3_kl(logp, logp_ref) if beta != 0 else torch.zeros_like(pg)
+    kl = k3_kl(logp, logp_ref, kl_clamp, kl_cap) if beta != 0 else torch.zeros_like(pg)
     return (pg + beta * kl).mean(), pg, kl, ratio
 
 

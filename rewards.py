@@ -180,12 +180,13 @@ def reward_jpeg(x, prompts):
 # ----------------------------------------------------------------------------- CLIP and HPS
 def quantise(s):
     """The paper's step map on a raw similarity s (any shape): <0 -> -1, [0,.3) -> .5,
-    [.3,.6) -> 1, >= .6 -> 1.5 (the paper's code crashes for s >= 1; we keep 1.5)."""
+    [.3,.6) -> 1, >= .6 -> 1.5 (the paper's code crashes for s >= 1; we keep 1.5). NaN stays NaN
+    (the paper's code raises), so the run's non-finite stop sees it."""
     s = torch.as_tensor(s, dtype=torch.float32)
     edges = torch.tensor([0.0, 0.3, 0.6], device=s.device)
     values = torch.tensor([-1.0, 0.5, 1.0, 1.5], device=s.device)
     # bucketize(right=True) gives the number of edges <= s: 0 for s<0, ..., 3 for s>=0.6
-    return values[torch.bucketize(s, edges, right=True)]
+    return torch.where(s.isnan(), s, values[torch.bucketize(s, edges, right=True)])
 
 
 def clip_cosine(ctx, kind, x, prompts):

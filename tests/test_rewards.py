@@ -19,6 +19,9 @@ def test_quantise_matches_hand_values_including_s_ge_1():
     s = torch.tensor([-0.5, -1e-6, 0.0, 0.29, 0.3, 0.59, 0.6, 0.99, 1.0, 1.7])
     want = torch.tensor([-1, -1, 0.5, 0.5, 1, 1, 1.5, 1.5, 1.5, 1.5])
     assert torch.equal(R.quantise(s), want)
+    # NaN stays NaN (AR-GRPO's discrete_reward_map raises on it): the run's non-finite stop sees it
+    q = R.quantise(torch.tensor([float("nan"), 0.5, float("inf"), -float("inf")]))
+    assert q[0].isnan() and q[1:].tolist() == [1.0, 1.5, -1.0]
 
 
 @pytest.mark.parametrize("text,want", [
