@@ -53,7 +53,8 @@ def train_parser(presets, description, rewards_default):
     a("--gpt-ckpt", default="",
       help="policy/reference weights: a file, a released name (c2i_B_256), "
            "or '' = random --gpt-model")
-    a("--gpt-model", default="GPT-B", help="architecture for random init (only without --gpt-ckpt)")
+    a("--gpt-model", default=None,
+      help="architecture for random init (default GPT-B); with --gpt-ckpt the checkpoint's own")
     a("--vq-ckpt", default="", help="VQ tokenizer weights, or '' = random --vq-model")
     a("--vq-model", default="VQ-16",
       help="VQ architecture for random init (VQ-16, VQ-tiny, ...) or 'palette' (tiny preset)")
@@ -76,10 +77,13 @@ def train_parser(presets, description, rewards_default):
     a("--judge-mode", default="generate", choices=["fast", "generate"],
       help="generate = AR-GRPO's judge (answer, repair, parse, 3 attempts); "
            "fast = one forward pass, E[score digit]")
+    a("--tiny-rewards", action=argparse.BooleanOptionalAction, default=False,
+      help="every reward from its tiny random stand-in (offline; the tiny preset): the paper "
+           "rewards' pipeline without their weights, numbers meaningless")
     for flag in WEIGHT_ARGS[4:]:  # the T2I scorers
         a("--" + flag.replace("_", "-"), default=None,
           help="weights of the pickscore / imagereward / aesthetic rewards (rewards.py)")
-    # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0 for c2i / 4.0 for t2i)
+    # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0; run_t2i_train.sh: 4.0 for t2i)
     a("--cfg-scale", type=float, default=2.0)
     a("--cfg-interval", type=int, default=-1)
     a("--temperature", type=float, default=1.0)
@@ -92,8 +96,14 @@ def train_parser(presets, description, rewards_default):
       help="log-probs of the conditional branch (the paper's code) or of the guided distribution "
            "sampled from")
     a("--adv-std", choices=["group", "global"], default="group",
-      help="advantage denominator: group std (GRPO) or batch std (Flow-GRPO)")
+      help="advantage denominator: group std (GRPO) or the unbiased std of the global batch "
+           "(TRL's scale_rewards='batch')")
     a("--beta", type=float, default=0.1, help="weight of the k3 KL to the reference")
+    a("--kl-clamp", type=float, default=20.0,
+      help="clamp d = l_ref - l to [-C, C] inside k3: no inf from a token outside the reference's "
+           "top-k, but no KL gradient beyond C (0 = none, AR-GRPO)")
+    a("--kl-cap", type=float, default=0.0,
+      help="cap the per-token k3 estimate at K (verl: 10; 0 = none, AR-GRPO)")
     a("--clip-eps", type=float, default=0.2)
     a("--clip-eps-high", type=float, default=None, help="upper clip (default = --clip-eps)")
     a("--inner-epochs", type=int, default=1,
@@ -118,6 +128,9 @@ def train_parser(presets, description, rewards_default):
     a("--overwrite", action="store_true",
       help="start over in an OUT that already holds a run (its files are replaced)")
     a("--save-every", type=int, default=50)
+    a("--keep-every", type=int, default=0,
+      help="also keep OUT/ckpt_<step>.pt every N steps, loadable like ckpt.pt (AR-GRPO keeps "
+           "every 100; 0 = only ckpt.pt)")
     a("--image-every", type=int, default=50)
     a("--tensorboard", action="store_true",
       help="also write TensorBoard curves and images to OUT/tb")
@@ -139,6 +152,24 @@ def train_parser(presets, description, rewards_default):
     a("--pure-bf16", action=argparse.BooleanOptionalAction, default=False,
       help="bf16 weights, grads and AdamW state for policy, reference and VQ (AR-GRPO's t2i "
            "--force_model_bf16); updates below half a bf16 ulp are lost")
+    a("--rollout-autocast", action=argparse.BooleanOptionalAction, default=True,
+      help="sample and VQ-decode under bf16 autocast (with --bf16 on a GPU); AR-GRPO's generate "
+           "bypasses autocast: the weights' own dtype (fp32 for c2i)")
+    a("--tf32", action=argparse.BooleanOptionalAction, default=True,
+      help="TF32 matmuls and convolutions on a GPU (AR-GRPO: off)")
+    a("--reward-dtype", choices=["auto", "paper"], default="auto",
+      help="reward models: auto = bf16 on a GPU with --bf16, else fp32; paper = AR-GRPO's: CLIP "
+           "fp32, HPS fp32 under fp16 autocast (GPU), MANIQA fp32, Qwen bf16")
+    a("--reward-input", choices=["float", "pil"], default="float",
+      help="float = the decoded image, one torch bicubic resize (clamped); pil = AR-GRPO's: "
+           "to_pil_image's uint8 truncation, then CLIP's processor (PIL bicubic), HPS's tensor "
+           "resize (unclamped)")
+    a("--maniqa-full-range", action=argparse.BooleanOptionalAction, default=True,
+      help="MANIQA crop offsets over 0..h-224; --no-: 0..h-225, as AR-GRPO's "
+           "np.random.randint(0, h - 224)")
+    a("--raw-prompts", action=argparse.BooleanOptionalAction, default=False,
+      help="AR-GRPO's .json prompts: conversations[0]['value'] as is (no strip, empty kept, any "
+           "role); --no-: the first human turn, stripped, empty ones dropped")
     a("--dry-run", action="store_true",
       help="print the resolved configuration as JSON (flag names) and exit")
     # speed and memory (docs/performance.md): none of these changes the update
@@ -172,6 +203,8 @@ def parse_train_args(argv, presets, default_preset, description, rewards_default
     check_train_args(p, args, check_rewards)
     if args.compile is None:  # compiling pays for itself on a GPU in a few steps, never on a CPU
         args.compile = args.device.startswith("cuda")
+    if args.gpt_model is None and not args.gpt_ckpt:  # with a checkpoint: its own architecture
+        args.gpt_model = "GPT-B"
     return args
 
 
@@ -217,6 +250,9 @@ TRAIN_CHECKS = [
     ("--image-every", lambda v: v >= 0, ">= 0 (0 = only the first step)"),
     ("--cpu-threads", lambda v: v >= 0, ">= 0 (0 = torch's default)"),
     ("--lr-decay-steps", lambda v: v >= 0, ">= 0 (0 = constant)"),
+    ("--kl-clamp", lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 = none)"),
+    ("--kl-cap", lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 = none)"),
+    ("--keep-every", lambda v: v >= 0, ">= 0 (0 = only ckpt.pt)"),
 ]
 
 

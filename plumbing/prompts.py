@@ -28,21 +28,24 @@ def load_prompts(args):
             return TINY_PROMPTS
         raise SystemExit("error: t2i needs --prompts FILE (.txt, one prompt per line, .jsonl with "
                          "a 'prompt' field, or AR-GRPO's .json list)")
-    return read_prompts(args.prompts)
+    return read_prompts(args.prompts, raw=getattr(args, "raw_prompts", False))
 
 
-def read_prompts(path):
+def read_prompts(path, raw=False):
     """Prompts from a .txt (one per line), a .jsonl (a `prompt`, `caption` or `text` field per
     line) or a .json list: AR-GRPO's format
     (`[{"id", "conversations": [{"from": "human", "value": PROMPT}, ...]}]`, its COCO training
-    captions and DrawBench), or plain strings / objects with a `prompt` field."""
+    captions and DrawBench), or plain strings / objects with a `prompt` field. Lines and .json
+    prompts are stripped, empty ones dropped, a conversation's first human turn taken; raw=True
+    reads a .json list as AR-GRPO's lazy_dataset.py does: conversations[0]["value"] (whatever the
+    first turn's role), every prompt as is, empty ones kept."""
     if os.path.isdir(path):
         raise SystemExit(f"error: prompt file {path} is a directory; "
                          f"pass a .txt, .jsonl or .json file")
     if not os.path.isfile(path):
         raise SystemExit(f"error: prompt file {path} does not exist")
     if path.endswith(".json"):
-        return _read_json_prompts(path)
+        return _read_json_prompts(path, raw)
     prompts = []
     for n, line in enumerate(open(path, encoding="utf-8"), 1):
         line = line.strip()
@@ -63,23 +66,23 @@ def read_prompts(path):
     return prompts
 
 
-def _prompt_of(row):
+def _prompt_of(row, raw=False):
     """The prompt of one record: a string, a `prompt`/`caption`/`text` field, or AR-GRPO's first
-    human turn."""
+    human turn (raw: its first turn)."""
     if isinstance(row, str):
         return row
     if not isinstance(row, dict):
         return None
     if "conversations" in row:
         turns = [t for t in row["conversations"]
-                 if isinstance(t, dict) and t.get("from") == "human"]
+                 if isinstance(t, dict) and (raw or t.get("from") == "human")]
         value = turns[0].get("value") if turns else None
         return value if isinstance(value, str) else None
     value = next((row[k] for k in ("prompt", "caption", "text") if k in row), None)
     return value if isinstance(value, str) else None
 
 
-def _read_json_prompts(path):
+def _read_json_prompts(path, raw=False):
     try:
         rows = json.load(open(path, encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -89,12 +92,13 @@ def _read_json_prompts(path):
                          f"got {type(rows).__name__}")
     prompts = []
     for n, row in enumerate(rows):
-        prompt = _prompt_of(row)
+        prompt = _prompt_of(row, raw)
         if prompt is None:
+            turn = "a first turn with a 'value'" if raw else "a 'from': 'human' turn"
             raise SystemExit(f"error: {path} entry {n} has no prompt (a string, a 'prompt' "
-                             f"field, or a 'conversations' list with a 'from': 'human' turn)")
-        if prompt.strip():
-            prompts.append(prompt.strip())
+                             f"field, or a 'conversations' list with {turn})")
+        if raw or prompt.strip():
+            prompts.append(prompt if raw else prompt.strip())
     if not prompts:
         raise SystemExit(f"error: prompt file {path} is empty")
     return prompts

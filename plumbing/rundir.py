@@ -5,8 +5,10 @@ and putting a checkpoint's state back. train.py's phases call these; none change
     OUT/args.json       the flags the run is using (and `resumes`: what each --resume changed)
     OUT/metrics.jsonl   one JSON object per step; on --resume, cut back to the checkpoint's step
     OUT/ckpt.pt         policy + config + AdamW + step + every rank's RNG states + flags (atomic)
+    OUT/ckpt_<step>.pt  a kept copy of ckpt.pt every --keep-every steps (a hard link when it can)
     OUT/summary.json    steps and world size, written when the run ends
 """
+import glob
 import json
 import os
 import shutil
@@ -29,13 +31,13 @@ RUN_FILES = ["ckpt.pt", "metrics.jsonl", "summary.json", "args.json"]
 # new value is refused
 RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every", "tensorboard",
                "device", "cpu_threads", "preset", "resumes", "dry_run", "compile",
-               "grad_checkpoint", "old_logprobs", *WEIGHT_ARGS}
+               "grad_checkpoint", "old_logprobs", "keep_every", *WEIGHT_ARGS}
 
 
 RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps",
                   "clip_eps_high", "inner_epochs", "minibatches", "micro_batch", "cfg_scale",
                   "cfg_interval",
-                  "temperature", "top_k", "top_p", "lr_decay_steps"}
+                  "temperature", "top_k", "top_p", "lr_decay_steps", "kl_clamp", "kl_cap"}
 
 
 def given(key, argv):
@@ -67,7 +69,7 @@ def prepare_run(args, argv):
             print(f"removed {len(removed)} stale temporary checkpoint file(s): "
                   f"{', '.join(removed)}")
         if args.overwrite:
-            for f in RUN_FILES:
+            for f in RUN_FILES + [os.path.basename(p) for p in kept_checkpoints(args.out)]:
                 if os.path.exists(os.path.join(args.out, f)):
                     os.remove(os.path.join(args.out, f))
             for d in ("samples", "tb"):
@@ -185,14 +187,43 @@ def model_state(model, image_size=None):
             **({"image_size": image_size} if image_size else {})}
 
 
+def save_due(args, step):
+    """Is ckpt.pt written after this step: every --save-every steps, every --keep-every steps (for
+    its kept copy), and after the last step."""
+    done = step + 1
+    keep = args.keep_every and done % args.keep_every == 0
+    return done % args.save_every == 0 or keep or done == args.steps
+
+
+def kept_checkpoints(out):
+    """The step-numbered copies --keep-every left in OUT, oldest first."""
+    return sorted(glob.glob(os.path.join(out, "ckpt_[0-9]*.pt")))
+
+
 def write_checkpoint(run, state, step):
-    """ckpt.pt, atomically (rank 0): a full disk is one line, the previous checkpoint intact."""
+    """ckpt.pt, atomically (rank 0): a full disk is one line, the previous checkpoint intact; every
+    --keep-every steps also OUT/ckpt_<step>.pt, the same file (AR-GRPO keeps its checkpoint-100,
+    -200, ...: an intermediate step can be evaluated afterwards)."""
     try:
         save_atomic(state, run.ckpt_path)
+        keep = getattr(run.args, "keep_every", 0)
+        if keep and (step + 1) % keep == 0:
+            keep_copy(run.ckpt_path, os.path.join(run.args.out, f"ckpt_{step + 1:06d}.pt"))
     except OSError as e:  # a full disk: save_atomic left the previous checkpoint as it was
         on_disk = f"step {run.saved} is still on disk" if run.saved else "no checkpoint yet"
         raise SystemExit(f"error: cannot write {run.ckpt_path} at step {step + 1}: "
                          f"{e.strerror or e} ({on_disk})")
+
+
+def keep_copy(src, dst):
+    """dst becomes a copy of src, atomically: a hard link (no disk space: ckpt.pt is later replaced
+    by a rename, never rewritten in place, so the link keeps this step's bytes), else a file copy."""
+    tmp = f"{dst}.tmp.{os.getpid()}"
+    try:
+        os.link(src, tmp)
+    except OSError:   # a file system without hard links
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def changed_metrics(changed):
