@@ -353,7 +353,14 @@ def add_input_flags(p):
 
 def add_sampling_flags(p):
     """The sampler's settings, the device, and the outputs."""
-    p.add_argument("--cfg-scale", type=float, default=4.0)
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                   help="C2I evaluation protocol, its settings where a flag is not given: argrpo = "
+                        "AR-GRPO's test.py (native size, fp16, CFG 2.0, truncated uint8); llamagen "
+                        "= LlamaGen's sample_c2i_ddp.py (resized to 256, bf16, CFG 2.0 for B/L, "
+                        "1.75 for XL/XXL, 1.65 for 3B); both top-k 0 and TF32 on; the .npz records "
+                        "it (docs/evaluation.md)")
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="default: the --protocol's, else 4.0")
     p.add_argument("--cfg-interval", type=int, default=-1,
                    help="stop guidance after this token (-1: never)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -363,8 +370,9 @@ def add_sampling_flags(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                   help="GPT weights dtype (default bf16 on GPU)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="GPT weights dtype (default: the --protocol's, else bf16 on GPU); fp16 = "
+                        "AR-GRPO's test.py: GPT and VQ in fp16 under fp16 autocast")
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
     p.add_argument("--npz", default=None,
                    help="also write all samples as uint8 NHWC .npz (for FID)")
@@ -382,9 +390,57 @@ SAMPLE_CHECKS = SAMPLER_CHECKS + [
 ]
 
 
+# C2I evaluation protocols: what each sets where its flag is not given (cfg_scale None: by model)
+PROTOCOLS = {
+    # AR-GRPO's test.py / test.sh: fp16 weights + autocast, CFG 2.0, top-k 0, PNGs at the native size
+    "argrpo": dict(cfg_scale=2.0, top_k=0, precision="fp16", image_size_eval=None),
+    # LlamaGen's sample_c2i_ddp.py and its README's FIDs: bf16 GPT, resized to 256 (bicubic)
+    "llamagen": dict(cfg_scale=None, top_k=0, precision="bf16", image_size_eval=256),
+}
+LLAMAGEN_CFG = {768: 2.0, 1024: 2.0, 1280: 1.75, 1536: 1.75, 3200: 1.65}   # by width: B L XL XXL 3B
+
+
+def protocol_cfg(args, config):
+    """args.cfg_scale once the model is known: the flag's, LlamaGen's for the model's width under
+    --protocol llamagen, else 4.0 (printed)."""
+    if args.cfg_scale is None:
+        args.cfg_scale = LLAMAGEN_CFG.get(config.dim, 2.0) if args.protocol == "llamagen" else 4.0
+        print(f"cfg scale {args.cfg_scale}" + (f" (--protocol {args.protocol})" * bool(args.protocol)))
+
+
+def sample_dtypes(args, model, vq, dev):
+    """(GPT, VQ) in the sampling precision: --precision, else bf16 on a GPU; fp16 casts the VQ too
+    (AR-GRPO's test.py loads its whole model in fp16)."""
+    precision = args.precision or ("bf16" if dev.type == "cuda" else "fp32")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return model.to(dtype), (vq.to(dtype) if precision == "fp16" else vq)
+
+
+def sample_autocast(args, dev):
+    """fp16 autocast over sampling and decoding with --precision fp16 on a GPU (test.py's)."""
+    import contextlib
+    if args.precision == "fp16" and dev.type == "cuda":
+        return torch.autocast("cuda", torch.float16)
+    return contextlib.nullcontext()
+
+
+def sample_record(args):
+    """What a sample.py output records (the .npz's `meta`, GenEval's DIR/sampler.json): the
+    checkpoint, the protocol and the sampler's settings."""
+    keys = ("preset", "gpt_ckpt", "vq_ckpt", "protocol", "cfg_scale", "cfg_interval", "temperature",
+            "top_k", "top_p", "seed", "precision", "image_size_eval", "per_class", "caption_pad",
+            "clean_captions")
+    tiny = args.preset == "tiny"   # its random models, not the checkpoint flags
+    return {k: None if tiny and k.endswith("_ckpt") else getattr(args, k) for k in keys}
+
+
 def parse_sample_args(argv, description):
     """The flags, range-checked, with the defaults that depend on the device or the checkpoint."""
     p = sample_parser(description)
+    first, _ = p.parse_known_args(argv)
+    if first.protocol:   # its settings become the defaults: a flag given still wins
+        p.set_defaults(**PROTOCOLS[first.protocol])
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # both do
     args = p.parse_args(argv)
     error = range_errors(args, SAMPLE_CHECKS)
     if error:

@@ -9,9 +9,12 @@ import torch
 import torch.nn.functional as F
 
 
-def to_uint8(images):
-    """(B, 3, H, W) in ~[-1, 1] -> (B, H, W, 3) uint8, exactly as LlamaGen/DiT's FID scripts."""
-    return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+def to_uint8(images, truncate=False):
+    """(B, 3, H, W) in ~[-1, 1] -> (B, H, W, 3) uint8, exactly as LlamaGen/DiT's FID scripts
+    (rounded); truncate=True as AR-GRPO's test.py ((x + 1) / 2 clamped, x 255, astype(uint8))."""
+    x = images.float()
+    x = (x + 1).mul(0.5).clamp(0, 1) * 255 if truncate else (127.5 * x + 128.0).clamp(0, 255)
+    return x.to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
 def save_grid(images_u8, path, nrow=None, min_px=0):

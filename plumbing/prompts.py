@@ -126,13 +126,17 @@ def read_geneval(path):
     return rows
 
 
-def write_geneval(rows, out, per_prompt, sample_fn):
+def write_geneval(rows, out, per_prompt, sample_fn, record=None):
     """GenEval's layout, what its evaluate_images.py reads: out/<index:05d>/metadata.jsonl (that
     prompt's metadata object, read with json.load) and out/<index:05d>/samples/<k:04d>.png.
     sample_fn(prompt, index) -> uint8 (N, H, W, 3). Prompt folders that already hold all N images
     are skipped (a re-run resumes); each PNG is written to a temporary name first, so an
-    interrupted run never leaves a truncated image behind."""
+    interrupted run never leaves a truncated image behind. `record` (the checkpoint and the
+    sampler's settings, CFG included) goes to out/sampler.json, which GenEval's walk skips."""
     from PIL import Image
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "sampler.json"), "w", encoding="utf-8") as f:
+        json.dump(record or {}, f, indent=1)
 
     def png(i, k):  # image k of prompt i
         return os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
