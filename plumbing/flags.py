@@ -156,7 +156,8 @@ def train_parser(presets, description, rewards_default):
       help="sample and VQ-decode under bf16 autocast (with --bf16 on a GPU); AR-GRPO's generate "
            "bypasses autocast: the weights' own dtype (fp32 for c2i)")
     a("--tf32", action=argparse.BooleanOptionalAction, default=True,
-      help="TF32 matmuls and convolutions on a GPU (AR-GRPO: off)")
+      help="TF32 matmuls on a GPU (AR-GRPO: off, torch's default; cuDNN convolutions use TF32 "
+           "either way, torch's default)")
     a("--reward-dtype", choices=["auto", "paper"], default="auto",
       help="reward models: auto = bf16 on a GPU with --bf16, else fp32; paper = AR-GRPO's: CLIP "
            "fp32, HPS fp32 under fp16 autocast (GPU), MANIQA fp32, Qwen bf16")

@@ -72,7 +72,8 @@ from plumbing.flags import (SAMPLER_CHECKS, missing_files, path_kind_errors,  # 
 from plumbing.formats import extract_state_dict, load_checkpoint, run_args  # noqa: E402
 from plumbing.images import save_grid, to_uint8  # noqa: E402
 from plumbing.prompts import class_prompts, read_prompts  # noqa: E402
-from plumbing.reward_models import WEIGHT_ARGS, RewardWeightsMissing  # noqa: E402
+from plumbing.reward_models import (WEIGHT_ARGS, RewardWeightsMissing,  # noqa: E402
+                                    reward_options)
 from plumbing.standins import TINY_PROMPTS, PaletteVQ  # noqa: E402
 from plumbing.weights import BadCheckpoint, MissingCheckpoint, find_weights  # noqa: E402
 from rewards import build_rewards, parse_spec  # noqa: E402
@@ -271,11 +272,14 @@ def base_description(targs):
 
 def build_scorer(spec, args, targs, device, **kw):
     """The reward scorer of an evaluation: each weights path from its flag here, else the run's
-    (targs may be None); the run's judge mode (else fast); bf16 reward models on CUDA."""
-    weights = {k: getattr(args, k, None) or getattr(targs, k, None) for k in WEIGHT_ARGS}
+    (targs may be None); the run's judge mode (else fast) and reward inputs, precision and MANIQA
+    crop range (docs/fidelity.md); bf16 reward models on CUDA. The rewards' random numbers (MANIQA's
+    crops) come from torch's global RNG: the callers seed it per condition."""
+    options = reward_options(targs)
+    options.update({k: getattr(args, k) for k in WEIGHT_ARGS if getattr(args, k, None)})
     return build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"),
                          seed=args.seed, dtype=torch.bfloat16 if device.type == "cuda" else None,
-                         **kw, **weights)
+                         **kw, **options)
 
 
 def autocast_like_run(device, targs):
@@ -327,6 +331,7 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
             for b in torch.arange(G).split(args.batch_size):
                 ents.append(token_entropy(model, cond[b], tokens[b], s,
                                           None if mask is None else mask[b]))
+        torch.manual_seed(mix(args.seed, j))          # the rewards' crops: the same for both models
         total, p = scorer((images + 1) / 2, [prompt] * G)
         rewards.append(total.float().cpu())
         for k, v in p.items():
@@ -432,6 +437,7 @@ def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
                               generator=gen, compile=args.compile)                # (n, T)
             images.append(vq.decode(tokens).float().clamp(-1, 1))                 # (n, 3, H, W)
     images = torch.cat(images)
+    torch.manual_seed(mix(args.seed, j))                 # the rewards' crops: the same for both models
     _, parts = scorer((images + 1) / 2, [prompt] * N)
     return {k: v.float().cpu().tolist() for k, v in parts.items()}, to_uint8(images)
 
