@@ -226,8 +226,8 @@ MANIQA_CROPS, MANIQA_CROP = 20, 224
 def maniqa_crops(x, n, size, full_range=True):
     """n random size x size crops per image, offsets 0..h-size from torch's global RNG (train.py
     seeds it from (seed, step, rank)); full_range=False: 0..h-size-1, AR-GRPO's
-    np.random.randint(0, h - 224). (B,3,H,W) -> (B*n,3,S,S). Images smaller than a crop (the paper's
-    code would crash on them) are first upsampled to 256 px, the paper's smallest, so crops differ."""
+    np.random.randint(0, h - 224). (B,3,H,W) -> (B*n,3,S,S). Images smaller than a crop (the
+    paper's code would crash on them) are first upsampled to 256 px, so their crops differ."""
     h, w = x.shape[-2:]
     if min(h, w) < size:
         x = F.interpolate(x, scale_factor=256 / min(h, w), mode="bicubic", antialias=True)

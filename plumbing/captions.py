@@ -51,10 +51,10 @@ _RULES_3 = [(r"^[\"\']([\w\W]+)[\"\']$", r"\1"), (r"^[\'\_,\-\:;]", r""),
 
 class _TextOnly(HTMLParser):
     """The text of an HTML fragment as BeautifulSoup(s, 'html.parser').text gives it with AR-GRPO's
-    pinned beautifulsoup4 4.13.4: tags dropped, comments, declarations and <script>/<style>/<template>
-    contents left out, a <![CDATA[...]]> section's text kept, and character references resolved as
-    BeautifulSoup resolves them (an unknown '&name;' stays '&name', '&#150;' is windows-1252, '&#0;'
-    is U+0000, which ftfy then removes)."""
+    pinned beautifulsoup4 4.13.4: tags dropped, comments, declarations and the contents of
+    <script>/<style>/<template> left out, a <![CDATA[...]]> section's text kept, and character
+    references resolved as BeautifulSoup resolves them (an unknown '&name;' stays '&name', '&#150;'
+    is windows-1252, '&#0;' is U+0000, which ftfy then removes)."""
     SKIP = {"script", "style", "template"}
 
     def __init__(self):

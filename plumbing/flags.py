@@ -393,7 +393,7 @@ SAMPLE_CHECKS = SAMPLER_CHECKS + [
 
 # C2I evaluation protocols: what each sets where its flag is not given (cfg_scale None: by model)
 PROTOCOLS = {
-    # AR-GRPO's test.py / test.sh: fp16 weights + autocast, CFG 2.0, top-k 0, PNGs at the native size
+    # AR-GRPO's test.py / test.sh: fp16 weights + autocast, CFG 2.0, top-k 0, PNGs at native size
     "argrpo": dict(cfg_scale=2.0, top_k=0, precision="fp16", image_size_eval=None),
     # LlamaGen's sample_c2i_ddp.py and its README's FIDs: bf16 GPT, resized to 256 (bicubic)
     "llamagen": dict(cfg_scale=None, top_k=0, precision="bf16", image_size_eval=256),
@@ -406,7 +406,7 @@ def protocol_cfg(args, config):
     --protocol llamagen, else 4.0 (printed)."""
     if args.cfg_scale is None:
         args.cfg_scale = LLAMAGEN_CFG.get(config.dim, 2.0) if args.protocol == "llamagen" else 4.0
-        print(f"cfg scale {args.cfg_scale}" + (f" (--protocol {args.protocol})" * bool(args.protocol)))
+        print(f"cfg scale {args.cfg_scale} (--protocol {args.protocol})")
 
 
 def sample_dtypes(args, model, vq, dev):

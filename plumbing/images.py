@@ -1,6 +1,6 @@
-"""Image helpers: what the reward models see (CLIP's eval transform on tensors, and AR-GRPO's inputs:
-to_pil_image's uint8 truncation, transformers' CLIP processor, hpsv2's tensor transform), uint8
-conversion as the FID scripts do it, PNG grids."""
+"""Image helpers: what the reward models see (CLIP's eval transform on tensors, and AR-GRPO's
+inputs: to_pil_image's uint8 truncation, transformers' CLIP processor, hpsv2's tensor transform),
+uint8 conversion as the FID scripts do it, PNG grids."""
 import math
 import os
 

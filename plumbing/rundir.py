@@ -217,7 +217,7 @@ def write_checkpoint(run, state, step):
 
 def keep_copy(src, dst):
     """dst becomes a copy of src, atomically: a hard link (no disk space: ckpt.pt is later replaced
-    by a rename, never rewritten in place, so the link keeps this step's bytes), else a file copy."""
+    by a rename, never rewritten in place, so the link keeps this step's bytes), else a copy."""
     tmp = f"{dst}.tmp.{os.getpid()}"
     try:
         os.link(src, tmp)

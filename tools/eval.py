@@ -11,11 +11,12 @@
 
 drawbench: base vs tuned on a prompt set (AR-GRPO's DrawBench JSON), --per-prompt images of prompt
 j from the seed mix(seed, j) for both models (the base at --base-cfg-scale when given: AR-GRPO's
-maintainer evaluated the LlamaGen baseline at 7.5), scored by --scorers (any reward; default clip, hps,
-pickscore, imagereward, aesthetic). Per scorer: mean over images, sem = std of the per-prompt means
-/ sqrt(P), delta = tuned - base with the paired sem of the per-prompt differences; `argrpo_scale` =
-the means as AR-GRPO's script prints them. Resumable: every prompt's scores are appended to
-DIR/scores.jsonl, and a re-run skips the prompts there.
+maintainer evaluated the LlamaGen baseline at 7.5), scored by --scorers (any reward; default clip,
+hps, pickscore, imagereward, aesthetic). Per scorer: mean over images, sem = std of the per-prompt
+means / sqrt(P), delta = tuned - base with the paired sem of the per-prompt differences;
+`argrpo_scale` = the means as AR-GRPO's script prints them; `cfg_scale` of base and tuned.
+Resumable: every prompt's scores are appended to DIR/scores.jsonl, and a re-run skips the prompts
+there.
 
 compare: base = the run's initial weights (its --gpt-ckpt, or its seeded random init, rebuilt
 exactly as train.py builds its reference), unless --base names a file. For condition j (a class id
@@ -437,7 +438,7 @@ def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
                               generator=gen, compile=args.compile)                # (n, T)
             images.append(vq.decode(tokens).float().clamp(-1, 1))                 # (n, 3, H, W)
     images = torch.cat(images)
-    torch.manual_seed(mix(args.seed, j))                 # the rewards' crops: the same for both models
+    torch.manual_seed(mix(args.seed, j))           # the rewards' crops: the same for both models
     _, parts = scorer((images + 1) / 2, [prompt] * N)
     return {k: v.float().cpu().tolist() for k, v in parts.items()}, to_uint8(images)
 
@@ -580,8 +581,8 @@ def cmd_drawbench(args):
         raise SystemExit("error: drawbench evaluates text-to-image models; "
                          "this checkpoint is class-conditional")
     s = sampler_settings(args, targs)
-    samplers = {"base": s if args.base_cfg_scale is None else replace(s, cfg_scale=args.base_cfg_scale),
-                "tuned": s}
+    base_cfg = s.cfg_scale if args.base_cfg_scale is None else args.base_cfg_scale
+    samplers = {"base": replace(s, cfg_scale=base_cfg), "tuned": s}
     amp = autocast_like_run(device, targs)
     config = {"tuned_ckpt": args.tuned, "base_ckpt": base_description(targs),
               "prompts_file": args.prompts, "prompts": prompts, "per_prompt": args.per_prompt,
