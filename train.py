@@ -193,7 +193,7 @@ def setup(args, argv):
     if rank == 0:
         rundir.write_args(args)
         log(json.dumps(vars(args)))
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32  # cuDNN convolutions: TF32, torch's default
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32  # AR-GRPO: off; cuDNN: on (fidelity.md)
     bf16 = device.type == "cuda" and args.bf16
     amp = torch.autocast("cuda", torch.bfloat16) if bf16 else nullcontext()
     policy, reference, vq, text = training_dtypes(args, device, *build_models(args, device))
