@@ -412,7 +412,7 @@ def backward_micro_batch(run, batch, idx, adv, ref, old, mb_len, sync_grads):
         logp_old = logp.detach() if old is None else old[idx]                # None: rho == 1
         loss, pg, kl, ratio = grpo_loss(logp, logp_old, ref[idx], adv[idx], args.beta,
                                         args.clip_eps, args.clip_eps_high, args.kl_clamp,
-                                        args.kl_cap)
+                                        args.kl_cap)  # AR-GRPO: no clamp, no cap (fidelity.md)
         # mean over this rank's minibatch tokens: weight each micro-batch by its share
         (loss * len(idx) / mb_len).backward()
     s = {"loss": loss.item(), "pg_loss": pg.mean().item(), "kl": kl.mean().item(),
