@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from plumbing import t2i_scorers
-from plumbing.images import clip_preprocess
-from plumbing.reward_models import WEIGHT_ARGS, load_clip, load_maniqa, load_qwen, maniqa_forward
+from plumbing.images import clip_pixels, to_pil_levels
+from plumbing.reward_models import (WEIGHT_ARGS, load_clip, load_maniqa, load_qwen, maniqa_forward,
+                                    reward_autocast, weights_dtype)
 
 # ----------------------------------------------------------------------------- the ensemble
 # name -> builder(ctx): loads what the reward needs (failing fast on missing weights) and returns
@@ -106,6 +107,7 @@ class Rewards:
             f"images must be (B,3,H,W), got {tuple(images.shape)}"
         assert len(prompts) == images.shape[0], "one prompt per image"
         x = images.detach().to(self.device, torch.float32).clamp(0, 1)
+        x = to_pil_levels(x) if self.ctx.inputs == "pil" else x   # AR-GRPO's uint8: fidelity.md
         parts = {n: fn(x, list(prompts)).float().to(images.device)
                  for n, fn in zip(self.names, self.fns)}           # name -> (B,)
         total = sum(w * parts[n] for n, w in zip(self.names, self.weights))
@@ -122,11 +124,13 @@ class Rewards:
 
 
 def build_rewards(spec, device="cpu", dtype=None, judge_mode="generate", tiny=False, seed=0,
-                  judge_tokens=256, **weights):
+                  judge_tokens=256, precision="auto", inputs="float", maniqa_full_range=True,
+                  **weights):
     """The scorer for `spec` ("name:weight,..."). dtype (e.g. torch.bfloat16): the reward models'
     compute dtype, default float32; tiny=True: random stand-ins (tests, benchmarks); seed: the
-    stand-ins' weights and MANIQA's crop positions; judge_tokens caps a generated answer (256 in
-    the paper); weights: the paths of WEIGHT_ARGS (clip_ckpt=..., ...), else the library caches."""
+    stand-ins' weights; judge_tokens caps a generated answer (256 in the paper); "paper", "pil" and
+    False reproduce AR-GRPO's model dtypes, image inputs and crop offsets (docs/fidelity.md);
+    weights: the paths of WEIGHT_ARGS (clip_ckpt=..., ...), else the library caches."""
     builders = reward_builders()
     pairs = parse_spec(spec, builders)
     assert judge_mode in ("fast", "generate"), judge_mode
@@ -134,6 +138,7 @@ def build_rewards(spec, device="cpu", dtype=None, judge_mode="generate", tiny=Fa
     assert not unknown, f"unknown weight paths {unknown}"
     ctx = SimpleNamespace(device=torch.device(device), dtype=dtype or torch.float32, tiny=tiny,
                           judge_mode=judge_mode, seed=seed, judge_tokens=judge_tokens, cache={},
+                          precision=precision, inputs=inputs, maniqa_full_range=maniqa_full_range,
                           **{k: weights.get(k) for k in WEIGHT_ARGS})
     fns = [builders[n](ctx) for n, _ in pairs]
     return Rewards([n for n, _ in pairs], [w for _, w in pairs], fns, ctx)
@@ -180,12 +185,13 @@ def reward_jpeg(x, prompts):
 # ----------------------------------------------------------------------------- CLIP and HPS
 def quantise(s):
     """The paper's step map on a raw similarity s (any shape): <0 -> -1, [0,.3) -> .5,
-    [.3,.6) -> 1, >= .6 -> 1.5 (the paper's code crashes for s >= 1; we keep 1.5)."""
+    [.3,.6) -> 1, >= .6 -> 1.5 (the paper's code crashes for s >= 1; we keep 1.5). NaN stays NaN
+    (the paper's code raises), so the run's non-finite stop sees it."""
     s = torch.as_tensor(s, dtype=torch.float32)
     edges = torch.tensor([0.0, 0.3, 0.6], device=s.device)
     values = torch.tensor([-1.0, 0.5, 1.0, 1.5], device=s.device)
     # bucketize(right=True) gives the number of edges <= s: 0 for s<0, ..., 3 for s>=0.6
-    return values[torch.bucketize(s, edges, right=True)]
+    return torch.where(s.isnan(), s, values[torch.bucketize(s, edges, right=True)])
 
 
 def clip_cosine(ctx, kind, x, prompts):
@@ -195,12 +201,13 @@ def clip_cosine(ctx, kind, x, prompts):
     if memo is not None and memo[0] is x and memo[1] == prompts:
         return memo[2]
     model, tokenizer, size = load_clip(ctx, kind)
-    pixels = clip_preprocess(x, size).to(ctx.dtype)
-    img = model.encode_image(pixels, normalize=True).float()                   # (B, D)
+    pixels = clip_pixels(x, size, kind, ctx.inputs).to(weights_dtype(ctx, kind))  # fidelity.md
     uniq = sorted(set(prompts))
-    txt = model.encode_text(tokenizer(uniq).to(ctx.device), normalize=True).float()   # (U, D)
-    txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]      # (B, D)
-    cos = (img * txt).sum(-1)
+    with reward_autocast(ctx, kind):   # AR-GRPO's HPS: fp16 autocast, the cosine a fp16 matmul
+        img = model.encode_image(pixels, normalize=True).float()                   # (B, D)
+        txt = model.encode_text(tokenizer(uniq).to(ctx.device), normalize=True).float()  # (U, D)
+        txt = txt[torch.tensor([uniq.index(p) for p in prompts], device=txt.device)]  # (B, D)
+        cos = (img[:, None] @ txt[:, :, None]).flatten().float()                  # (B,)
     ctx.cache[("cos", kind)] = (x, list(prompts), cos)
     return cos
 
@@ -216,27 +223,28 @@ def build_clip(ctx, kind, quantised):
 MANIQA_CROPS, MANIQA_CROP = 20, 224
 
 
-def maniqa_crops(x, n, size, gen):
-    """n random size x size crops per image, positions from `gen`: (B,3,H,W) -> (B*n,3,S,S).
-    Images smaller than a crop are first upsampled (the paper's code would crash on them)."""
+def maniqa_crops(x, n, size, full_range=True):
+    """n random size x size crops per image, offsets 0..h-size from torch's global RNG (train.py
+    seeds it from (seed, step, rank)); full_range=False: 0..h-size-1, AR-GRPO's
+    np.random.randint(0, h - 224). (B,3,H,W) -> (B*n,3,S,S). Images smaller than a crop (the
+    paper's code would crash on them) are first upsampled to 256 px, so their crops differ."""
     h, w = x.shape[-2:]
     if min(h, w) < size:
-        x = F.interpolate(x, scale_factor=size / min(h, w), mode="bicubic", antialias=True)
+        x = F.interpolate(x, scale_factor=256 / min(h, w), mode="bicubic", antialias=True)
         x = x.clamp(0, 1)
         h, w = x.shape[-2:]
-    tops = torch.randint(0, h - size + 1, (x.shape[0], n), generator=gen).tolist()
-    lefts = torch.randint(0, w - size + 1, (x.shape[0], n), generator=gen).tolist()
+    tops = torch.randint(0, max(1, h - size + full_range), (x.shape[0], n)).tolist()
+    lefts = torch.randint(0, max(1, w - size + full_range), (x.shape[0], n)).tolist()
     return torch.stack([x[b, :, t:t + size, l:l + size]
                         for b in range(x.shape[0]) for t, l in zip(tops[b], lefts[b])])
 
 
 def build_maniqa(ctx):
     net = ctx.cache["maniqa"] = load_maniqa(ctx)
-    gen = torch.Generator().manual_seed(ctx.seed)   # crop positions: reproducible per run
 
     def reward(x, prompts):
-        crops = maniqa_crops(x, MANIQA_CROPS, MANIQA_CROP, gen)          # (B*20, 3, 224, 224)
-        scores = torch.cat([maniqa_forward(net, c.to(ctx.dtype)).float() for c in crops.split(64)])
+        crops = maniqa_crops(x, MANIQA_CROPS, MANIQA_CROP, ctx.maniqa_full_range)  # (B*20, 3, S, S)
+        scores = torch.cat([maniqa_forward(net, c).float() for c in crops.split(64)])
         return 2.0 * scores.view(x.shape[0], MANIQA_CROPS).mean(1)
     return reward
 
@@ -365,7 +373,7 @@ class Judge:
         # uint8 PIL images: the processor divides by 255
         inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
         inputs = inputs.to(self.ctx.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.ctx.dtype)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
 
     def fast(self, x, prompts):

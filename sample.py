@@ -11,9 +11,10 @@ Examples:
     python sample.py --gpt-ckpt t2i_XL_stage1_256 --vq-ckpt vq_ds16_t2i --prompts prompts.txt \
         --cfg-scale 4.0
     python sample.py --gpt-ckpt c2i_L_384 --classes all --per-class 50 --npz samples/L384.npz \
-        --image-size-eval 256
+        --protocol llamagen       # or argrpo: C2I evaluation protocols (docs/evaluation.md)
 
-The .npz holds `arr_0`, uint8 (N, H, W, 3), the layout of the ADM FID evaluation suite.
+The .npz holds `arr_0`, uint8 (N, H, W, 3), the layout of the ADM FID evaluation suite, and `meta`
+(the checkpoint, the protocol, the sampler's settings, as JSON).
 """
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,8 @@ from tqdm import tqdm
 
 from model import GPT, Sampling, generate, gpt_config, load_gpt
 from plumbing.files import check_writable, write_npz
-from plumbing.flags import check_sample_memory, parse_sample_args
+from plumbing.flags import (check_sample_memory, parse_sample_args, protocol_cfg, sample_autocast,
+                            sample_dtypes, sample_record)
 from plumbing.images import save_grid, to_uint8
 from plumbing.prompts import read_geneval, read_prompts, write_geneval
 from plumbing.standins import PaletteVQ
@@ -37,9 +39,10 @@ def main(argv=None):
     geneval, prompts = check_files(args)
     dev = torch.device(args.device)
     model, vq, text = load_models(args, dev)
+    protocol_cfg(args, model.config)   # --cfg-scale, else by model under --protocol llamagen
     if args.geneval:
         sample_fn = geneval_sampler(args, model, vq, text, dev)
-        return write_geneval(geneval, args.out, args.per_class, sample_fn)
+        return write_geneval(geneval, args.out, args.per_class, sample_fn, sample_record(args))
     conds = conditions(args, model.config, prompts)  # a refusal, not an out-of-memory kill:
     check_sample_memory(model.config, vq.config.downsample, args, len(conds) * args.per_class, dev)
     conds = [x for x in conds for _ in range(args.per_class)]  # each --per-class times
@@ -89,8 +92,7 @@ def load_models(args, dev):
                                                    clean=args.clean_captions)
         except MissingCheckpoint as e:  # one line, with the offline way out
             raise SystemExit(f"error: {e} (offline? try: python sample.py --preset tiny)")
-    if args.precision == "bf16" or (args.precision is None and dev.type == "cuda"):
-        model = model.to(torch.bfloat16)
+    model, vq = sample_dtypes(args, model, vq, dev)
     c = model.config
     if args.task and args.task != c.model_type:
         raise SystemExit(f"error: --task {args.task}, but the checkpoint is a {c.model_type} model")
@@ -136,13 +138,14 @@ def sample_images(args, model, vq, text, conds, dev, generator=None, bar=True):
             cond, mask = text(chunk)
         else:
             cond = torch.tensor(chunk, device=dev)
-        tokens = generate(model, cond, Sampling.of(args), cond_mask=mask, generator=g,
-                          compile=args.compile)
-        images = vq.decode(tokens)
+        with sample_autocast(args, dev):      # --precision fp16: AR-GRPO's test.py
+            tokens = generate(model, cond, Sampling.of(args), cond_mask=mask, generator=g,
+                              compile=args.compile)
+            images = vq.decode(tokens)
         if args.image_size_eval and args.image_size_eval != images.shape[-1]:
             size = (args.image_size_eval,) * 2
             images = F.interpolate(images, size=size, mode="bicubic")
-        out.append(to_uint8(images))
+        out.append(to_uint8(images, truncate=args.protocol == "argrpo"))   # test.py truncates
     return torch.cat(out)
 
 
@@ -162,7 +165,7 @@ def write_outputs(args, images):
         shown = min(len(images), 64)
         print(f"wrote {args.out} ({shown} of {len(images)} images, {images.shape[1]}px)")
     if args.npz:
-        write_npz(args.npz, arr_0=images.numpy())
+        write_npz(args.npz, arr_0=images.numpy(), meta=sample_record(args))
         print(f"wrote {args.npz}: {tuple(images.shape)} uint8")
 
 

@@ -21,7 +21,7 @@ checks and the run directory's bookkeeping live in plumbing/ (flags.py, rundir.p
   python train.py --task c2i --preset tiny                 # CPU, offline, random tiny models, ~15 s
   torchrun --nproc_per_node 4 train.py --task c2i          # AR-GRPO's C2I recipe on GPT-B 256
   torchrun --nproc_per_node 4 train.py --task c2i --preset paper-c2i-xl384  # run_c2i_train.sh
-  torchrun --nproc_per_node 4 train.py --task t2i --prompts coco_captions_30000.json  # run_t2i
+  torchrun --nproc_per_node 4 train.py --task t2i --prompts coco_captions_30000.json  # the paper
   python train.py --task t2i --dry-run                     # what a preset means: every flag as JSON
 """
 import argparse
@@ -46,7 +46,7 @@ from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, dd
                                   setup_distributed, sync)
 from plumbing.flags import check_files, check_run_memory, parse_train_args
 from plumbing.prompts import class_pool, load_prompts
-from plumbing.reward_models import WEIGHT_ARGS
+from plumbing.reward_models import reward_options
 from plumbing.standins import PaletteVQ
 from plumbing.stops import nonfinite_rewards, run_cli, stop_if_nonfinite
 from rewards import build_rewards, parse_spec
@@ -58,7 +58,9 @@ PAPER_REWARDS = "clip:1,clip_q:1,hps:1,hps_q:1,maniqa:1,qwen:1"  # the paper's C
 # AR-GRPO's released code (Kwai-Klear/AR-GRPO 65947ad), what every paper preset shares on top of
 # its model: docs/fidelity.md lists each item with its file, line and alternative.
 PAPER_CODE = dict(policy="cond", judge_mode="generate", zero_flat_groups=False, caption_pad="right",
-                  clean_captions=True, pure_bf16=False, lr=1e-5, ref_dtype="fp32")
+                  clean_captions=True, pure_bf16=False, lr=1e-5, ref_dtype="fp32", kl_clamp=0.0,
+                  rollout_autocast=False, tf32=False, reward_dtype="paper", reward_input="pil",
+                  maniqa_full_range=False, raw_prompts=True, keep_every=100)
 # HF Trainer's linear decay to 0 over num_train_epochs=20 epochs of (prompts / prompts per step)
 # steps: ImageNet's train images at 4 prompts per step (4 GPUs x 8 / G 8), and
 # coco_captions_30000.json at 8 prompts per step (4 GPUs x 16 / 8)
@@ -78,14 +80,17 @@ PRESETS = {
     "tiny": dict(gpt_model="GPT-tiny", gpt_ckpt="", vq_model="palette", vq_ckpt="", image_size=16,
                  rewards="color:1", prompts_per_rank=4, group_size=8, steps=100, lr=3e-3,
                  beta=0.01, cfg_scale=2.0, save_every=25, image_every=25, cpu_threads=1,
-                 policy="cfg", judge_mode="fast", zero_flat_groups=True, caption_pad="left"),
+                 policy="cfg", judge_mode="fast", zero_flat_groups=True, caption_pad="left",
+                 tiny_rewards=True),
+    # the LlamaGen C2I models AR-GRPO released RL-tuned versions of (HF user CSshihao)
     "paper-c2i-b256": paper_c2i("checkpoints/c2i_B_256.pt", 256),
-    "paper-c2i-l256": paper_c2i("checkpoints/c2i_L_256.pt", 256),
+    "paper-c2i-b384": paper_c2i("checkpoints/c2i_B_384.pt", 384),
+    "paper-c2i-l384": paper_c2i("checkpoints/c2i_L_384.pt", 384),
     "paper-c2i-xl384": paper_c2i("checkpoints/c2i_XL_384.pt", 384),
     "paper-t2i-xl": dict(task="t2i", gpt_ckpt="checkpoints/t2i_XL_stage1_256.pt",
                          vq_ckpt="checkpoints/vq_ds16_t2i.pt", t5_path="checkpoints/flan-t5-xl",
                          image_size=256, rewards=PAPER_REWARDS, prompts_per_rank=2, group_size=8,
-                         steps=600, beta=1.0, cfg_scale=4.0, lr_decay_steps=LR_DECAY_T2I,
+                         steps=600, beta=1.0, cfg_scale=2.0, lr_decay_steps=LR_DECAY_T2I,
                          **{**PAPER_CODE, "pure_bf16": True}),
 }
 DEFAULT_PRESET = {"c2i": "paper-c2i-b256", "t2i": "paper-t2i-xl"}
@@ -118,7 +123,7 @@ def main(argv=None):
         m = step_metrics(run, step, stats, grad_norm, batch, scores, old_ent, old, first,
                          (t0, t1, t2, t3, t4))
         log_step(run, step, m, scores.images)                         # 6. log and save
-        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
+        if rundir.save_due(args, step):  # --save-every, --keep-every, the last step
             save_checkpoint(run, step)
         bar.update(1)
     bar.close()
@@ -142,6 +147,7 @@ class Run:
     device: torch.device
     log: object                 # a line above the progress bar (rank 0; elsewhere a no-op)
     amp: object                 # bf16 autocast on GPU with --bf16, else a no-op context
+    rollout_amp: object         # amp, or a no-op (--no-rollout-autocast, AR-GRPO: docs/fidelity.md)
     scorer: object              # rewards.py: (images, prompts) -> (B,) total, {name: (B,)}
     policy: torch.nn.Module
     reference: torch.nn.Module  # the frozen initial model: not trained, not in DDP, not saved
@@ -184,13 +190,12 @@ def setup(args, argv):
     # the rewards first: missing reward weights stop before anything heavy
     scorer = build_rewards(args.rewards, device=device, judge_mode=args.judge_mode,
                            dtype=torch.bfloat16 if device.type == "cuda" and args.bf16 else None,
-                           seed=args.seed, **{k: getattr(args, k) for k in WEIGHT_ARGS})
+                           seed=args.seed, tiny=args.tiny_rewards, **reward_options(args))
     log = tqdm.write if rank == 0 else (lambda *a, **k: None)  # lines above the progress bar
     if rank == 0:
         rundir.write_args(args)
         log(json.dumps(vars(args)))
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32  # AR-GRPO: off; cuDNN: on (fidelity.md)
     bf16 = device.type == "cuda" and args.bf16
     amp = torch.autocast("cuda", torch.bfloat16) if bf16 else nullcontext()
     policy, reference, vq, text = training_dtypes(args, device, *build_models(args, device))
@@ -200,8 +205,9 @@ def setup(args, argv):
                             weight_decay=args.weight_decay)
     P, G = args.prompts_per_rank, args.group_size
     run = Run(args=args, rank=rank, world=world, device=device, log=log, amp=amp, scorer=scorer,
-              policy=policy, reference=reference, vq=vq, text=text,
-              model=ddp(policy, world, device), opt=opt, pool=pool,  # the reference stays outside
+              rollout_amp=amp if args.rollout_autocast else nullcontext(), policy=policy,
+              reference=reference, vq=vq, text=text, opt=opt, pool=pool,
+              model=ddp(policy, world, device),  # the reference stays outside
               sampling=Sampling.of(args), objective=Objective.of(args), P=P, G=G,
               N=policy.config.block_size,
               micro=args.micro_batch or P * G // args.minibatches, old_from=pi_old_source(args),
@@ -311,7 +317,7 @@ def rollout(run, batch, step):
     """2. G samples per prompt with the KV-cache CFG sampler, each group from its own generator,
     seeded by (seed, step, global group index). -> tokens (B, N), the sampler's log-probs (B, N)."""
     G, tokens, logp_sampler = run.G, [], []
-    with torch.no_grad(), run.amp:
+    with torch.no_grad(), run.rollout_amp:
         for j in range(run.P):
             group = run.rank * run.P + j                                  # global group index
             gen = torch.Generator(run.device).manual_seed(mix(run.args.seed, step, group))
@@ -330,7 +336,7 @@ def score(run, batch, ref, old, step):
     first. Stops the run on a non-finite reward or advantage. -> images (B, 3, H, W) in [0, 1],
     parts {reward name: (B,)}, rewards_all (world * B,), adv (B,), zero_std_frac, judge."""
     args = run.args
-    with torch.no_grad(), run.amp:
+    with torch.no_grad(), run.rollout_amp:
         images = (run.vq.decode(batch.tokens).float().clamp(-1, 1) + 1) / 2  # (B, 3, H, W)
     judge_before = run.scorer.stats()
     reward, parts = run.scorer(images, batch.prompts)                         # (B,), {name: (B,)}

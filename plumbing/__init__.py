@@ -3,7 +3,8 @@ imports the reading-path files (model.py, train.py, ...); they import from here.
 
     weights.py        finding weights: a flag's path, a library cache, a download, or one line
     formats.py        reading every released checkpoint layout (LlamaGen, OpenAI's TorchScript)
-    reward_models.py  loading CLIP, HPSv2.1, MANIQA and the Qwen judge as their libraries do
+    reward_models.py  loading CLIP, HPSv2.1, MANIQA and the Qwen judge as their libraries do, in
+                      their run's (or AR-GRPO's) precision
     t2i_scorers.py    loading PickScore, ImageReward and the LAION aesthetic predictor
     compiled.py       the compiled decode path (generate(..., compile=True))
     flags.py          the command lines: flag tables, range, device, path and memory checks
@@ -15,6 +16,6 @@ imports the reading-path files (model.py, train.py, ...); they import from here.
                       readers with one-line errors (torn .jsonl lines dropped)
     captions.py       DeepFloyd-IF's caption cleaning
     prompts.py        prompt files, ImageNet class names, GenEval's folder layout
-    images.py         uint8 conversion and PNG grids
+    images.py         what the reward models see (AR-GRPO's inputs too), uint8 conversion, PNG grids
     standins.py       the offline stand-ins (tiny random models) of --preset tiny and the tests
 """

@@ -2,8 +2,8 @@
 T5 (`T5Embedder.text_preprocessing`): `clean_caption(caption)` is one pass. Written here from its
 rule list; it uses ftfy (installed with open_clip) and, instead of BeautifulSoup's 'html.parser'
 builder, the standard library's html.parser directly (what that builder wraps) to drop tags.
-Checked against AR-GRPO's own function on DrawBench's prompts and tricky captions
-(tests/test_text.py)."""
+Checked against AR-GRPO's own function, with its pinned beautifulsoup4 4.13.4 and ftfy 6.3.1, on
+DrawBench's prompts and tricky captions (tests/test_text.py)."""
 import html
 import html.entities
 import re
@@ -50,9 +50,11 @@ _RULES_3 = [(r"^[\"\']([\w\W]+)[\"\']$", r"\1"), (r"^[\'\_,\-\:;]", r""),
 
 
 class _TextOnly(HTMLParser):
-    """The text of an HTML fragment as BeautifulSoup(s, 'html.parser').text gives it: tags dropped,
-    comments and <script>/<style>/<template> contents left out, and character references resolved
-    as BeautifulSoup resolves them (an unknown '&name;' stays '&name', '&#150;' is windows-1252)."""
+    """The text of an HTML fragment as BeautifulSoup(s, 'html.parser').text gives it with AR-GRPO's
+    pinned beautifulsoup4 4.13.4: tags dropped, comments, declarations and the contents of
+    <script>/<style>/<template> left out, a <![CDATA[...]]> section's text kept, and character
+    references resolved as BeautifulSoup resolves them (an unknown '&name;' stays '&name', '&#150;'
+    is windows-1252, '&#0;' is U+0000, which ftfy then removes)."""
     SKIP = {"script", "style", "template"}
 
     def __init__(self):
@@ -73,10 +75,14 @@ class _TextOnly(HTMLParser):
         ch = html.entities.html5.get(name + ";")
         self.handle_data(ch if ch is not None else "&" + name)
 
+    def unknown_decl(self, data):   # html.parser's marked sections: only CDATA holds text
+        if data.upper().startswith("CDATA["):
+            self.handle_data(data[len("CDATA["):])
+
     def handle_charref(self, name):
         try:
             n = int(name[1:], 16) if name[:1] in "xX" else int(name)
-            ch = bytes([n]).decode("windows-1252") if 0 < n < 256 else chr(n) if n else "\ufffd"
+            ch = bytes([n]).decode("windows-1252") if 0 <= n < 256 else chr(n)
         except UnicodeDecodeError:   # the five bytes windows-1252 leaves undefined
             ch = chr(n)
         except (ValueError, OverflowError):

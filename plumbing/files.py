@@ -86,8 +86,10 @@ def write_json(path, obj, indent=1):
 
 
 def write_npz(path, **arrays):
-    """numpy arrays as an (uncompressed) .npz at `path`, atomically."""
+    """numpy arrays as an (uncompressed) .npz at `path`, atomically; a dict becomes a JSON string
+    array (e.g. `meta`: what produced the arrays)."""
     import numpy as np
+    arrays = {k: np.array(json.dumps(v)) if isinstance(v, dict) else v for k, v in arrays.items()}
     with atomic_write(path) as f:
         np.savez(f, **arrays)
 

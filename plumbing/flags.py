@@ -148,7 +148,8 @@ def train_parser(presets, description, rewards_default):
     a("--gpt-ckpt", default="",
       help="policy/reference weights: a file, a released name (c2i_B_256), "
            "or '' = random --gpt-model")
-    a("--gpt-model", default="GPT-B", help="architecture for random init (only without --gpt-ckpt)")
+    a("--gpt-model", default=None,
+      help="architecture for random init (default GPT-B); with --gpt-ckpt the checkpoint's own")
     a("--vq-ckpt", default="", help="VQ tokenizer weights, or '' = random --vq-model")
     a("--vq-model", default="VQ-16",
       help="VQ architecture for random init (VQ-16, VQ-tiny, ...) or 'palette' (tiny preset)")
@@ -176,10 +177,13 @@ def train_parser(presets, description, rewards_default):
     a("--judge-mode", default="generate", choices=["fast", "generate"],
       help="generate = AR-GRPO's judge (answer, repair, parse, 3 attempts); "
            "fast = one forward pass, E[score digit]")
+    a("--tiny-rewards", action=argparse.BooleanOptionalAction, default=False,
+      help="every reward from its tiny random stand-in (offline; the tiny preset): the paper "
+           "rewards' pipeline without their weights, numbers meaningless")
     for flag in WEIGHT_ARGS[4:]:  # the T2I scorers
         a("--" + flag.replace("_", "-"), default=None,
           help="weights of the pickscore / imagereward / aesthetic rewards (rewards.py)")
-    # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0 for c2i / 4.0 for t2i)
+    # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0; run_t2i_train.sh: 4.0 for t2i)
     a("--cfg-scale", type=float, default=2.0, help="classifier-free guidance scale (1 = none)")
     a("--cfg-interval", type=int, default=-1,
       help="guidance only for the first tokens, up to this one (-1 = every token)")
@@ -240,6 +244,9 @@ def train_parser(presets, description, rewards_default):
       help="start over in an OUT that already holds a run (its files are replaced)")
     a("--save-every", type=int, default=50,
       help="write OUT/ckpt.pt every this many steps (and after the last)")
+    a("--keep-every", type=int, default=0,
+      help="also keep OUT/ckpt_<step>.pt every N steps, loadable like ckpt.pt (AR-GRPO keeps "
+           "every 100; 0 = only ckpt.pt)")
     a("--image-every", type=int, default=50,
       help="write a grid of samples to OUT/samples every this many steps (0 = the first only)")
     a("--tensorboard", action="store_true",
@@ -263,6 +270,25 @@ def train_parser(presets, description, rewards_default):
     a("--pure-bf16", action=argparse.BooleanOptionalAction, default=False,
       help="bf16 weights, grads and AdamW state for policy, reference and VQ (AR-GRPO's t2i "
            "--force_model_bf16); updates below half a bf16 ulp are lost")
+    a("--rollout-autocast", action=argparse.BooleanOptionalAction, default=True,
+      help="sample and VQ-decode under bf16 autocast (with --bf16 on a GPU); AR-GRPO's generate "
+           "bypasses autocast: the weights' own dtype (fp32 for c2i)")
+    a("--tf32", action=argparse.BooleanOptionalAction, default=True,
+      help="TF32 matmuls on a GPU (AR-GRPO: off, torch's default; cuDNN convolutions use TF32 "
+           "either way, torch's default)")
+    a("--reward-dtype", choices=["auto", "paper"], default="auto",
+      help="reward models: auto = bf16 on a GPU with --bf16, else fp32; paper = AR-GRPO's: CLIP "
+           "fp32, HPS fp32 under fp16 autocast (GPU), MANIQA fp32, Qwen bf16")
+    a("--reward-input", choices=["float", "pil"], default="float",
+      help="float = the decoded image, one torch bicubic resize (clamped); pil = AR-GRPO's: "
+           "to_pil_image's uint8 truncation, then CLIP's processor (PIL bicubic), HPS's tensor "
+           "resize (unclamped)")
+    a("--maniqa-full-range", action=argparse.BooleanOptionalAction, default=True,
+      help="MANIQA crop offsets over 0..h-224; --no-: 0..h-225, as AR-GRPO's "
+           "np.random.randint(0, h - 224)")
+    a("--raw-prompts", action=argparse.BooleanOptionalAction, default=False,
+      help="AR-GRPO's .json prompts: conversations[0]['value'] as is (no strip, empty kept, any "
+           "role); --no-: the first human turn, stripped, empty ones dropped")
     a("--dry-run", action="store_true",
       help="print the resolved configuration as JSON (flag names) and exit")
     # speed and memory (docs/performance.md): none of these changes the update
@@ -296,6 +322,8 @@ def parse_train_args(argv, presets, default_preset, description, rewards_default
     check_train_args(p, args, check_rewards)
     if args.compile is None:  # compiling pays for itself on a GPU in a few steps, never on a CPU
         args.compile = args.device.startswith("cuda")
+    if args.gpt_model is None and not args.gpt_ckpt:  # with a checkpoint: its own architecture
+        args.gpt_model = "GPT-B"
     return args
 
 
@@ -358,6 +386,7 @@ TRAIN_CHECKS = [
     ("--image-every", lambda v: v >= 0, ">= 0 (0 = only the first step)"),
     CPU_THREADS_CHECK,
     ("--lr-decay-steps", lambda v: v >= 0, ">= 0 (0 = constant)"),
+    ("--keep-every", lambda v: v >= 0, ">= 0 (0 = only ckpt.pt)"),
 ]
 
 
@@ -460,8 +489,15 @@ def add_input_flags(p):
 
 def add_sampling_flags(p):
     """The sampler's settings, the device, and the outputs."""
-    p.add_argument("--cfg-scale", type=float, default=4.0,
-                   help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                   help="C2I evaluation protocol, its settings where a flag is not given: argrpo = "
+                        "AR-GRPO's test.py (native size, fp16, CFG 2.0, truncated uint8); llamagen "
+                        "= LlamaGen's sample_c2i_ddp.py (resized to 256, bf16, CFG 2.0 for B/L, "
+                        "1.75 for XL/XXL, 1.65 for 3B); both top-k 0 and TF32 on; the .npz records "
+                        "it (docs/evaluation.md)")
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="classifier-free guidance scale (1 = none); default: the --protocol's, "
+                        "else 4.0")
     p.add_argument("--cfg-interval", type=int, default=-1,
                    help="stop guidance after this token (-1: never)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -473,8 +509,9 @@ def add_sampling_flags(p):
     p.add_argument("--batch-size", type=int, default=32, help="images per generate call")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                   help="GPT weights dtype (default bf16 on GPU)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="GPT weights dtype (default: the --protocol's, else bf16 on GPU); fp16 = "
+                        "AR-GRPO's test.py: GPT and VQ in fp16 under fp16 autocast")
     p.add_argument("--out", default="samples/grid.png", help="PNG grid path ('' for none)")
     p.add_argument("--npz", default=None,
                    help="also write all samples as uint8 NHWC .npz (for FID)")
@@ -493,9 +530,57 @@ SAMPLE_CHECKS = SAMPLER_CHECKS + [
 TINY_IGNORES = ("--gpt-ckpt", "--vq-ckpt", "--t5-path", "--image-size")  # --preset tiny's own
 
 
+# C2I evaluation protocols: what each sets where its flag is not given (cfg_scale None: by model)
+PROTOCOLS = {
+    # AR-GRPO's test.py / test.sh: fp16 weights + autocast, CFG 2.0, top-k 0, PNGs at native size
+    "argrpo": dict(cfg_scale=2.0, top_k=0, precision="fp16", image_size_eval=None),
+    # LlamaGen's sample_c2i_ddp.py and its README's FIDs: bf16 GPT, resized to 256 (bicubic)
+    "llamagen": dict(cfg_scale=None, top_k=0, precision="bf16", image_size_eval=256),
+}
+LLAMAGEN_CFG = {768: 2.0, 1024: 2.0, 1280: 1.75, 1536: 1.75, 3200: 1.65}   # by width: B L XL XXL 3B
+
+
+def protocol_cfg(args, config):
+    """args.cfg_scale once the model is known: the flag's, LlamaGen's for the model's width under
+    --protocol llamagen, else 4.0 (printed)."""
+    if args.cfg_scale is None:
+        args.cfg_scale = LLAMAGEN_CFG.get(config.dim, 2.0) if args.protocol == "llamagen" else 4.0
+        print(f"cfg scale {args.cfg_scale} (--protocol {args.protocol})")
+
+
+def sample_dtypes(args, model, vq, dev):
+    """(GPT, VQ) in the sampling precision: --precision, else bf16 on a GPU; fp16 casts the VQ too
+    (AR-GRPO's test.py loads its whole model in fp16)."""
+    precision = args.precision or ("bf16" if dev.type == "cuda" else "fp32")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return model.to(dtype), (vq.to(dtype) if precision == "fp16" else vq)
+
+
+def sample_autocast(args, dev):
+    """fp16 autocast over sampling and decoding with --precision fp16 on a GPU (test.py's)."""
+    import contextlib
+    if args.precision == "fp16" and dev.type == "cuda":
+        return torch.autocast("cuda", torch.float16)
+    return contextlib.nullcontext()
+
+
+def sample_record(args):
+    """What a sample.py output records (the .npz's `meta`, GenEval's DIR/sampler.json): the
+    checkpoint, the protocol and the sampler's settings."""
+    keys = ("preset", "gpt_ckpt", "vq_ckpt", "protocol", "cfg_scale", "cfg_interval", "temperature",
+            "top_k", "top_p", "seed", "precision", "image_size_eval", "per_class", "caption_pad",
+            "clean_captions")
+    tiny = args.preset == "tiny"   # its random models, not the checkpoint flags
+    return {k: None if tiny and k.endswith("_ckpt") else getattr(args, k) for k in keys}
+
+
 def parse_sample_args(argv, description):
     """The flags, range-checked, with the defaults that depend on the device or the checkpoint."""
     p = sample_parser(description)
+    first, _ = p.parse_known_args(argv)
+    if first.protocol:   # its settings become the defaults: a flag given still wins
+        p.set_defaults(**PROTOCOLS[first.protocol])
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # both do
     args = p.parse_args(argv)
     error = range_errors(args, SAMPLE_CHECKS) or device_error(args.device)
     given = [f for f in TINY_IGNORES if getattr(args, f[2:].replace("-", "_")) is not None]

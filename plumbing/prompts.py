@@ -38,17 +38,20 @@ def load_prompts(args):
             return TINY_PROMPTS
         raise SystemExit("error: t2i needs --prompts FILE (.txt, one prompt per line, .jsonl with "
                          "a 'prompt' field, or AR-GRPO's .json list)")
-    return read_prompts(args.prompts)
+    return read_prompts(args.prompts, raw=getattr(args, "raw_prompts", False))
 
 
-def read_prompts(path):
+def read_prompts(path, raw=False):
     """Prompts from a .txt (one per line), a .jsonl (a `prompt`, `caption` or `text` field per
     line) or a .json list: AR-GRPO's format
     (`[{"id", "conversations": [{"from": "human", "value": PROMPT}, ...]}]`, its COCO training
-    captions and DrawBench), or plain strings / objects with a `prompt` field. Every problem
-    (missing, a folder, not UTF-8, bad JSON, no prompt) is one line naming the file."""
+    captions and DrawBench), or plain strings / objects with a `prompt` field. Lines and .json
+    prompts are stripped, empty ones dropped, a conversation's first human turn taken; raw=True
+    reads a .json list as AR-GRPO's lazy_dataset.py does: conversations[0]["value"] (whatever the
+    first turn's role), every prompt as is, empty ones kept. Every problem (missing, a folder, not
+    UTF-8, bad JSON, no prompt) is one line naming the file."""
     if path.endswith(".json"):
-        return _read_json_prompts(path)
+        return _read_json_prompts(path, raw)
     prompts = []
     for n, line in enumerate(read_text(path, "prompt file").split("\n"), 1):
         line = line.strip()
@@ -69,35 +72,36 @@ def read_prompts(path):
     return prompts
 
 
-def _prompt_of(row):
+def _prompt_of(row, raw=False):
     """The prompt of one record: a string, a `prompt`/`caption`/`text` field, or AR-GRPO's first
-    human turn."""
+    human turn (raw: its first turn)."""
     if isinstance(row, str):
         return row
     if not isinstance(row, dict):
         return None
     if "conversations" in row:
         turns = [t for t in row["conversations"]
-                 if isinstance(t, dict) and t.get("from") == "human"]
+                 if isinstance(t, dict) and (raw or t.get("from") == "human")]
         value = turns[0].get("value") if turns else None
         return value if isinstance(value, str) else None
     value = next((row[k] for k in ("prompt", "caption", "text") if k in row), None)
     return value if isinstance(value, str) else None
 
 
-def _read_json_prompts(path):
+def _read_json_prompts(path, raw=False):
     rows = read_json(path, "prompt file")
     if not isinstance(rows, list):
         raise SystemExit(f"error: {path} must hold a JSON list of prompts (AR-GRPO's format), "
                          f"got {type(rows).__name__}")
     prompts = []
     for n, row in enumerate(rows):
-        prompt = _prompt_of(row)
+        prompt = _prompt_of(row, raw)
         if prompt is None:
+            turn = "a first turn with a 'value'" if raw else "a 'from': 'human' turn"
             raise SystemExit(f"error: {path} entry {n} has no prompt (a string, a 'prompt' "
-                             f"field, or a 'conversations' list with a 'from': 'human' turn)")
-        if prompt.strip():
-            prompts.append(prompt.strip())
+                             f"field, or a 'conversations' list with {turn})")
+        if raw or prompt.strip():
+            prompts.append(prompt if raw else prompt.strip())
     if not prompts:
         raise SystemExit(f"error: prompt file {path} is empty")
     return prompts
@@ -123,18 +127,21 @@ def read_geneval(path):
     return rows
 
 
-def write_geneval(rows, out, per_prompt, sample_fn):
+def write_geneval(rows, out, per_prompt, sample_fn, record=None):
     """GenEval's layout, what its evaluate_images.py reads: out/<index:05d>/metadata.jsonl (that
     prompt's metadata object, read with json.load) and out/<index:05d>/samples/<k:04d>.png.
     sample_fn(prompt, index) -> uint8 (N, H, W, 3). Prompt folders that already hold all N images
     are skipped (a re-run resumes); every file is written atomically (plumbing/files.py), so an
-    interrupted run never leaves a truncated image behind."""
+    interrupted run never leaves a truncated image behind. `record` (the checkpoint and the
+    sampler's settings, CFG included) goes to out/sampler.json, which GenEval's walk skips."""
     def png(i, k):  # image k of prompt i
         return os.path.join(out, f"{i:05d}", "samples", f"{k:04d}.png")
 
     def done(i):  # all of prompt i's images are on disk
         return all(os.path.isfile(png(i, k)) for k in range(per_prompt))
 
+    with atomic_write(os.path.join(out, "sampler.json"), "w") as f:
+        json.dump(record or {}, f, indent=1)
     todo = [i for i in range(len(rows)) if not done(i)]
     n_done = len(rows) - len(todo)
     on_stop(lambda: f"{sum(map(done, range(len(rows))))} of {len(rows)} prompts are complete in "

@@ -3,10 +3,11 @@ libraries load them, and finding their weights (plumbing/weights.find_weights): 
 else the library cache (huggingface_hub for CLIP, HPS and Qwen; pyiqa's for MANIQA), else a
 download when huggingface.co answers; a missing file raises RewardWeightsMissing, one line naming
 the file, where it was looked for and the flag to pass. Each loader takes the scorer's context
-(rewards.build_rewards: device, dtype, paths, tiny, seed, cache) and caches what it builds there;
-tiny=True builds the stand-in of plumbing/standins.py (random weights, offline). rewards.py holds
-the formulas that turn these networks into rewards.
+(rewards.build_rewards: device, dtype, precision, paths, tiny, seed, cache) and caches what it
+builds there; tiny=True builds the stand-in of plumbing/standins.py (random weights, offline).
+rewards.py holds the formulas that turn these networks into rewards.
 """
+import contextlib
 import json
 import os
 import re
@@ -62,10 +63,44 @@ def torch_load(path, what, flag):
                             f"(a dict of name -> tensor) and pass that") from None
 
 
-def frozen(model, ctx):
-    """Every reward model: eval mode (no dropout), no grads, on the device in ctx.dtype."""
+def reward_options(args):
+    """build_rewards' keywords from a run's flags (train.py; tools/eval.py from a run's args): the
+    weight paths and the fidelity switches (docs/fidelity.md; a run older than a switch: its
+    default)."""
+    return dict(precision=getattr(args, "reward_dtype", "auto"),
+                inputs=getattr(args, "reward_input", "float"),
+                maniqa_full_range=getattr(args, "maniqa_full_range", True),
+                **{k: getattr(args, k, None) for k in WEIGHT_ARGS})
+
+
+# precision "paper": the dtypes AR-GRPO's reward models run in (weights, autocast): CLIP fp32
+# (transformers' default), HPS fp32 weights scored under torch.cuda.amp.autocast (fp16; a no-op on a
+# CPU), MANIQA fp32, the judge bf16 (its pipeline's torch_dtype="auto"); any other model: ctx.dtype
+PAPER_PRECISION = {"clip": (torch.float32, None), "hps": (torch.float32, torch.float16),
+                   "maniqa": (torch.float32, None), "qwen": (torch.bfloat16, None)}
+
+
+def weights_dtype(ctx, kind=None):
+    """The dtype reward model `kind` runs in: ctx.dtype, or AR-GRPO's under precision 'paper'."""
+    if ctx.precision == "paper" and kind in PAPER_PRECISION:
+        return PAPER_PRECISION[kind][0]
+    return ctx.dtype
+
+
+def reward_autocast(ctx, kind):
+    """The autocast `kind` is scored under: AR-GRPO's HPS under precision 'paper' on a GPU (fp16),
+    else none."""
+    amp = PAPER_PRECISION.get(kind, (None, None))[1] if ctx.precision == "paper" else None
+    if amp is None or ctx.device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", amp)
+
+
+def frozen(model, ctx, kind=None):
+    """Every reward model: eval mode (no dropout), no grads, on the device in its dtype
+    (weights_dtype)."""
     model.eval().requires_grad_(False)
-    return model.to(ctx.device, ctx.dtype)
+    return model.to(ctx.device, weights_dtype(ctx, kind))
 
 
 # ----------------------------------------------------------------------------- CLIP and HPS
@@ -144,7 +179,7 @@ def load_clip(ctx, kind):
                                    "HPSv2.1", "--hps-ckpt")
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
-    ctx.cache[kind] = (frozen(model, ctx), open_clip.get_tokenizer("ViT-B-32"), image_size)
+    ctx.cache[kind] = (frozen(model, ctx, kind), open_clip.get_tokenizer("ViT-B-32"), image_size)
     return ctx.cache[kind]
 
 
@@ -235,14 +270,15 @@ def load_maniqa(ctx):
         except RuntimeError as e:   # torch lists every key on many lines; the first ones are enough
             raise BadCheckpoint(f"MANIQA: {path} does not fit pyiqa's MANIQA (KonIQ): "
                                 f"{' '.join(str(e).split())[:300]}") from None
-    return frozen(net, ctx)
+    return frozen(net, ctx, "maniqa")
 
 
 def maniqa_forward(net, crops):
-    """MANIQA on ready-made 224 crops (pyiqa's forward would re-crop them, after a 225/224
-    upsample). ViT blocks 6-9 -> token attention -> Swin -> per-patch score * weight. (N,)"""
+    """MANIQA on ready-made 224 crops in [0, 1] (pyiqa's forward would re-crop them, after a 225/224
+    upsample), in the network's dtype. ViT blocks 6-9 -> token attention -> Swin -> per-patch score
+    * weight. (N,)"""
     from einops import rearrange
-    x = (crops - 0.5) / 0.5                   # MANIQA's normalisation: [0,1] -> [-1,1]
+    x = (crops.to(net.conv1.weight.dtype) - 0.5) / 0.5   # MANIQA's normalisation: [0,1] -> [-1,1]
     net.vit(x)
     feats = net.extract_feature(net.save_output)            # (N, P, 4 D) from 4 ViT blocks
     net.save_output.outputs.clear()
@@ -308,12 +344,12 @@ def load_qwen(ctx, texts):
                             file=f"model {QWEN_REPO}", arg="FOLDER", folder=True,
                             error=RewardWeightsMissing)
         processor = qwen_processor(path)
-        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=ctx.dtype,
-                                                                         output_loading_info=True)
+        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            path, dtype=weights_dtype(ctx, "qwen"), output_loading_info=True)
         if info["missing_keys"]:   # transformers would leave them random and only log it
             missing = info["missing_keys"]
             raise BadCheckpoint(f"Qwen judge: {path} lacks {len(missing)} weights of Qwen2.5-VL, "
                                 f"e.g. {sorted(missing)[:3]}")
     processor.tokenizer.padding_side = "left"   # batched generation: prompts end at one column
-    ctx.cache["qwen"] = (frozen(model, ctx), processor)
+    ctx.cache["qwen"] = (frozen(model, ctx, "qwen"), processor)
     return ctx.cache["qwen"]

@@ -7,6 +7,7 @@ says about the state on disk. train.py's phases call these; none changes the met
     OUT/args.json       the flags the run is using (and `resumes`: what each --resume changed)
     OUT/metrics.jsonl   one JSON object per step; on --resume, cut back to the checkpoint's step
     OUT/ckpt.pt         policy + config + AdamW + step + every rank's RNG states + flags (atomic)
+    OUT/ckpt_<step>.pt  a kept copy of ckpt.pt every --keep-every steps (a hard link when it can)
     OUT/summary.json    steps and world size, written when the run ends
     OUT/samples/step_<step>.png, OUT/tb/events.out.tfevents.*   sample grids, TensorBoard
 """
@@ -15,6 +16,7 @@ import glob
 import json
 import os
 import shlex
+import shutil
 import sys
 from dataclasses import asdict
 
@@ -31,7 +33,7 @@ from plumbing.reward_models import WEIGHT_ARGS
 
 RUN_FILES = ["ckpt.pt", "metrics.jsonl", "summary.json", "args.json"]
 # what else a run writes, the only files --overwrite removes besides RUN_FILES
-RUN_GLOBS = ["samples/step_*.png", "tb/events.out.tfevents.*"]
+RUN_GLOBS = ["samples/step_*.png", "tb/events.out.tfevents.*", "ckpt_[0-9]*.pt"]
 LOCK = ".lock"
 _OWNED = []      # the open lock file of the run directory this process owns
 _ON_DISK = {}    # out, argv, saved, steps: what an interrupted or failed run says (stop_hint)
@@ -42,14 +44,14 @@ _ON_DISK = {}    # out, argv, saved, steps: what an interrupted or failed run sa
 # new value is refused
 RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every", "tensorboard",
                "device", "cpu_threads", "preset", "resumes", "dry_run", "compile",
-               "grad_checkpoint", "old_logprobs", *WEIGHT_ARGS}
+               "grad_checkpoint", "old_logprobs", "keep_every", *WEIGHT_ARGS}
 
 
 RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps",
                   "clip_eps_high", "dual_clip", "delta", "kl_clamp", "kl_cap", "entropy_coef",
                   "inner_epochs", "minibatches", "micro_batch", "cfg_scale",
                   "cfg_interval",
-                  "temperature", "top_k", "top_p", "lr_decay_steps"}
+                  "temperature", "top_k", "top_p", "lr_decay_steps", "kl_clamp", "kl_cap"}
 
 
 def given(key, argv):
@@ -266,11 +268,44 @@ def model_state(model, image_size=None):
             **({"image_size": image_size} if image_size else {})}
 
 
+def save_due(args, step):
+    """Is ckpt.pt written after this step: every --save-every steps, every --keep-every steps (for
+    its kept copy), and after the last step."""
+    done = step + 1
+    keep = args.keep_every and done % args.keep_every == 0
+    return done % args.save_every == 0 or keep or done == args.steps
+
+
+def kept_checkpoints(out):
+    """The step-numbered copies --keep-every left in OUT, oldest first."""
+    return sorted(glob.glob(os.path.join(out, "ckpt_[0-9]*.pt")))
+
+
 def write_checkpoint(run, state, step):
     """ckpt.pt, atomically (rank 0): a full disk is one line (WriteFailed, and plumbing/stops.py
-    adds which step is still on disk), the previous checkpoint intact."""
+    adds which step is still on disk), the previous checkpoint intact; every --keep-every steps
+    also OUT/ckpt_<step>.pt, the same file (AR-GRPO keeps its checkpoint-100, -200, ...: an
+    intermediate step can be evaluated afterwards)."""
     save_atomic(state, run.ckpt_path)
     _ON_DISK["saved"] = step + 1
+    keep = getattr(run.args, "keep_every", 0)
+    if keep and (step + 1) % keep == 0:
+        dst = os.path.join(run.args.out, f"ckpt_{step + 1:06d}.pt")
+        try:
+            keep_copy(run.ckpt_path, dst)
+        except OSError as e:
+            raise WriteFailed(dst, e) from None
+
+
+def keep_copy(src, dst):
+    """dst becomes a copy of src, atomically: a hard link (no disk space: ckpt.pt is later replaced
+    by a rename, never rewritten in place, so the link keeps this step's bytes), else a copy."""
+    tmp = f"{dst}.tmp.{os.getpid()}"
+    try:
+        os.link(src, tmp)
+    except OSError:   # a file system without hard links
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def changed_metrics(changed):

@@ -14,6 +14,17 @@ TINY = ["--batch", "2", "--image-size", "32", "--repeat", "1", "--judge-tokens",
         "--device", "cpu"]
 
 
+def test_precision_compares_fp32_and_bf16_rollouts_of_the_same_uniforms(tmp_path):
+    """--precision: the same seeds sampled in fp32 and under bf16 autocast; bf16 moves the log-probs
+    a little (GPT-tiny: too little to flip a token of its 64 codes)."""
+    out = tmp_path / "precision.json"
+    bench.main(["--precision", "--model", "GPT-tiny", "--images", "4", "--image-size", "64", "--repeat", "2",
+                "--json", str(out)])
+    r = json.load(open(out))
+    assert (r["images"], r["tokens"], r["identical_images"], r["median_first_difference"]) == (8, 16, 1.0, None)
+    assert 0 < r["logp_gap_mean"] <= r["logp_gap_max"] < 0.05
+
+
 def test_sampling_prints_and_returns_every_column_per_batch(tmp_path, capsys):
     out = tmp_path / "sampling.json"
     bench.main(["--model", "GPT-tiny", "--images", "1,2", "--image-size", "64", "--repeat", "1",

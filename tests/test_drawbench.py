@@ -38,6 +38,7 @@ def test_drawbench_report_by_hand_and_grid(run, tmp_path):
     assert on_disk["prompts"] == 3 and on_disk["images_per_model"] == 9 and on_disk["scorers"] == \
         ["color", "pickscore", "imagereward", "aesthetic"]
     assert on_disk["sampler"]["cfg_scale"] == 2.0                   # the run's sampler
+    assert on_disk["cfg_scale"] == {"base": 2.0, "tuned": 2.0}      # stated for both models
     rows = [json.loads(line) for line in open(tmp_path / "db" / "scores.jsonl")]
     assert [row["prompt"] for row in rows] == [p.strip() for p in PROMPTS]
     for n in on_disk["scorers"]:
@@ -60,6 +61,9 @@ def test_drawbench_report_by_hand_and_grid(run, tmp_path):
 def test_drawbench_initial_weights_give_zero_delta(run, tmp_path):
     r = drawbench(run, tmp_path / "db", ckpt="init.pt")             # base rebuilt from the run's seed, same seeds
     assert all(d["mean"] == 0 for d in r["delta"].values()), r["delta"]
+    # the base at its own CFG (AR-GRPO's LlamaGen baseline: 7.5): same weights, other images, both stated
+    r = drawbench(run, tmp_path / "db75", "--base-cfg-scale", "7.5", ckpt="init.pt")
+    assert r["cfg_scale"] == {"base": 7.5, "tuned": 2.0} and any(d["mean"] != 0 for d in r["delta"].values())
 
 
 class Interrupted(Exception):

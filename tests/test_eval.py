@@ -138,6 +138,49 @@ def test_fid_pipeline_with_random_inception(tmp_path):
         ev.main(["fid", "--npz", str(tmp_path / "big.npz"), "--ref", str(tmp_path / "ref.npz"), "--inception-ckpt", "random"])
 
 
+@pytest.mark.parametrize("protocol", ["argrpo", "llamagen"])
+def test_c2i_protocols_by_name_and_stated_in_the_fid_report(tmp_path, protocol):
+    """sample.py --protocol argrpo (AR-GRPO's test.py: native size, fp16, CFG 2.0, truncated uint8)
+    or llamagen (LlamaGen's: resized to 256, bf16, CFG by model size); the .npz records it and the FID
+    report states it. Native-size samples are scored against a reference of another size only under
+    argrpo, as AR-GRPO's 384 px evaluation does."""
+    import sample
+    torch.set_num_threads(1)
+    npz = tmp_path / f"{protocol}.npz"
+    sample.main(["--preset", "tiny", "--protocol", protocol, "--classes", "1,2", "--per-class", "2", "--out", "", "--npz", str(npz),
+                 "--device", "cpu"])
+    meta = json.loads(str(np.load(npz)["meta"]))
+    want = {"argrpo": ("fp16", 2.0, None, 16), "llamagen": ("bf16", 2.0, 256, 256)}[protocol]
+    assert (meta["precision"], meta["cfg_scale"], meta["image_size_eval"], np.load(npz)["arr_0"].shape[1]) == want
+    assert meta["protocol"] == protocol and meta["top_k"] == 0
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    fid = ["fid", "--npz", str(npz), "--ref", str(ref), "--inception-ckpt", "random", "--cpu-threads", "1"]
+    if protocol == "llamagen":                                                # 256 px vs a 32 px reference
+        with pytest.raises(SystemExit, match="--image-size-eval 32"):
+            ev.main(fid)
+    else:
+        r = ev.main(fid)
+        assert r["protocol"] == "argrpo" and r["size"] == 16 and r["sampler"]["cfg_scale"] == 2.0
+    flags = sample.parse_sample_args(["--preset", "tiny", "--protocol", protocol, "--cfg-scale", "1.5",
+                                      "--precision", "fp32"], "")
+    assert (flags.cfg_scale, flags.precision) == (1.5, "fp32")               # a flag given still wins
+
+
+def test_llamagen_protocol_cfg_by_model_and_argrpo_truncation():
+    from model import gpt_config
+    from plumbing.flags import parse_sample_args, protocol_cfg
+    from plumbing.images import to_uint8
+    for name, cfg in (("GPT-B", 2.0), ("GPT-L", 2.0), ("GPT-XL", 1.75), ("GPT-XXL", 1.75), ("GPT-3B", 1.65)):
+        args = parse_sample_args(["--protocol", "llamagen", "--gpt-ckpt", "c2i_B_256"], "")
+        protocol_cfg(args, gpt_config(name))
+        assert args.cfg_scale == cfg, name
+    x = torch.tensor([-1.0, -0.5, 0.0, 0.999, 1.0, 1.2]).view(1, 1, 1, 6).expand(1, 3, 1, 6)
+    argrpo = ((x + 1) * 0.5).clamp(0, 1).permute(0, 2, 3, 1).mul(255).numpy().astype(np.uint8)   # test.py's batched_img
+    assert np.array_equal(to_uint8(x, truncate=True).numpy(), argrpo)
+    assert to_uint8(x)[0, 0, :, 0].tolist() == [0, 64, 128, 255, 255, 255]   # LlamaGen's: rounded
+
+
 def test_fid_missing_inception_weights_is_one_line(tmp_path):
     np.savez(tmp_path / "s.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
     err = one_line_error(["tools/eval.py", "fid", "--npz", str(tmp_path / "s.npz"),

@@ -117,6 +117,30 @@ def test_nan_loss_stops_before_the_optimizer(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- checkpoints on disk
+def test_keep_every_keeps_step_copies_that_sample_and_eval_load(tmp_path):
+    """--keep-every N: OUT/ckpt_<step>.pt every N steps (a checkpoint is written then even between
+    --save-every steps), each the full checkpoint of its step, loadable by sample.py and tools/eval.py;
+    --overwrite removes them with the run."""
+    from dataclasses import asdict
+    from vq import VQ_PRESETS, VQModel
+    run(tmp_path, "--steps", "4", "--save-every", "3", "--keep-every", "2")
+    assert sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "ckpt_*.pt"))) == ["ckpt_000002.pt", "ckpt_000004.pt"]
+    two, four, last = (torch.load(tmp_path / f, weights_only=True) for f in ("ckpt_000002.pt", "ckpt_000004.pt", "ckpt.pt"))
+    assert (two["step"], four["step"], last["step"]) == (2, 4, 4)
+    assert all(torch.equal(four["model"][k], last["model"][k]) for k in last["model"])
+    assert not all(torch.equal(two["model"][k], last["model"][k]) for k in last["model"])
+    report = ev.main(["compare", "--tuned", str(tmp_path / "ckpt_000002.pt"), "--diversity", "pixel", "--per-class", "2",
+                      "--classes", "1,2", "--out", str(tmp_path / "eval")])
+    assert report["tuned_ckpt"].endswith("ckpt_000002.pt") and report["delta"]["reward"] != 0
+    vq = tmp_path / "vq_tiny.pt"                                # sample.py needs a VQ file: a random VQ-tiny
+    torch.save({"model": VQModel(VQ_PRESETS["VQ-tiny"]).state_dict(), "config": asdict(VQ_PRESETS["VQ-tiny"])}, vq)
+    sample.main(["--gpt-ckpt", str(tmp_path / "ckpt_000002.pt"), "--vq-ckpt", str(vq), "--classes", "1,2",
+                 "--out", str(tmp_path / "s.png"), "--device", "cpu"])
+    assert os.path.getsize(tmp_path / "s.png") > 0
+    run(tmp_path, "--steps", "1", "--overwrite")
+    assert not glob.glob(str(tmp_path / "ckpt_*.pt"))
+
+
 def test_kill_during_save_leaves_a_tmp_file_that_the_next_run_removes(tmp_path):
     target = tmp_path / "ckpt.pt"
     save_atomic({"step": 1}, target)

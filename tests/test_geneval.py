@@ -57,6 +57,8 @@ def test_geneval_layout_reads_back_as_geneval_does(meta, tmp_path):
         assert im.size == (16, 16) and im.mode == "RGB"
     assert len({json.dumps(m) for _, _, m, _ in found}) == 3      # summary_scores.py counts prompts by metadata
     assert not any(n.endswith(".tmp") for _, _, files in os.walk(out) for n in files)
+    record = json.load(open(out / "sampler.json"))                 # what the images were sampled with
+    assert (record["cfg_scale"], record["top_k"], record["preset"], record["gpt_ckpt"]) == (4.0, 0, "tiny", None)
 
 
 def test_geneval_resumes_with_the_same_images(meta, tmp_path):

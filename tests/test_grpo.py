@@ -8,8 +8,8 @@ from grpo import (Objective, clipped_surrogate, diagnostics, entropy, group_adva
                   importance_ratio, kl_estimate, kl_penalized_rewards)
 
 
-def k3_kl(logp, ref):
-    return kl_estimate(logp, ref, "k3")
+def k3_kl(logp, ref, clamp=0.0, cap=0.0):  # AR-GRPO's k3: no clamp, no cap unless asked
+    return kl_estimate(logp, ref, "k3", clamp, cap)
 
 
 def test_group_advantages_by_hand():
@@ -72,7 +72,27 @@ def test_k3_kl_values():
     want = torch.tensor([0.0, 1 - math.log(2.0), math.log(2.0) - 0.5])
     assert torch.allclose(k3_kl(logp, ref), want, atol=1e-6)
     assert (k3_kl(torch.randn(100), torch.randn(100)) >= 0).all()
-    assert torch.isfinite(k3_kl(torch.zeros(1), torch.tensor([-float("inf")]))).all()
+    assert torch.isfinite(k3_kl(torch.zeros(1), torch.tensor([-float("inf")]), clamp=20.0)).all()
+    assert torch.isinf(k3_kl(torch.zeros(1), torch.tensor([-float("inf")]))).all()   # AR-GRPO: no clamp
+
+
+def test_k3_clamp_zeroes_the_gradient_beyond_it_and_the_cap_bounds_the_estimate():
+    """AR-GRPO has no clamp: its KL gradient grows with the drift. Clamping d (--kl-clamp) keeps the
+    value finite but cuts the gradient beyond the clamp; capping the estimate (--kl-cap, verl's 10)
+    bounds the value and cuts the gradient where the cap binds."""
+    def value_and_grad(d, **kw):
+        logp = torch.tensor([-d], requires_grad=True)           # l_ref = 0, so d = l_ref - l
+        kl = k3_kl(logp, torch.zeros(1), **kw)
+        kl.sum().backward()
+        return kl.item(), logp.grad.item()
+    v, g = value_and_grad(25.0)                               # d = 25: exp(25) - 26, d/dl = 1 - exp(25)
+    assert v == pytest.approx(math.exp(25) - 26, rel=1e-5) and g == pytest.approx(1 - math.exp(25), rel=1e-5)
+    v, g = value_and_grad(25.0, clamp=20.0)
+    assert v == pytest.approx(math.exp(20) - 21, rel=1e-5) and g == 0.0
+    assert value_and_grad(5.0, clamp=20.0) == value_and_grad(5.0)             # inside the clamp: the same
+    assert value_and_grad(5.0, cap=10.0) == (10.0, 0.0)                       # k3(5) = 142.4 > 10
+    assert value_and_grad(1.0, cap=10.0) == value_and_grad(1.0)               # k3(1) = 0.72 < 10
+    assert value_and_grad(1.0, clamp=0, cap=0) == value_and_grad(1.0)         # 0 = off
 
 
 def test_k3_kl_is_unbiased_for_kl():

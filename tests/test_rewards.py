@@ -19,6 +19,9 @@ def test_quantise_matches_hand_values_including_s_ge_1():
     s = torch.tensor([-0.5, -1e-6, 0.0, 0.29, 0.3, 0.59, 0.6, 0.99, 1.0, 1.7])
     want = torch.tensor([-1, -1, 0.5, 0.5, 1, 1, 1.5, 1.5, 1.5, 1.5])
     assert torch.equal(R.quantise(s), want)
+    # NaN stays NaN (AR-GRPO's discrete_reward_map raises on it): the run's non-finite stop sees it
+    q = R.quantise(torch.tensor([float("nan"), 0.5, float("inf"), -float("inf")]))
+    assert q[0].isnan() and q[1:].tolist() == [1.0, 1.5, -1.0]
 
 
 @pytest.mark.parametrize("text,want", [
@@ -136,6 +139,67 @@ def test_clip_preprocess_matches_torchvision():
     assert torch.allclose(IM.clip_preprocess(x, 32), tv(x), atol=2e-2)   # clamp after resize differs a hair
 
 
+@pytest.mark.parametrize("h,w,size", [(256, 256, 224), (384, 384, 224), (48, 64, 32), (70, 50, 32)])
+def test_pil_inputs_are_what_ar_grpos_libraries_compute(h, w, size):
+    """--reward-input pil: to_pil_image's uint8 truncation, then transformers' CLIP processor (PIL
+    backend, as AR-GRPO's transformers 4.53) for CLIP and hpsv2's tensor transform (ToTensor, Resize
+    bicubic, CenterCrop, Normalize) for HPS: equal to the libraries' own outputs."""
+    import numpy as np
+    from torchvision import transforms as T
+    from torchvision.transforms.functional import to_pil_image
+    processor = pytest.importorskip("transformers.models.clip.image_processing_pil_clip").CLIPImageProcessorPil
+    x = random_images(3, h, w)
+    pils = [to_pil_image(im) for im in x]                     # AR-GRPO's to_pil_image(x.float())
+    levels = IM.to_pil_levels(x)
+    assert torch.equal(levels, torch.stack([T.ToTensor()(p) for p in pils]))
+    clip = processor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    want = torch.from_numpy(np.stack(clip(images=pils, return_tensors="np")["pixel_values"]))
+    assert torch.allclose(IM.clip_pixels(levels, size, "clip", "pil"), want, atol=1e-6)
+    hps = T.Compose([T.ToTensor(), T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+                     T.CenterCrop(size), T.Normalize(IM.CLIP_MEAN, IM.CLIP_STD)])
+    assert torch.allclose(IM.clip_pixels(levels, size, "hps", "pil"), torch.stack([hps(p) for p in pils]),
+                          atol=1e-6)
+
+
+def test_pil_inputs_differ_from_float_inputs_by_the_truncation_bias():
+    """What --reward-input pil changes in the 224 px inputs of CLIP and HPS (CLIP-normalised units),
+    on 256 px images: truncation moves every pixel down by 0.5 / 255 on average (-0.0071 after
+    normalisation); resize and clamp differences are largest on noise (printed; docs/fidelity.md)."""
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    images = {"uniform": torch.rand(16, 3, 256, 256, generator=g),
+              "smooth": F.interpolate(torch.rand(16, 3, 16, 16, generator=g), size=256, mode="bicubic").clamp(0, 1)}
+    for name, x in images.items():
+        for kind in ("clip", "hps"):
+            d = IM.clip_pixels(IM.to_pil_levels(x), 224, kind, "pil") - IM.clip_pixels(x, 224, kind, "float")
+            print(f"{name:7s} {kind}: mean(pil - float) {d.mean():+.4f}, max |pil - float| {d.abs().max():.3f}")
+            assert -0.0080 < d.mean() < -0.0065 and d.abs().max() > 0.01
+
+
+def test_paper_precision_puts_each_reward_model_in_ar_grpos_dtype():
+    """--reward-dtype paper: CLIP, HPS, MANIQA fp32 and the judge bf16 whatever the run's dtype;
+    HPS's fp16 autocast is AR-GRPO's torch.cuda.amp.autocast, a no-op on a CPU. auto: the run's."""
+    x = random_images(2, 64, 64)
+    spec = "clip:1,hps:1,maniqa:1,qwen_fake:1"
+    paper = build_rewards(spec, tiny=True, dtype=torch.bfloat16, precision="paper", judge_mode="fast")
+    auto = build_rewards(spec, tiny=True, dtype=torch.bfloat16, judge_mode="fast")
+    dtype = lambda s, k: next(p for p in s.ctx.cache[k][0].parameters()).dtype
+    assert [dtype(paper, k) for k in ("clip", "hps", "qwen")] == [torch.float32] * 2 + [torch.bfloat16]
+    assert paper.ctx.cache["maniqa"].conv1.weight.dtype == torch.float32
+    assert [dtype(auto, k) for k in ("clip", "hps", "qwen")] == [torch.bfloat16] * 3
+    import contextlib
+    import warnings
+    assert isinstance(RM.reward_autocast(paper.ctx, "hps"), contextlib.nullcontext)        # CPU: none
+    assert isinstance(RM.reward_autocast(auto.ctx, "hps"), contextlib.nullcontext)
+    gpu = type(paper.ctx)(**{**vars(paper.ctx), "device": torch.device("cuda")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                         # "CUDA is not available" on this machine
+        assert RM.reward_autocast(gpu, "hps").fast_dtype == torch.float16
+        assert isinstance(RM.reward_autocast(gpu, "clip"), contextlib.nullcontext)
+    total, parts = paper(x, PROMPTS[:2])
+    assert all(torch.isfinite(v).all() and v.dtype == torch.float32 for v in parts.values())
+
+
 def test_clip_and_hps_tiny_end_to_end():
     x = random_images(4, 64, 64)
     s = build_rewards("clip:1,clip_q:1,hps:0.5,hps_q:2", tiny=True)
@@ -176,24 +240,42 @@ def test_maniqa_tiny_forward_matches_pyiqa_and_crops():
     assert torch.allclose(got, want, atol=1e-5) and got.std() > 0
     # crops: positions inside the image, content is the slice
     img = torch.arange(256.0).view(1, 1, 1, 256).expand(1, 3, 256, 256)
-    crops = R.maniqa_crops(img, 20, 224, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    crops = R.maniqa_crops(img, 20, 224)
     assert crops.shape == (20, 3, 224, 224)
     left = crops[:, 0, 0, 0]
     assert ((0 <= left) & (left <= 32)).all() and torch.equal(crops[:, 0, 5, :], left[:, None] + torch.arange(224.0))
     assert len(set(left.tolist())) > 5
-    assert R.maniqa_crops(random_images(1, 64, 64), 3, 224, torch.Generator()).shape == (3, 3, 224, 224)
+    assert R.maniqa_crops(random_images(1, 64, 64), 3, 224).shape == (3, 3, 224, 224)
 
 
-def test_maniqa_tiny_reward_is_2x_mean_of_20_crops_and_seeded():
+def test_maniqa_offsets_full_range_or_ar_grpos():
+    """Offsets 0..h-224 (every position), or AR-GRPO's np.random.randint(0, h - 224): 0..h-225."""
+    img = torch.arange(256.0).view(1, 1, 1, 256).expand(1, 3, 256, 256)
+    torch.manual_seed(0)
+    full = R.maniqa_crops(img, 500, 224)[:, 0, 0, 0]
+    argrpo = R.maniqa_crops(img, 500, 224, full_range=False)[:, 0, 0, 0]
+    assert set(full.tolist()) == set(range(33)) and set(argrpo.tolist()) == set(range(32))
+
+
+def test_maniqa_tiny_reward_is_2x_mean_of_20_crops_from_the_global_rng():
+    """The crops come from torch's global RNG, which train.py seeds from (seed, step, rank) every step:
+    two scorers (a run and its resumed copy, a new process) draw the same crops after the same seed,
+    different crops after another (another step or rank), and fresh crops at every call."""
     x = random_images(2, 256, 256)
     a, b = build_rewards("maniqa:1", tiny=True, seed=5), build_rewards("maniqa:1", tiny=True, seed=5)
+    torch.manual_seed(7)
     ra = a(x, PROMPTS[:2])[0]
+    torch.manual_seed(7)
     assert ra.shape == (2,) and torch.equal(ra, b(x, PROMPTS[:2])[0])     # same seed, same crops
-    crops = R.maniqa_crops(x, 20, 224, torch.Generator().manual_seed(5))
+    torch.manual_seed(7)
+    crops = R.maniqa_crops(x, 20, 224)
     with torch.no_grad():
         want = 2 * RM.maniqa_forward(a.ctx.cache["maniqa"], crops).view(2, 20).mean(1)
     assert torch.allclose(ra, want, atol=1e-5)
     assert not torch.equal(a(x, PROMPTS[:2])[0], ra)                       # fresh crops next call
+    torch.manual_seed(8)
+    assert not torch.equal(a(x, PROMPTS[:2])[0], ra)                       # another (step, rank)
     assert_frozen(a)
 
 

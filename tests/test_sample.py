@@ -83,6 +83,22 @@ def test_read_prompts_argrpo_json(tmp_path):
         read_prompts(str(tmp_path))
 
 
+def test_read_prompts_raw_as_ar_grpos_lazy_dataset(tmp_path):
+    """--raw-prompts (the t2i paper preset): conversations[0]["value"] as lazy_dataset.py reads it: no
+    strip, empty prompts kept, the first turn whatever its role; a first turn without a value is one line."""
+    rows = [{"id": 0, "conversations": [{"from": "human", "value": "  two dogs \n"}]},
+            {"id": 1, "conversations": [{"from": "human", "value": ""}]},
+            {"id": 2, "conversations": [{"from": "gpt", "value": "the gpt turn"}, {"from": "human", "value": "x"}]},
+            {"id": 3, "conversations": [{"from": "human", "value": "A red cat."}]}]
+    path = tmp_path / "coco.json"
+    path.write_text(__import__("json").dumps(rows))
+    assert read_prompts(str(path), raw=True) == ["  two dogs \n", "", "the gpt turn", "A red cat."]
+    assert read_prompts(str(path)) == ["two dogs", "x", "A red cat."]
+    (tmp_path / "bad.json").write_text('[{"id": 3, "conversations": [{"from": "gpt"}]}]')
+    with pytest.raises(SystemExit, match="entry 0 has no prompt .*a first turn with a 'value'"):
+        read_prompts(str(tmp_path / "bad.json"), raw=True)
+
+
 def test_t2i_text_settings_follow_the_run(tmp_path, capsys):
     """A train.py checkpoint is sampled with the caption padding and cleaning it was trained with,
     unless the flags say otherwise; other files get LlamaGen's (left, cleaned)."""

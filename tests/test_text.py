@@ -14,8 +14,9 @@ from text import TextEncoder, preprocess  # noqa: E402
 CFG4 = Sampling(cfg_scale=4.0)
 
 # (caption, what AR-GRPO's T5Embedder.text_preprocessing returns): the right-hand sides were produced
-# by AR-GRPO's own language/t5.py (commit 65947ad) with beautifulsoup4 4.15.0 and ftfy 6.3.1. Our
-# cleaning also equals it on all 1000 DrawBench prompts of benchmark/drawbench/drawbench_test_1000.json.
+# by AR-GRPO's own language/t5.py (commit 65947ad) with its pinned beautifulsoup4 4.13.4 and ftfy 6.3.1.
+# Our cleaning also equals it on all 1000 DrawBench prompts of benchmark/drawbench/drawbench_test_1000.json
+# and on 117 tricky captions (these among them).
 AR_GRPO_CLEANED = [
     ("A Photo of a CAT on a Mat", "a photo of a cat on a mat"),
     ("visit https://example.com/cat.jpg now", "visit now"),
@@ -38,6 +39,10 @@ AR_GRPO_CLEANED = [
     ("&#150; &quot;hi&quot;", "hi"),
     ("New York Skyline with 'Google Research Pizza Cafe' written with fireworks on the sky.",
      "new york skyline with 'google research pizza cafe' written with fireworks on the sky."),
+    ("<![CDATA[a cat]]> on a mat", "a cat on a mat"),                  # a CDATA section's text is kept
+    ("before <![CDATA[x < y]]> after", "before x < y after"),
+    ("a &#0; b", "a b"), ("&#x0; zero hex", "zero hex"),                # U+0000, removed by ftfy
+    ("<!ELEMENT x>decl", "decl"), ("&#1114112; too big", "\ufffd too big"),
 ]
 
 
@@ -47,9 +52,10 @@ def test_clean_caption_twice_equals_ar_grpo(caption, want):
     assert preprocess(caption, clean=False) == caption
 
 
-@pytest.mark.parametrize("html,want", [   # what BeautifulSoup(html, "html.parser").text gives
+@pytest.mark.parametrize("html,want", [   # what BeautifulSoup(html, "html.parser").text gives (4.13.4)
     ("a&b", "ab"), ("a&b c", "a&b c"), ("x&amp", "x&amp"), ("x&ampy", "x&ampy"), ("a&b;", "a&b"),
-    ("&lt;3 &foo; &#65; &#150; &#x263a; &#0;", "<3 &foo A \u2013 \u263a \ufffd"),
+    ("&lt;3 &foo; &#65; &#150; &#x263a; &#0;", "<3 &foo A \u2013 \u263a \x00"),
+    ("a<![CDATA[b <i>c</i>]]>d", "ab <i>c</i>d"), ("x<!DOCTYPE y>z", "xz"),
     ("<i>it</i><style>p{}</style>al<!-- x -->ic", "italic"), ("&hellip;&nbsp;", "\u2026\xa0"),
 ])
 def test_html_text_as_beautifulsoup(html, want):

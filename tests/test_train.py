@@ -33,6 +33,18 @@ def train(out, *flags, nproc=1):
     return [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
 
 
+def train_here(out, *flags):
+    """train.main in this process (no interpreter start-up: the paper rewards' libraries load once);
+    the same metrics as a subprocess's (tests/test_faults.py checks t2i across processes)."""
+    import train as train_py
+    threads = torch.get_num_threads()
+    try:
+        train_py.main(["--task", "c2i", "--preset", "tiny", "--out", str(out), *flags])
+    finally:
+        torch.set_num_threads(threads)           # the tiny preset sets one thread
+    return [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+
+
 def weights(out):
     return torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["model"]
 
@@ -112,18 +124,23 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
     print(f"DDP vs single process: |w_ddp - w_single| = {diff:.2e}, |w - w0| = {update:.2e}")
     assert update > 0.1 and diff < 1e-3 * update
 
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
-    flags = ["--steps", "12", "--save-every", "1"]
-    full = train(tmp_path / "full", *flags)
-    # kill -9 a run in the middle (possibly while it writes a checkpoint), then resume it
-    out = tmp_path / "killed"
+def kill_after(out, flags, rows):
+    """Start a run, kill -9 it once metrics.jsonl holds `rows` steps (possibly while it writes a
+    checkpoint); returns the step of the checkpoint it left."""
     p = subprocess.Popen(train_cmd(out, *flags), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = out / "metrics.jsonl"
-    while p.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 4):
+    while p.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= rows):
         time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    stopped_at = torch.load(out / "ckpt.pt", weights_only=True)["step"]
+    return torch.load(out / "ckpt.pt", weights_only=True)["step"]
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    flags = ["--steps", "12", "--save-every", "1"]
+    full = train(tmp_path / "full", *flags)
+    out = tmp_path / "killed"
+    stopped_at = kill_after(out, flags, 4)
     assert 3 <= stopped_at < 12, stopped_at
     resumed = train(out, *flags, "--resume")
     assert [x["step"] for x in resumed] == list(range(12))
@@ -133,6 +150,49 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     oa = torch.load(out / "ckpt.pt", weights_only=True)["optimizer"]["state"]
     ob = torch.load(tmp_path / "full" / "ckpt.pt", weights_only=True)["optimizer"]["state"]
     assert all(torch.equal(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"]) for i in oa)
+
+
+# ----------------------------------------------------------------------------- the paper rewards, offline
+# The paper's reward set on its tiny stand-ins (--tiny-rewards, the tiny preset), with the switches the
+# paper presets set (AR-GRPO's inputs, precisions, crop offsets, unclamped k3), at 2 prompts x 4 images
+PAPER_TINY = ["--rewards", "clip:1,clip_q:1,hps:1,hps_q:1,maniqa:1,qwen:1", "--prompts-per-rank", "2",
+              "--group-size", "4", "--reward-input", "pil", "--reward-dtype", "paper", "--no-maniqa-full-range",
+              "--no-rollout-autocast", "--no-tf32", "--kl-clamp", "0", "--policy", "cond"]
+PAPER_PARTS = [f"reward_{n}" for n in ("clip", "clip_q", "hps", "hps_q", "maniqa", "qwen_score", "qwen_fake", "qwen_weird")]
+
+
+def test_paper_rewards_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    """kill -9 and --resume with every paper reward: every component, the loss and the weights equal the
+    uninterrupted run's. MANIQA's crops come from (seed, step, rank) like every other random number, so
+    the resumed run draws the crops the uninterrupted one drew (they used to restart from the run's seed).
+    --keep-every 2 leaves the same step copies in both."""
+    flags = [*PAPER_TINY, "--steps", "6", "--save-every", "1", "--keep-every", "2"]
+    full = train_here(tmp_path / "full", *flags)
+    out = tmp_path / "killed"
+    stopped_at = kill_after(out, flags, 3)
+    assert 2 <= stopped_at < 6, stopped_at
+    resumed = train_here(out, *flags, "--resume")
+    exact = lambda m: [(x["step"], x["reward_mean"], x["loss"], x["grad_norm"], *(x[k] for k in PAPER_PARTS)) for x in m]
+    assert exact(resumed) == exact(full)
+    assert len({x["reward_maniqa"] for x in full}) == 6                    # the crops (and images) change
+    for name in ("ckpt.pt", "ckpt_000002.pt", "ckpt_000004.pt", "ckpt_000006.pt"):
+        wa, wb = (torch.load(d / name, weights_only=True)["model"] for d in (out, tmp_path / "full"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+def test_paper_rewards_ddp_two_ranks(tmp_path):
+    """The paper reward set through 2 DDP ranks (gloo): the run finishes, and the rewards that draw no
+    random numbers equal one process's over the same global batch (MANIQA's crops are each rank's own)."""
+    flags = [*PAPER_TINY, "--steps", "2"]
+    ddp = train(tmp_path / "ddp", *flags, "--prompts-per-rank", "1", nproc=2)
+    one = train_here(tmp_path / "one", *flags)
+    assert json.load(open(tmp_path / "ddp" / "summary.json")) == {"steps": 2, "world_size": 2}
+    for a, b in zip(ddp, one):
+        for k in ("reward_clip", "reward_clip_q", "reward_hps", "reward_hps_q"):
+            assert a[k] == pytest.approx(b[k], abs=1e-6), k
+        for k in ("reward_qwen_score", "reward_qwen_fake", "reward_qwen_weird"):   # a bf16 judge, other batches
+            assert a[k] == pytest.approx(b[k], abs=2e-2), k
+        assert all(math.isfinite(a[k]) for k in PAPER_PARTS + ["loss", "grad_norm"])
 
 
 def test_t2i_inner_epochs_and_tensorboard(tmp_path):
@@ -145,7 +205,7 @@ def test_t2i_inner_epochs_and_tensorboard(tmp_path):
 
 @pytest.mark.parametrize("flags,words", [
     (["--task", "c2i"], ["c2i_B_256.pt", "--gpt-ckpt", "--vq-ckpt", "--preset tiny"]),        # the paper run, no weights
-    (["--task", "c2i", "--preset", "tiny", "--rewards", "hps:1"], ["--hps-ckpt"]),             # a reward without weights
+    (["--task", "c2i", "--preset", "tiny", "--rewards", "hps:1", "--no-tiny-rewards"], ["--hps-ckpt"]),  # no weights
 ])
 def test_missing_weights_stop_with_one_line(tmp_path, flags, words):
     t = time.time()
@@ -160,7 +220,7 @@ def test_missing_weights_stop_with_one_line(tmp_path, flags, words):
 # ----------------------------------------------------------------------------- fidelity to AR-GRPO's code
 def test_dry_run_shows_the_paper_presets_offline(capsys):
     """--dry-run prints the resolved flags as one JSON object and exits before any weights
-    (the paper checkpoints are not on this machine)."""
+    (the paper checkpoints are not on this machine). Every paper preset shows AR-GRPO's code."""
     import train
     assert not os.path.exists(os.path.join(ROOT, "checkpoints", "c2i_B_256.pt"))
     train.main(["--task", "c2i", "--dry-run"])
@@ -168,28 +228,42 @@ def test_dry_run_shows_the_paper_presets_offline(capsys):
     assert c2i["preset"] == "paper-c2i-b256" and c2i["gpt-ckpt"] == "checkpoints/c2i_B_256.pt"
     assert (c2i["policy"], c2i["judge-mode"], c2i["zero-flat-groups"], c2i["pure-bf16"]) == ("cond", "generate", False, False)
     assert c2i["lr"] == 1e-5 and c2i["lr-decay-steps"] == 20 * 1281167 // 4 and "dry-run" not in c2i
-    train.main(["--task", "t2i", "--dry-run", "--beta", "0.5"])
+    assert c2i["gpt-model"] is None                                      # the architecture is the checkpoint's
+    paper = {"rollout-autocast": False, "tf32": False, "reward-dtype": "paper", "reward-input": "pil",
+             "maniqa-full-range": False, "kl-clamp": 0.0, "kl-cap": 0.0, "keep-every": 100, "raw-prompts": True,
+             "cfg-scale": 2.0, "top-k": 0, "ref-dtype": "fp32"}
+    released = {"paper-c2i-b256": "c2i_B_256", "paper-c2i-b384": "c2i_B_384", "paper-c2i-l384": "c2i_L_384",
+                "paper-c2i-xl384": "c2i_XL_384", "paper-t2i-xl": "t2i_XL_stage1_256"}
+    assert sorted(p for p in train.PRESETS if p.startswith("paper")) == sorted(released)
+    for preset, name in released.items():
+        train.main(["--task", "t2i" if "t2i" in preset else "c2i", "--preset", preset, "--dry-run"])
+        shown = json.loads(capsys.readouterr().out)
+        assert {k: shown[k] for k in paper} == paper and name in shown["gpt-ckpt"], preset
+        assert shown["image-size"] == (384 if preset.endswith("384") else 256)
+    train.main(["--task", "t2i", "--dry-run", "--beta", "0.5", "--cfg-scale", "4.0"])
     t2i = json.loads(capsys.readouterr().out)
-    assert (t2i["preset"], t2i["caption-pad"], t2i["clean-captions"], t2i["pure-bf16"], t2i["beta"]) == \
-        ("paper-t2i-xl", "right", True, True, 0.5)                        # a flag still overrides its preset
+    assert (t2i["preset"], t2i["caption-pad"], t2i["clean-captions"], t2i["pure-bf16"], t2i["beta"], t2i["cfg-scale"]) == \
+        ("paper-t2i-xl", "right", True, True, 0.5, 4.0)                 # a flag still overrides its preset
     train.main(["--task", "c2i", "--preset", "tiny", "--dry-run"])
-    assert json.loads(capsys.readouterr().out)["policy"] == "cfg"         # the tiny demo learns best with cfg
+    tiny = json.loads(capsys.readouterr().out)
+    assert (tiny["policy"], tiny["tiny-rewards"], tiny["kl-clamp"], tiny["gpt-model"]) == ("cfg", True, 20.0, "GPT-tiny")
 
 
 def test_t2i_ar_grpo_json_prompts_right_padding_pure_bf16_lr_decay(tmp_path):
     rows = [{"id": f"coco_{i}", "image_num": 0,
              "conversations": [{"from": "human", "value": v}, {"from": "gpt", "value": ""}]}
             for i, v in enumerate(["A RED fox &amp; the SNOW", "<b>blue</b> sky http://x.com/a.png",
-                                   "一只猫 a green cat", "a yellow lemon 🍋"])]
+                                   "一只猫 a green cat", "a yellow lemon 🍋", "", "  spaces  "])]
     (tmp_path / "coco.json").write_text(json.dumps(rows))
     m = train(tmp_path / "run", "--task", "t2i", "--prompts", str(tmp_path / "coco.json"), "--steps", "3",
-              "--caption-pad", "right", "--policy", "cond", "--pure-bf16", "--lr-decay-steps", "4")
+              "--caption-pad", "right", "--policy", "cond", "--pure-bf16", "--lr-decay-steps", "4",
+              "--raw-prompts")       # AR-GRPO's reading: the empty caption is a prompt too
     assert [x["lr"] for x in m] == pytest.approx([3e-3, 3e-3 * 0.75, 3e-3 * 0.5])   # linear decay, no warmup
     assert all(math.isfinite(x["loss"]) and math.isfinite(x["reward_mean"]) for x in m)
     ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert all(v.dtype == torch.bfloat16 for v in ck["model"].values() if v.is_floating_point())
     assert all(s["exp_avg"].dtype == torch.bfloat16 for s in ck["optimizer"]["state"].values())
-    assert ck["args"]["caption_pad"] == "right" and ck["args"]["clean_captions"] is True
+    assert ck["args"]["caption_pad"] == "right" and ck["args"]["clean_captions"] is True and ck["args"]["raw_prompts"]
 
 
 def test_judge_metrics_per_step():

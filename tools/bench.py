@@ -22,6 +22,13 @@ Rewards (--rewards). images/s of each reward of --reward-list alone on --batch r
 judge question once per mode, its generate mode one timed call), tiny random models unless --real
 (real weights and sizes, from the caches or the path flags as in train.py), and the mean reward.
 
+Rollout precision (--precision). What bf16 autocast changes in a rollout (the paper presets sample
+and decode without it, as AR-GRPO's C2I code, in fp32): --model with random weights samples
+--images images of one class per --repeat seed from the same uniforms in fp32 and under bf16
+autocast (on --device); reported: the share of images whose tokens are all equal, the median first
+position where they part, and on the fp32 tokens the teacher-forced conditional log-prob gap
+|log p_bf16 - log p_fp32| (mean, max) per token.
+
 Judge agreement (--agreement). The fast and generate judge modes on the same fixed images (the
 folder --agreement-images, file names as prompts, or 32 synthetic ones): per question, the
 Spearman rank correlation of the two scores (NaN, undefined, when either is constant), the
@@ -33,6 +40,7 @@ generate-mode failure fraction and non-finite count, and both means.
     python tools/bench.py --official ~/LlamaGen  # also the official generate() (a checkout)
     python tools/bench.py --rewards         # images/s of each reward, tiny models, batch 8, 256 px
     python tools/bench.py --rewards --reward-list clip,hps --real --device cuda --dtype bf16
+    python tools/bench.py --precision --images 8   # fp32 vs bf16 autocast rollouts, GPT-B random
     python tools/bench.py --agreement       # fast vs generate judge, tiny judge, 32 synthetic pics
     python tools/bench.py --agreement --real --qwen-path DIR --device cuda --agreement-images DIR
 """
@@ -439,6 +447,35 @@ def bench_judge_or_rewards(args, names, dtype):
                          judge_tokens=args.judge_tokens)
 
 
+# ----------------------------------------------------------------------------- rollout precision
+@torch.no_grad()
+def bench_precision(args, dev, n):
+    """fp32 vs bf16 autocast rollouts of the same uniforms (see the module docstring)."""
+    torch.manual_seed(0)
+    model = GPT(gpt_config(args.model, block_size=(args.image_size // 16) ** 2)).to(dev).eval()
+    s, equal, first, gaps = Sampling(cfg_scale=args.cfg_scale), 0, [], []
+    amp = torch.autocast(dev.type, torch.bfloat16)
+    for seed in range(args.repeat):
+        cond = torch.full((n,), seed, device=dev)
+        t32 = generate(model, cond, s, generator=torch.Generator(dev).manual_seed(seed))
+        with amp:
+            t16 = generate(model, cond, s, generator=torch.Generator(dev).manual_seed(seed))
+        same = t32 == t16                                                    # (n, N)
+        equal += same.all(1).sum().item()
+        first += [int((~row).nonzero()[0]) for row in same if not row.all()]
+        lp32 = model(cond, t32).float().log_softmax(-1).gather(-1, t32[..., None])
+        with amp:
+            lp16 = model(cond, t32).float().log_softmax(-1).gather(-1, t32[..., None])
+        gaps.append((lp16 - lp32).abs().flatten())
+    gap, images = torch.cat(gaps), n * args.repeat
+    res = {"model": args.model, "images": images, "tokens": model.config.block_size,
+           "identical_images": equal / images,
+           "median_first_difference": sorted(first)[len(first) // 2] if first else None,
+           "logp_gap_mean": gap.mean().item(), "logp_gap_max": gap.max().item()}
+    print(json.dumps(res))
+    return res
+
+
 # ----------------------------------------------------------------------------- command line
 
 def parser():
@@ -468,6 +505,8 @@ def parser():
                       help="time each reward of --reward-list (images/s) instead")
     mode.add_argument("--agreement", action="store_true",
                       help="the judge's fast vs generate modes: Spearman rank correlation")
+    mode.add_argument("--precision", action="store_true",
+                      help="fp32 vs bf16 autocast rollouts: token and log-prob differences")
     p.add_argument("--steps", type=int, default=2,
                    help="--step: train.py steps to run; the last is reported")
     p.add_argument("--step-flags", default="",
@@ -562,6 +601,8 @@ def main(argv=None):
     check_bench_memory(args, sizes, dev)
     if args.rewards or args.agreement:
         res = bench_judge_or_rewards(args, names, dtype)
+    elif args.precision:
+        res = bench_precision(args, dev, sizes[0])
     else:
         res = bench_step(args, dev, dtype) if args.step else bench_sampling(args, dev, dtype)
     if args.json:

@@ -10,11 +10,13 @@
       T2I scorers, base vs tuned
 
 drawbench: base vs tuned on a prompt set (AR-GRPO's DrawBench JSON), --per-prompt images of prompt
-j from the seed mix(seed, j) for both models, scored by --scorers (any reward; default clip, hps,
-pickscore, imagereward, aesthetic). Per scorer: mean over images, sem = std of the per-prompt means
-/ sqrt(P), delta = tuned - base with the paired sem of the per-prompt differences; `argrpo_scale` =
-the means as AR-GRPO's script prints them. Resumable: every prompt's scores are appended to
-DIR/scores.jsonl, and a re-run skips the prompts there.
+j from the seed mix(seed, j) for both models (the base at --base-cfg-scale when given: AR-GRPO's
+maintainer evaluated the LlamaGen baseline at 7.5), scored by --scorers (any reward; default clip,
+hps, pickscore, imagereward, aesthetic). Per scorer: mean over images, sem = std of the per-prompt
+means / sqrt(P), delta = tuned - base with the paired sem of the per-prompt differences;
+`argrpo_scale` = the means as AR-GRPO's script prints them; `cfg_scale` of base and tuned.
+Resumable: every prompt's scores are appended to DIR/scores.jsonl, and a re-run skips the prompts
+there.
 
 compare: base = the run's initial weights (its --gpt-ckpt, or its seeded random init, rebuilt
 exactly as train.py builds its reference), unless --base names a file. For condition j (a class id
@@ -54,7 +56,7 @@ import math
 import os
 import sys
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -74,7 +76,7 @@ from plumbing.formats import (check_keys, load_checkpoint, run_args,  # noqa: E4
                               state_dict_of)
 from plumbing.images import save_grid, to_uint8  # noqa: E402
 from plumbing.prompts import class_prompts, read_prompts  # noqa: E402
-from plumbing.reward_models import WEIGHT_ARGS  # noqa: E402
+from plumbing.reward_models import WEIGHT_ARGS, reward_options  # noqa: E402
 from plumbing.standins import TINY_PROMPTS  # noqa: E402
 from plumbing.stops import on_stop, run_cli  # noqa: E402
 from plumbing.weights import BadCheckpoint, MissingCheckpoint, find_weights  # noqa: E402
@@ -277,11 +279,14 @@ def base_description(targs):
 
 def build_scorer(spec, args, targs, device, **kw):
     """The reward scorer of an evaluation: each weights path from its flag here, else the run's
-    (targs may be None); the run's judge mode (else fast); bf16 reward models on CUDA."""
-    weights = {k: getattr(args, k, None) or getattr(targs, k, None) for k in WEIGHT_ARGS}
+    (targs may be None); the run's judge mode (else fast) and reward inputs, precision and MANIQA
+    crop range (docs/fidelity.md); bf16 reward models on CUDA. The rewards' random numbers (MANIQA's
+    crops) come from torch's global RNG: the callers seed it per condition."""
+    options = reward_options(targs)
+    options.update({k: getattr(args, k) for k in WEIGHT_ARGS if getattr(args, k, None)})
     return build_rewards(spec, device=device, judge_mode=getattr(targs, "judge_mode", "fast"),
                          seed=args.seed, dtype=torch.bfloat16 if device.type == "cuda" else None,
-                         **kw, **weights)
+                         **kw, **options)
 
 
 def autocast_like_run(device, targs):
@@ -338,6 +343,7 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
             for b in torch.arange(G).split(args.batch_size):
                 ents.append(token_entropy(model, cond[b], tokens[b], s,
                                           None if mask is None else mask[b]))
+        torch.manual_seed(mix(args.seed, j))          # the rewards' crops: the same for both models
         total, p = scorer((images + 1) / 2, [prompt] * G)
         rewards.append(total.float().cpu())
         for k, v in p.items():
@@ -450,6 +456,7 @@ def drawbench_prompt(model, vq, text, prompt, j, scorer, s, args, amp):
                               generator=gen, compile=args.compile)                # (n, T)
             images.append(vq.decode(tokens).float().clamp(-1, 1))                 # (n, 3, H, W)
     images = torch.cat(images)
+    torch.manual_seed(mix(args.seed, j))           # the rewards' crops: the same for both models
     _, parts = scorer((images + 1) / 2, [prompt] * N)
     return {k: v.float().cpu().tolist() for k, v in parts.items()}, to_uint8(images)
 
@@ -529,17 +536,18 @@ def resume(out, config, prompts):
     return log_path, done
 
 
-def score_prompts(models, vq, text, prompts, scorer, s, args, amp, log_path, done):
-    """Sample and score every prompt not in `done` with both models; each prompt's record is
-    appended to scores.jsonl (and synced) as soon as it is complete, and added to `done`."""
+def score_prompts(models, vq, text, prompts, scorer, samplers, args, amp, log_path, done):
+    """Sample and score every prompt not in `done` with both models, each with its sampler; each
+    prompt's record is appended to scores.jsonl (and synced) as soon as it is complete, and added
+    to `done`."""
     todo = [j for j in range(len(prompts)) if j not in done]
     with open(log_path, "a", encoding="utf-8") as log:
         for j in tqdm(todo, desc="drawbench", unit="prompt", initial=len(prompts) - len(todo),
                       total=len(prompts)):
             row = {"index": j, "prompt": prompts[j]}
             for name, model in models.items():
-                row[name], images = drawbench_prompt(model, vq, text, prompts[j], j, scorer, s,
-                                                     args, amp)
+                row[name], images = drawbench_prompt(model, vq, text, prompts[j], j, scorer,
+                                                     samplers[name], args, amp)
                 if j < args.grid_rows:            # kept on disk: a resumed run still has them
                     with atomic_write(row_path(args.out, j, name)) as f:
                         np.save(f, images[:args.grid_cols].numpy())
@@ -566,6 +574,7 @@ def save_drawbench_grid(args, n_prompts):
 
 
 def print_drawbench_table(report, names):
+    print(f"cfg scale: base {report['cfg_scale']['base']}, tuned {report['cfg_scale']['tuned']}")
     for n in names:
         b, t, d = report["base"][n], report["tuned"][n], report["delta"][n]
         sem = f" +- {d['sem']:.4f}" if d["sem"] is not None else ""
@@ -588,14 +597,16 @@ def cmd_drawbench(args):
                          "this checkpoint is class-conditional")
     s = sampler_settings(args, targs)
     check_eval_memory(args, base.config, s, min(args.batch_size, args.per_prompt), device)
+    base_cfg = s.cfg_scale if args.base_cfg_scale is None else args.base_cfg_scale
+    samplers = {"base": replace(s, cfg_scale=base_cfg), "tuned": s}
     amp = autocast_like_run(device, targs)
     config = {"tuned_ckpt": args.tuned, "base_ckpt": base_description(targs),
               "prompts_file": args.prompts, "prompts": prompts, "per_prompt": args.per_prompt,
               "seed": args.seed, "scorers": names, "tiny_scorers": args.tiny_scorers,
-              "sampler": asdict(s)}
+              "sampler": asdict(s), "cfg_scale": {m: samplers[m].cfg_scale for m in samplers}}
     # sample and score, resuming where an interrupted run stopped
     log_path, done = resume(args.out, config, prompts)
-    score_prompts({"base": base, "tuned": tuned}, vq, text, prompts, scorer, s, args, amp,
+    score_prompts({"base": base, "tuned": tuned}, vq, text, prompts, scorer, samplers, args, amp,
                   log_path, done)
     # report
     rows = [done[j] for j in range(len(prompts))]
@@ -612,19 +623,25 @@ def cmd_drawbench(args):
 
 # ----------------------------------------------------------------------------- fid
 def read_fid_inputs(args):
-    """(the reference's arrays, the samples (N, H, W, 3) uint8), checked: one-line errors."""
-    samples = read_npz(args.npz, "--npz", need=["arr_0"])["arr_0"]
+    """(the reference's arrays, the samples (N, H, W, 3) uint8, what produced them (the .npz's
+    `meta`, else {})), checked: one-line errors."""
+    npz = read_npz(args.npz, "--npz", need=["arr_0"])
+    samples, record = npz["arr_0"], json.loads(str(npz["meta"])) if "meta" in npz else {}
     ref = read_npz(args.ref, "--ref", one_of=["arr_0", "mu"])
     if "arr_0" not in ref and "sigma" not in ref:
         raise SystemExit(f"error: --ref {args.ref} has mu but no sigma")
     if samples.dtype != np.uint8 or samples.ndim != 4 or samples.shape[-1] != 3:
         raise SystemExit(f"error: {args.npz} arr_0 must be uint8 (N, H, W, 3), "
                          f"got {samples.dtype} {samples.shape}")
-    if "arr_0" in ref and ref["arr_0"].shape[1:] != samples.shape[1:]:
+    # AR-GRPO's protocol scores 384 px samples against the 256 px reference (the Inception resizes
+    # both to 299); LlamaGen's resizes them to 256 first
+    native = record.get("protocol") == "argrpo"
+    if "arr_0" in ref and ref["arr_0"].shape[1:] != samples.shape[1:] and not native:
         ref_px = ref["arr_0"].shape[1]
         raise SystemExit(f"error: samples are {samples.shape[1]} px but the reference is "
-                         f"{ref_px} px: resample with sample.py --image-size-eval {ref_px}")
-    return ref, samples
+                         f"{ref_px} px: resample with sample.py --image-size-eval {ref_px} "
+                         f"(--protocol llamagen), or sample with --protocol argrpo")
+    return ref, samples, record
 
 
 def fid_report_path(args):
@@ -632,7 +649,7 @@ def fid_report_path(args):
 
 
 def cmd_fid(args):
-    ref, samples = read_fid_inputs(args)
+    ref, samples, record = read_fid_inputs(args)
     net = build_inception(args.inception_ckpt, args.device)
     pool, logits = inception_features(net, samples, args.batch_size, "inception (samples)")
     ref_pool = None                      # the reference's own features, when it holds images
@@ -640,7 +657,8 @@ def cmd_fid(args):
         ref_pool = inception_features(net, ref["arr_0"], args.batch_size,
                                       "inception (reference)")[0]
     mu_r, sigma_r = (ref["mu"], ref["sigma"]) if "mu" in ref else feature_stats(ref_pool)
-    report = {"npz": args.npz, "ref": args.ref, "samples": len(samples),
+    report = {"npz": args.npz, "ref": args.ref, "samples": len(samples), "size": samples.shape[1],
+              "protocol": record.get("protocol"), "sampler": record,
               "features": args.inception_ckpt or INCEPTION_FILE,
               "fid": fid_from_stats(*feature_stats(pool), mu_r, sigma_r),
               "inception_score": inception_score(logits)}
@@ -725,6 +743,7 @@ RANGE_CHECKS = {
         ("--grid-cols", lambda v: v >= 1, ">= 1"),
         CPU_THREADS_CHECK],
     "drawbench": SAMPLER_CHECKS + [
+        ("--base-cfg-scale", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
         ("--per-prompt", lambda v: v >= 1, ">= 1"),
         ("--max-prompts", lambda v: v >= 0, ">= 0 (0 = all)"),
         ("--batch-size", lambda v: v >= 1, ">= 1"),
@@ -823,7 +842,11 @@ def add_drawbench_args(sub):
       help="images per prompt and model (AR-GRPO's script: 4)")
     for flag, typ in SAMPLER_FLAGS:
         a(flag, type=typ, default=None,
-          help="sampler setting (default: the run's; AR-GRPO's eval script: cfg 2.0, top-k 2000)")
+          help="sampler setting (default: the run's; AR-GRPO's test_t2i_rewards.py: cfg 7.5, "
+               "top-k 2000, its .sh wrapper passes cfg 2.0)")
+    a("--base-cfg-scale", type=float, default=None,
+      help="the base model's CFG scale (default: --cfg-scale's; AR-GRPO's maintainer: the LlamaGen "
+           "baseline at 7.5)")
     a("--seed", type=int, default=0,
       help="prompt j samples from seed mix(seed, j), the same for both models")
     a("--batch-size", type=int, default=16, help="images per sampling call")
