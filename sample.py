@@ -6,6 +6,9 @@ PNG grid (+ .npz).
 Examples:
     # offline, random weights
     python sample.py --preset tiny --classes 1,2,3 --out samples/tiny.png
+    # the mnist preset's pretrained base (made once per machine), or a run of it
+    python sample.py --preset mnist [--gpt-ckpt RUN/ckpt.pt] --classes all --per-class 10 \
+        --npz samples/mnist.npz --out samples/mnist.png
     # released GPT-B
     python sample.py --gpt-ckpt c2i_B_256 --classes 207,360,387,974 --cfg-scale 2.0
     python sample.py --gpt-ckpt t2i_XL_stage1_256 --vq-ckpt vq_ds16_t2i --prompts prompts.txt \
@@ -13,7 +16,8 @@ Examples:
     python sample.py --gpt-ckpt c2i_L_384 --classes all --per-class 50 --npz samples/L384.npz \
         --image-size-eval 256
 
-The .npz holds `arr_0`, uint8 (N, H, W, 3), the layout of the ADM FID evaluation suite.
+The .npz holds `arr_0`, uint8 (N, H, W, 3), the layout of the ADM FID evaluation suite, and for
+class-conditional models `arr_1`, the class ids (N,).
 """
 import os
 
@@ -26,6 +30,8 @@ from model import GPT, Sampling, generate, gpt_config, load_gpt
 from plumbing.files import check_writable
 from plumbing.flags import parse_sample_args
 from plumbing.images import save_grid, to_uint8
+from plumbing.mnist import PatchVQ
+from plumbing.pretrain import mnist_models
 from plumbing.prompts import read_geneval, read_prompts, write_geneval
 from plumbing.standins import PaletteVQ
 from text import TextEncoder
@@ -43,7 +49,7 @@ def main(argv=None):
         return write_geneval(geneval, args.out, args.per_class, sample_fn)
     conds = conditions(args, model.config)
     images = sample_images(args, model, vq, text, conds, dev)
-    write_outputs(args, images)
+    write_outputs(args, images, conds if model.config.model_type == "c2i" else None)
 
 
 def check_outputs(args):
@@ -77,6 +83,9 @@ def load_models(args, dev):
         text = None if task == "c2i" else TextEncoder.build(
             "", model.config.caption_dim, dev, seed=args.seed, pad=args.caption_pad,
             clean=args.clean_captions)
+    elif args.preset == "mnist":  # the pretrained base (made once per machine) or a run of it
+        gpt_path, vq_path = mnist_models(args.gpt_ckpt, GPT, gpt_config, args.cache_dir)
+        model, vq, text = load_gpt(gpt_path, device=dev), PatchVQ.load(vq_path, dev), None
     else:
         try:
             model = load_gpt(args.gpt_ckpt, args.image_size, dev)
@@ -153,15 +162,15 @@ def geneval_sampler(args, model, vq, text, dev):
     return sample_prompt
 
 
-def write_outputs(args, images):
-    """The PNG grid (the first 64 images) and the .npz of all of them."""
+def write_outputs(args, images, labels=None):
+    """The PNG grid (the first 64 images) and the .npz of all of them (with their class ids)."""
     if args.out:
         save_grid(images[:64], args.out)
         shown = min(len(images), 64)
         print(f"wrote {args.out} ({shown} of {len(images)} images, {images.shape[1]}px)")
     if args.npz:
         os.makedirs(os.path.dirname(os.path.abspath(args.npz)), exist_ok=True)
-        np.savez(args.npz, arr_0=images.numpy())
+        np.savez(args.npz, arr_0=images.numpy(), **({} if labels is None else {"arr_1": labels}))
         print(f"wrote {args.npz}: {tuple(images.shape)} uint8")
 
 

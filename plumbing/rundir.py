@@ -29,7 +29,7 @@ RUN_FILES = ["ckpt.pt", "metrics.jsonl", "summary.json", "args.json"]
 # new value is refused
 RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every", "tensorboard",
                "device", "cpu_threads", "preset", "resumes", "dry_run", "compile",
-               "grad_checkpoint", "old_logprobs", *WEIGHT_ARGS}
+               "grad_checkpoint", "old_logprobs", "cache_dir", *WEIGHT_ARGS}
 
 
 RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps",
