@@ -82,11 +82,11 @@ PRESETS = {
                  policy="cfg", judge_mode="fast", zero_flat_groups=True, caption_pad="left"),
     # the paper's pipeline in miniature on real digits, on a CPU: a GPT-mnist pretrained here once
     # (plumbing/pretrain.py), a digit classifier (semantic) + realism reward; the paper's cond
-    # policy, G 8, k3, one update per rollout, CFG 2; unlike it (docs/mnist.md): lr 1e-5 -> 3e-4
-    # (a 0.9M model, 120 steps, not 400 at 1e-5) and P 4 -> 8 (10 classes, half-min step time)
+    # policy, G 8, k3 at beta 0.1, one update per rollout, CFG 2; unlike it (docs/mnist.md): lr
+    # 1e-5 -> 3e-4 and steps 400 -> 100 (a 0.5M model, 3 CPU minutes), P 4 -> 8 (of 10 classes)
     "mnist": dict(pretrain="mnist", gpt_ckpt="", vq_model="patches", vq_ckpt="", image_size=28,
-                  rewards="digit:1,realism:1", prompts_per_rank=8, group_size=8, steps=120,
-                  lr=3e-4, beta=0.1, cfg_scale=2.0, save_every=40, image_every=40, policy="cond",
+                  rewards="digit:1,realism:1", prompts_per_rank=8, group_size=8, steps=100,
+                  lr=3e-4, beta=0.1, cfg_scale=2.0, save_every=50, image_every=50, policy="cond",
                   cpu_threads=1),
     "paper-c2i-b256": paper_c2i("checkpoints/c2i_B_256.pt", 256),
     "paper-c2i-l256": paper_c2i("checkpoints/c2i_L_256.pt", 256),
