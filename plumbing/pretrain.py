@@ -124,6 +124,8 @@ def use_pretrained(args, GPT, gpt_config):
 def mnist_models(gpt_ckpt, GPT, gpt_config, cache_dir=""):
     """sample.py --preset mnist: (GPT path, tokenizer path): gpt_ckpt (a run of --pretrain) with its
     run's tokenizer, or without one the mnist recipe's pretrained base."""
+    if gpt_ckpt and not os.path.isfile(gpt_ckpt):
+        raise SystemExit(f"error: --gpt-ckpt {gpt_ckpt} does not exist")
     run = run_args(gpt_ckpt) if gpt_ckpt else None
     if gpt_ckpt and not getattr(run, "pretrain", ""):
         raise SystemExit(f"error: --preset mnist samples the pretrained base or a train.py run of "
