@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from plumbing import t2i_scorers
+from plumbing import mnist, t2i_scorers
 from plumbing.images import clip_pixels, to_pil_levels
 from plumbing.reward_models import (WEIGHT_ARGS, load_clip, load_maniqa, load_qwen, maniqa_forward,
                                     reward_autocast, weights_dtype)
@@ -59,6 +59,9 @@ REWARDS = {
     "pickscore": lambda ctx: t2i_scorers.build_pickscore(ctx),  # exp(logit_scale) cos, PickScore_v1
     "imagereward": lambda ctx: t2i_scorers.build_imagereward(ctx),  # normalised ImageReward-v1.0
     "aesthetic": lambda ctx: t2i_scorers.build_aesthetic(ctx),  # LAION aesthetic predictor v2
+    # the mnist preset's (plumbing/mnist.py): the semantic reward and a prompt-free quality one
+    "digit": lambda ctx: mnist.build_digit(ctx),      # p(prompted digit | x), a CNN on real digits
+    "realism": lambda ctx: mnist.build_realism(ctx),  # exp(-r / r_real), r: residual off the PCA
 }
 OFFLINE_REWARDS = ["color", "brightness", "colorfulness", "jpeg"]   # no weights, no network
 

@@ -6,6 +6,9 @@ PNG grid (+ .npz).
 Examples:
     # offline, random weights
     python sample.py --preset tiny --classes 1,2,3 --out samples/tiny.png
+    # the mnist preset's pretrained base (made once per machine), or a run of it
+    python sample.py --preset mnist [--gpt-ckpt RUN/ckpt.pt] --classes all --per-class 10 \
+        --npz samples/mnist.npz --out samples/mnist.png
     # released GPT-B
     python sample.py --gpt-ckpt c2i_B_256 --classes 207,360,387,974 --cfg-scale 2.0
     python sample.py --gpt-ckpt t2i_XL_stage1_256 --vq-ckpt vq_ds16_t2i --prompts prompts.txt \
@@ -13,8 +16,9 @@ Examples:
     python sample.py --gpt-ckpt c2i_L_384 --classes all --per-class 50 --npz samples/L384.npz \
         --protocol llamagen       # or argrpo: C2I evaluation protocols (docs/evaluation.md)
 
-The .npz holds `arr_0`, uint8 (N, H, W, 3), the layout of the ADM FID evaluation suite, and `meta`
-(the checkpoint, the protocol, the sampler's settings, as JSON).
+The .npz holds `arr_0`, uint8 (N, H, W, 3), the layout of the ADM FID evaluation suite, for
+class-conditional models `arr_1`, the class ids (N,), and `meta` (the checkpoint, the protocol, the
+sampler's settings, as JSON).
 """
 import torch
 import torch.nn.functional as F
@@ -25,6 +29,8 @@ from plumbing.files import check_writable, write_npz
 from plumbing.flags import (check_sample_memory, parse_sample_args, protocol_cfg, sample_autocast,
                             sample_dtypes, sample_record)
 from plumbing.images import save_grid, to_uint8
+from plumbing.mnist import PatchVQ
+from plumbing.pretrain import mnist_models
 from plumbing.prompts import read_geneval, read_prompts, write_geneval
 from plumbing.standins import PaletteVQ
 from plumbing.stops import run_cli
@@ -47,7 +53,7 @@ def main(argv=None):
     check_sample_memory(model.config, vq.config.downsample, args, len(conds) * args.per_class, dev)
     conds = [x for x in conds for _ in range(args.per_class)]  # each --per-class times
     images = sample_images(args, model, vq, text, conds, dev)
-    write_outputs(args, images)
+    write_outputs(args, images, conds if model.config.model_type == "c2i" else None)
 
 
 def check_files(args):
@@ -81,6 +87,9 @@ def load_models(args, dev):
         text = None if task == "c2i" else TextEncoder.build(
             "", model.config.caption_dim, dev, seed=args.seed, pad=args.caption_pad,
             clean=args.clean_captions)
+    elif args.preset == "mnist":  # the pretrained base (made once per machine) or a run of it
+        gpt_path, vq_path = mnist_models(args.gpt_ckpt, GPT, gpt_config, args.cache_dir)
+        model, vq, text = load_gpt(gpt_path, device=dev), PatchVQ.load(vq_path, dev), None
     else:
         try:
             model = load_gpt(args.gpt_ckpt, args.image_size, dev)
@@ -157,15 +166,16 @@ def geneval_sampler(args, model, vq, text, dev):
     return sample_prompt
 
 
-def write_outputs(args, images):
+def write_outputs(args, images, labels=None):
     """The grid (the first 64 images, small ones scaled up to 128 px to be seen) and the .npz of
-    all of them (as sampled), each written atomically: complete, or not at all."""
+    all of them (as sampled, with their class ids), each written atomically."""
     if args.out:
         save_grid(images[:64], args.out, min_px=128)
         shown = min(len(images), 64)
         print(f"wrote {args.out} ({shown} of {len(images)} images, {images.shape[1]}px)")
     if args.npz:
-        write_npz(args.npz, arr_0=images.numpy(), meta=sample_record(args))
+        write_npz(args.npz, arr_0=images.numpy(), meta=sample_record(args),
+                  **({} if labels is None else {"arr_1": labels}))
         print(f"wrote {args.npz}: {tuple(images.shape)} uint8")
 
 

@@ -45,6 +45,8 @@ from plumbing import rundir
 from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, ddp,
                                   setup_distributed, sync)
 from plumbing.flags import check_files, check_run_memory, parse_train_args
+from plumbing.mnist import PatchVQ
+from plumbing.pretrain import use_pretrained
 from plumbing.prompts import class_pool, load_prompts
 from plumbing.reward_models import reward_options
 from plumbing.standins import PaletteVQ
@@ -82,6 +84,14 @@ PRESETS = {
                  beta=0.01, cfg_scale=2.0, save_every=25, image_every=25, cpu_threads=1,
                  policy="cfg", judge_mode="fast", zero_flat_groups=True, caption_pad="left",
                  tiny_rewards=True),
+    # the paper's pipeline in miniature on real digits, on a CPU: a GPT-mnist pretrained here once
+    # (plumbing/pretrain.py), a digit classifier (semantic) + realism reward; the paper's cond
+    # policy, G 8, k3 at beta 0.1, one update per rollout, CFG 2; unlike it (docs/mnist.md): lr
+    # 1e-5 -> 3e-4 and steps 400 -> 100 (a 0.5M model, 3 CPU minutes), P 4 -> 8 (of 10 classes)
+    "mnist": dict(pretrain="mnist", gpt_ckpt="", vq_model="patches", vq_ckpt="", image_size=28,
+                  rewards="digit:1,realism:1", prompts_per_rank=8, group_size=8, steps=100,
+                  lr=3e-4, beta=0.1, cfg_scale=2.0, save_every=50, image_every=50, policy="cond",
+                  cpu_threads=1),
     # the LlamaGen C2I models AR-GRPO released RL-tuned versions of (HF user CSshihao)
     "paper-c2i-b256": paper_c2i("checkpoints/c2i_B_256.pt", 256),
     "paper-c2i-b384": paper_c2i("checkpoints/c2i_B_384.pt", 384),
@@ -182,6 +192,8 @@ def setup(args, argv):
     """Everything before the first step, in the order that fails fastest: the run directory,
     the weights' files, the prompts, then the processes, the rewards and the models."""
     args, ck = rundir.prepare_run(args, argv)
+    if args.pretrain:  # the preset's own base: made once per machine, its paths filled in
+        use_pretrained(args, GPT, gpt_config)
     check_files(args, lambda: gpt_config(args.gpt_model, model_type="t2i").caption_dim)
     pool = load_prompts(args)
     if args.cpu_threads:
@@ -237,8 +249,8 @@ def build_models(args, device):
     reference = copy.deepcopy(policy)
     policy.eval()  # eval: no dropout, deterministic log-probs
     reference.eval().requires_grad_(False)
-    if args.vq_ckpt:
-        vq = load_vq(args.vq_ckpt, device=device)
+    if args.vq_ckpt:  # patches: the mnist preset's k-means codebook (plumbing/mnist.py)
+        vq = (PatchVQ.load if args.vq_model == "patches" else load_vq)(args.vq_ckpt, device=device)
     elif args.vq_model == "palette":
         tiny_vq = VQ_PRESETS["VQ-tiny"]
         vq = PaletteVQ(tiny_vq.codebook_size, tiny_vq.downsample, args.seed + 1).to(device)

@@ -18,4 +18,6 @@ imports the reading-path files (model.py, train.py, ...); they import from here.
     prompts.py        prompt files, ImageNet class names, GenEval's folder layout
     images.py         what the reward models see (AR-GRPO's inputs too), uint8 conversion, PNG grids
     standins.py       the offline stand-ins (tiny random models) of --preset tiny and the tests
+    mnist.py          the mnist preset's world: real digits, patch tokenizer, reward nets, judge
+    pretrain.py       pretraining that world once per machine, and its cache
 """

@@ -152,11 +152,18 @@ def train_parser(presets, description, rewards_default):
       help="architecture for random init (default GPT-B); with --gpt-ckpt the checkpoint's own")
     a("--vq-ckpt", default="", help="VQ tokenizer weights, or '' = random --vq-model")
     a("--vq-model", default="VQ-16",
-      help="VQ architecture for random init (VQ-16, VQ-tiny, ...) or 'palette' (tiny preset)")
+      help="VQ architecture for random init (VQ-16, VQ-tiny, ...) or 'palette' (tiny preset); "
+           "'patches': --vq-ckpt is a k-means patch codebook (mnist preset)")
     a("--t5-path", default="",
       help="FLAN-T5-XL directory (t2i); '' = a tiny random T5 (tiny preset)")
     a("--image-size", type=int, default=256,
       help="pixels per side of the generated images (a checkpoint's own size is checked)")
+    a("--pretrain", default="", choices=["", "mnist", "mnist-tiny"],
+      help="first pretrain, once per machine, the base GPT, tokenizer and reward networks named "
+           "(plumbing/pretrain.py; mnist-tiny: the same in seconds, for tests) and fill in their "
+           "--gpt-ckpt, --vq-ckpt, --digit-ckpt; '' = none")
+    a("--cache-dir", default="",
+      help="where --pretrain keeps what it makes ('' = $ARGRPO_CACHE, else ~/.cache/argrpo)")
     # data
     a("--prompts", default="",
       help="t2i prompts: a .txt (one per line), a .jsonl ('prompt' or 'caption' field) "
@@ -180,9 +187,11 @@ def train_parser(presets, description, rewards_default):
     a("--tiny-rewards", action=argparse.BooleanOptionalAction, default=False,
       help="every reward from its tiny random stand-in (offline; the tiny preset): the paper "
            "rewards' pipeline without their weights, numbers meaningless")
-    for flag in WEIGHT_ARGS[4:]:  # the T2I scorers
+    for flag in WEIGHT_ARGS[4:-1]:  # the T2I scorers
         a("--" + flag.replace("_", "-"), default=None,
           help="weights of the pickscore / imagereward / aesthetic rewards (rewards.py)")
+    a("--digit-ckpt", default=None,
+      help="the MNIST reward networks of the digit / realism rewards (--pretrain fills it in)")
     # sampler (the paper: temperature 1, top-k 0, top-p 1, CFG 2.0; run_t2i_train.sh: 4.0 for t2i)
     a("--cfg-scale", type=float, default=2.0, help="classifier-free guidance scale (1 = none)")
     a("--cfg-interval", type=int, default=-1,
@@ -454,11 +463,17 @@ def sample_parser(description):
 
 def add_input_flags(p):
     """The models and what to sample: classes, prompts or GenEval's metadata."""
-    p.add_argument("--preset", choices=["tiny"],
-                   help="train.py's tiny starting model: random GPT-tiny + palette tokenizer, "
-                        "16 px (offline, CPU); takes no checkpoint flags")
+    p.add_argument("--preset", choices=["tiny", "mnist"],
+                   help="tiny: train.py's tiny starting model, random GPT-tiny + palette tokenizer, "
+                        "16 px (offline, CPU; takes no checkpoint flags); mnist: the mnist "
+                        "preset's pretrained base (made once per machine), or the mnist run of "
+                        "--gpt-ckpt")
     p.add_argument("--gpt-ckpt", default=None,
-                   help="GPT checkpoint: path or release name (default c2i_B_256)")
+                   help="GPT checkpoint: path or release name (default c2i_B_256; with --preset "
+                        "mnist: the pretrained base)")
+    p.add_argument("--cache-dir", default="",
+                   help="--preset mnist: where the pretrained base is kept ('' = $ARGRPO_CACHE, "
+                        "else ~/.cache/argrpo)")
     p.add_argument("--vq-ckpt", default=None,
                    help="VQ checkpoint: path or release name (default vq_ds16_c2i / vq_ds16_t2i)")
     p.add_argument("--t5-path", default=None,
@@ -496,8 +511,8 @@ def add_sampling_flags(p):
                         "1.75 for XL/XXL, 1.65 for 3B); both top-k 0 and TF32 on; the .npz records "
                         "it (docs/evaluation.md)")
     p.add_argument("--cfg-scale", type=float, default=None,
-                   help="classifier-free guidance scale (1 = none); default: the --protocol's, "
-                        "else 4.0")
+                   help="classifier-free guidance scale (1 = none); default: the --protocol's; "
+                        "--preset mnist: the run's (the preset's 2.0); else 4.0")
     p.add_argument("--cfg-interval", type=int, default=-1,
                    help="stop guidance after this token (-1: never)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -596,12 +611,15 @@ def parse_sample_args(argv, description):
         args.classes = [int(x) for x in ids] if not error else None
     if error:
         p.error(error)
-    args.gpt_ckpt = args.gpt_ckpt or "c2i_B_256"
     args.t5_path = args.t5_path or "google/flan-t5-xl"
     if args.compile is None:  # pays for itself on a GPU after a few batches, never on a CPU
         args.compile = args.device.startswith("cuda")
+    if args.gpt_ckpt is None and args.preset != "mnist":
+        args.gpt_ckpt = "c2i_B_256"                                  # LlamaGen's released GPT-B
+    run = None if args.preset == "tiny" or not args.gpt_ckpt else run_args(args.gpt_ckpt)
+    if args.cfg_scale is None and args.preset == "mnist":  # as it trains: a run's own, else 2.0
+        args.cfg_scale = getattr(run, "cfg_scale", 2.0)   # (others: protocol_cfg, once loaded)
     # T2I text settings: as given, else a train.py checkpoint's own, else LlamaGen's
-    run = None if args.preset == "tiny" else run_args(args.gpt_ckpt)
     if args.caption_pad is None:
         args.caption_pad = getattr(run, "caption_pad", "left")
     if args.clean_captions is None:  # runs older than the flag: raw captions

@@ -6,16 +6,20 @@ import os
 from tqdm import tqdm
 
 from plumbing.files import atomic_write, read_json, read_text, write_image
+from plumbing.mnist import PROMPTS
 from plumbing.standins import TINY_PROMPTS
 from plumbing.stops import on_stop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def class_prompts(num_classes=0):
+def class_prompts(num_classes=0, pretrain=""):
     """'a photo of {class name}' for every ImageNet class id (the first num_classes; 0 = all), with
     the full WordNet names (imagenet_classes.txt, e.g. 'tench, Tinca tinca'), as AR-GRPO's CLIP
-    reward prompts them."""
+    reward prompts them; for a --pretrain mnist run, 'a handwritten digit {d}'
+    (plumbing/mnist.py)."""
+    if pretrain.startswith("mnist"):
+        return PROMPTS[: num_classes or None]
     names = open(os.path.join(HERE, "imagenet_classes.txt")).read().splitlines()
     return [f"a photo of {n}" for n in names[: num_classes or None]]
 
@@ -32,7 +36,7 @@ def load_prompts(args):
     """The prompt pool, read before any model is built (a bad prompt file fails at once): for c2i,
     'a photo of {class name}' for every ImageNet class id (cut to the model's classes later)."""
     if args.task == "c2i":
-        return class_prompts(args.num_classes)
+        return class_prompts(args.num_classes, getattr(args, "pretrain", ""))
     if not args.prompts:
         if args.preset == "tiny":
             return TINY_PROMPTS

@@ -26,7 +26,7 @@ class RewardWeightsMissing(RuntimeError):
 # build_rewards' weight paths, one per reward model: train.py and tools/eval.py take each as a flag
 # (--clip-ckpt, ...), so a run's weights can be given on the command line and stored with it
 WEIGHT_ARGS = ("clip_ckpt", "hps_ckpt", "maniqa_ckpt", "qwen_path", "pickscore_path",
-               "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt")
+               "imagereward_ckpt", "aesthetic_ckpt", "aesthetic_clip_ckpt", "digit_ckpt")
 
 
 # ----------------------------------------------------------------------------- finding and loading

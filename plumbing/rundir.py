@@ -44,7 +44,7 @@ _ON_DISK = {}    # out, argv, saved, steps: what an interrupted or failed run sa
 # new value is refused
 RESUME_FREE = {"resume", "overwrite", "out", "steps", "save_every", "image_every", "tensorboard",
                "device", "cpu_threads", "preset", "resumes", "dry_run", "compile",
-               "grad_checkpoint", "old_logprobs", "keep_every", *WEIGHT_ARGS}
+               "grad_checkpoint", "old_logprobs", "keep_every", "cache_dir", *WEIGHT_ARGS}
 
 
 RESUME_APPLIED = {"lr", "weight_decay", "adam_betas", "grad_clip", "beta", "clip_eps",

@@ -61,9 +61,10 @@ def test_prompt_color_is_deterministic_and_distinct():
 # ----------------------------------------------------------------------------- spec grammar
 def test_reward_table_names_every_reward():
     """REWARDS, the table that opens rewards.py, lists every weight-free reward, every judge
-    question and the paper / T2I rewards, in that order; reward_builders() returns a copy."""
+    question, the paper / T2I rewards and the mnist preset's, in that order; reward_builders()
+    returns a copy."""
     want = [*R.OFFLINE_REWARDS, "clip", "clip_q", "hps", "hps_q", "maniqa", *R.JUDGE,
-            "pickscore", "imagereward", "aesthetic"]
+            "pickscore", "imagereward", "aesthetic", "digit", "realism"]
     assert list(R.REWARDS) == want
     assert R.reward_builders() == R.REWARDS and R.reward_builders() is not R.REWARDS
 

@@ -12,8 +12,9 @@ from plumbing.prompts import read_prompts
 def test_tiny_c2i_grid_and_npz(tmp_path):
     png, npz = tmp_path / "g.png", tmp_path / "s.npz"
     sample.main(["--preset", "tiny", "--classes", "1,2,3", "--per-class", "2", "--out", str(png), "--npz", str(npz)])
-    arr = np.load(npz)["arr_0"]
+    arr, ids = np.load(npz)["arr_0"], np.load(npz)["arr_1"]
     assert arr.shape == (6, 16, 16, 3) and arr.dtype == np.uint8  # ADM layout: N, H, W, 3
+    assert ids.tolist() == [1, 1, 2, 2, 3, 3]                     # ... and the class of each image
     assert Image.open(png).size == (3 * 128, 2 * 128)  # ceil(sqrt(6)) = 3 columns, scaled up to be seen
 
 
@@ -23,7 +24,7 @@ def test_tiny_t2i_from_jsonl(tmp_path):
     npz = tmp_path / "s.npz"
     sample.main(["--preset", "tiny", "--prompts", str(prompts), "--out", "", "--npz", str(npz),
                  "--image-size-eval", "32"])
-    assert np.load(npz)["arr_0"].shape == (2, 32, 32, 3)
+    assert np.load(npz)["arr_0"].shape == (2, 32, 32, 3) and "arr_1" not in np.load(npz)   # no ids
 
 
 def test_tiny_t2i_caption_flags_change_the_samples(tmp_path):

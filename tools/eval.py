@@ -66,7 +66,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
 from grpo import policy_logprobs  # noqa: E402  (the repository on the path first)
-from model import Sampling, generate  # noqa: E402
+from model import GPT, Sampling, generate, gpt_config  # noqa: E402
 from plumbing.files import (WriteFailed, atomic_write, check_readable,  # noqa: E402
                             check_writable, read_json, read_jsonl, read_npz, write_json)
 from plumbing.flags import (CPU_THREADS_CHECK, SAMPLER_CHECKS, SEED_CHECK,  # noqa: E402
@@ -75,6 +75,8 @@ from plumbing.flags import (CPU_THREADS_CHECK, SAMPLER_CHECKS, SEED_CHECK,  # no
 from plumbing.formats import (check_keys, load_checkpoint, run_args,  # noqa: E402
                               state_dict_of)
 from plumbing.images import save_grid, to_uint8  # noqa: E402
+from plumbing.mnist import HeldOutJudge  # noqa: E402
+from plumbing.pretrain import RECIPES, pretrained  # noqa: E402
 from plumbing.prompts import class_prompts, read_prompts  # noqa: E402
 from plumbing.reward_models import WEIGHT_ARGS, reward_options  # noqa: E402
 from plumbing.standins import TINY_PROMPTS  # noqa: E402
@@ -322,10 +324,11 @@ def save_side_by_side(base_rows, tuned_rows, path):
 # ----------------------------------------------------------------------------- compare
 # Base vs tuned on the same seeds: rewards, diversity, entropy.
 @torch.no_grad()
-def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, desc="evaluate"):
-    """Sample, score and measure one model on every condition; returns (metrics, a few uint8
-    images per condition)."""
-    rewards, parts, ents, divs, keep = [], {}, [], [], []
+def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, desc="evaluate",
+             judge=None):
+    """Sample, score and measure one model on every condition (and judge it: judge_metrics);
+    returns (metrics, a few uint8 images per condition)."""
+    rewards, parts, ents, divs, keep, judged = [], {}, [], [], [], []
     dev, G = next(model.parameters()).device, args.per_class
     conditions = list(zip(conds, prompts))
     for j, (c, prompt) in enumerate(tqdm(conditions, desc=desc, unit="condition")):
@@ -354,11 +357,43 @@ def evaluate(model, vq, text, conds, prompts, scorer, diversity, s, args, amp, d
             divs.append(pairwise_diversity((images + 1) / 2, diversity))
         if j < args.grid_rows:
             keep.append(to_uint8(images[:args.grid_cols]))
+        if judge is not None:
+            judged.append((*judge((images + 1) / 2), c))
     r, ent = torch.cat(rewards), torch.cat(ents).float()
     m = {"reward": r.mean().item(), "reward_sem": (r.std() / math.sqrt(len(r))).item()}
     m.update({f"reward_{k}": torch.cat(v).mean().item() for k, v in parts.items()})
     m.update(diversity=float(np.mean(divs)), entropy=ent.mean().item(), images=len(r))
+    if judge is not None:
+        m.update(judge_metrics(judge, judged))
     return m, keep
+
+
+def build_judge(targs, device):
+    """The held-out judge of a --pretrain run (the mnist preset: plumbing/mnist.py), else None."""
+    name = getattr(targs, "pretrain", "")
+    if not name:
+        return None
+    files = pretrained(name, GPT, gpt_config, targs.cache_dir)
+    return HeldOutJudge(files["judge"], RECIPES[name].held_out, RECIPES[name].seed, device)
+
+
+def judge_metrics(judge, judged):
+    """judged: per condition (p(class) (G, 10), features (G, F), the class id) ->
+      judge_accuracy    share of images the judge classifies as their prompted class
+      judge_confidence  mean judge p(prompted class)
+      judge_fd          Frechet distance of the images' judge features to the held-out digits'
+      judge_fd_real     the same for as many real training digits per class: the floor
+      judge_diversity   mean over classes of the mean pairwise 1 - cos of the judge features."""
+    probs, feats = torch.cat([p for p, _, _ in judged]), torch.cat([f for _, f, _ in judged])
+    want = torch.cat([torch.full((len(p),), c) for p, _, c in judged])
+    held, train = judge.real_features(per_class=len(judged[0][0]))
+    return {"judge_accuracy": (probs.argmax(1) == want).float().mean().item(),
+            "judge_confidence": probs.gather(1, want[:, None]).mean().item(),
+            "judge_fd": fid_from_stats(*feature_stats(feats), *feature_stats(held)),
+            "judge_fd_real": fid_from_stats(*feature_stats(train), *feature_stats(held)),
+            "judge_diversity": float(np.mean([pairwise_diversity(f, cosine_distance)
+                                              for _, f, _ in judged])),
+            "judge_real_accuracy": judge.real_accuracy}
 
 
 def build_diversity(args, config, vq, device):
@@ -383,7 +418,7 @@ def compare_conditions(args, config, targs):
     if args.prompts:
         raise SystemExit("error: --prompts is for a t2i run; this run is class-conditional "
                          "(use --classes)")
-    names = class_prompts()                                   # "a photo of {class name}"
+    names = class_prompts(pretrain=getattr(targs, "pretrain", ""))   # "a photo of {class name}"
     if args.classes:
         conds = args.classes                                  # a list of ids (check_command)
     else:                                                     # 10 evenly spaced ids
@@ -412,10 +447,11 @@ def cmd_compare(args):
     spec = args.rewards or targs.rewards
     scorer = build_scorer(spec, args, targs, device)
     amp = autocast_like_run(device, targs)
+    judge = build_judge(targs, device)
     results, grids = {}, {}
     for name, model in (("base", base), ("tuned", tuned)):
         results[name], grids[name] = evaluate(model, vq, text, conds, prompts, scorer, diversity,
-                                              s, args, amp, name)
+                                              s, args, amp, name, judge)
         tqdm.write(f"{name:6s} " + " ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     delta = {k: results["tuned"][k] - results["base"][k]
              for k in results["base"] if k not in ("images", "reward_sem")}
