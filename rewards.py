@@ -35,6 +35,8 @@ from PIL import Image
 
 from plumbing import mnist, t2i_scorers
 from plumbing.images import clip_pixels, to_pil_levels
+from plumbing.judge import (QWEN_SCORE_PROMPT, YES_NO_PROMPT, judge_answers, judge_inputs,
+                            jpeg_round_trip, judge_text)
 from plumbing.reward_models import (WEIGHT_ARGS, load_clip, load_maniqa, load_qwen, maniqa_forward,
                                     reward_autocast, weights_dtype)
 
@@ -253,67 +255,17 @@ def build_maniqa(ctx):
 
 
 # ----------------------------------------------------------------------------- the Qwen judge
-# The three questions, verbatim from the paper's code (typos kept: the reward is defined by
-# these words). Like the paper, the text comes first and the image after it. A backslash at the
-# end of a line continues it: the paper's long lines are wrapped here, not changed.
-QWEN_SCORE_PROMPT = """
-You are given a text prompt used to generate image: "{}"
-Below is one generated image: <image>
-1. Describe the image thoroughly (objects, colors, layout,
-etc.), do not be affected by the prompt.
-2. Score the generation quality from following aspects:
-- Is the object in the generated image satisfying the category according to the prompt? (0-1 score)
-- Is the generated image completed without missing parts? (0-1 score)
-- Does the content of generated image look real and reasonable? (0-1 score)
-- Is the generated image clear, bright and in high quality? (0-1 score)
-- Is the generated image free of any noises, defects and artifacts? (0-1 score)
-
-Your response should in a **JSON** format following rules below:
-1. The final response should have three keys: "description", "score", "explanation".
-2. The total score of the image should be store in "score" key, you may use float numbers for \
-the scores. The value of total score should be between 0 and 5.
-3. The reasoning and scoring process could be write in "explanation" for you to explain your score.
-Following is a exmaple of response:
-```json
-{{
-"description": "The image shows a brown dog with one eye and two ears. its mouth is open and \
-the its tongue is sticking out.",
-"score": 3.5,
-"explanation": "The image shows a brown dog matches the prompt 'a photo of a dog' (1 score). \
-The image is complete and all part can be seen (1 score). The dog in the photo looks unreal \
-becaues it has only one eye and the eye position is not reasonable (0 score). The dog's face is \
-clear but its body and backgroud is blurred (0.5 score). The image do not have any noises, \
-defects and artifacts (1 score). So the total score of this image is 1+1+0+0.5+1=3.5 .'"
-}}
-```
-"""
-_YES_NO_PROMPT = """<image>
-You need to inspect the image carefully and give a score according to the question below:
-- {} If yes, give 0 score, otherwise give 1 score.
-The answer should be in a JSON format like below:
-```json
-{{
-    "score": 0,
-}}
-```
-"""
+# The questions, verbatim from the paper's code (plumbing/judge.py: typos kept, the reward is
+# defined by these words): the long scoring prompt, and two yes/no questions.
 JUDGE = {  # name -> (question template, max score); reward = score / 4 for all three
     "qwen_score": (QWEN_SCORE_PROMPT, 5),
-    "qwen_fake": (_YES_NO_PROMPT.format("Is the image an AI-generated image?"), 1),
-    "qwen_weird": (_YES_NO_PROMPT.format("Is there any strange feature in the image?"), 1),
+    "qwen_fake": (YES_NO_PROMPT.format("Is the image an AI-generated image?"), 1),
+    "qwen_weird": (YES_NO_PROMPT.format("Is there any strange feature in the image?"), 1),
 }
 QWEN_PARTS = list(JUDGE)
 ANSWER_PREFIX = '```json\n{\n    "score": '   # fast mode: the answer up to the score digit
 JUDGE_BATCH = 16          # images per judge forward / generate call
 JUDGE_ATTEMPTS = 3        # generate mode: AR-GRPO asks again after a failed parse, 3 tries in all
-
-
-def judge_text(question, answer_prefix=""):
-    """Qwen2.5-VL's chat format (what its chat template renders for one user turn holding
-    the text and then one image), ending where the assistant starts (+ a forced prefix)."""
-    return ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-            f"{question}<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n"
-            f"<|im_start|>assistant\n{answer_prefix}")
 
 
 def judge_texts():
@@ -339,21 +291,6 @@ def judge_score(text):
         return None
 
 
-def jpeg_round_trip(x):
-    """What AR-GRPO's judge sees: images (B, 3, H, W) in [0, 1] -> PIL images after
-    torchvision's to_pil_image (x * 255, truncated to uint8) and a JPEG save / load at PIL's
-    default quality (75)."""
-    u8 = (x.float() * 255).to(torch.uint8)                  # truncated, as to_pil_image
-    u8 = u8.permute(0, 2, 3, 1).cpu().numpy()               # (B, H, W, 3)
-    out = []
-    for img in u8:
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG")
-        buf.seek(0)
-        out.append(Image.open(buf).convert("RGB"))
-    return out
-
-
 class Judge:
     """One judge question as a reward: (B,3,H,W), prompts -> score / 4, (B,). Both modes judge the
     image AR-GRPO's judge sees: after a JPEG round trip (`jpeg_round_trip`), text before image."""
@@ -369,15 +306,10 @@ class Judge:
         # JUDGE_ATTEMPTS unparseable answers, non-finite scores (set to 0)
         self.stats = {"answers": 0, "attempts": 0, "failures": 0, "nonfinite": 0}
 
-    def _inputs(self, images, prompts, prefix):
+    def _inputs(self, images, prompts, prefix):  # the chat texts and images, tokenised
         has_slot = "{}" in self.question         # qwen_score quotes the prompt; yes/no ones do not
         questions = [self.question.format(p) if has_slot else self.question for p in prompts]
-        texts = [judge_text(q, prefix) for q in questions]
-        # uint8 PIL images: the processor divides by 255
-        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.ctx.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        return inputs
+        return judge_inputs(self.model, self.processor, questions, images, prefix)
 
     def fast(self, x, prompts):
         """One forward pass: E[score] from p(next token = d | ... '"score": '), d = 0..max."""
@@ -388,20 +320,6 @@ class Judge:
         self.stats["digit_mass"] = p.sum(1).mean().item()   # how much the judge wants a digit here
         return (p * d).sum(1) / p.sum(1)
 
-    def answer(self, images, prompts):
-        """One generated answer per image: <= judge_tokens new tokens (256 in AR-GRPO) with the
-        model's own generation config (do_sample, temperature, top-k/p as its
-        generation_config.json says), batched with left padding. The sampling seed is drawn from
-        the global RNG, which train.py seeds per step: a run (and its resume) repeats exactly."""
-        inputs = self._inputs(images, prompts, "")
-        seed = int(torch.randint(2 ** 62, (1,)).item())
-        devices = [self.ctx.device] if self.ctx.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = self.model.generate(**inputs, max_new_tokens=self.ctx.judge_tokens)
-        answers = out[:, inputs["input_ids"].shape[1]:]          # (b, <= judge_tokens) new tokens
-        return self.processor.tokenizer.batch_decode(answers, skip_special_tokens=True)
-
     def generate(self, x, prompts):
         """AR-GRPO's judge: answer, parse (`judge_score`); an image whose answer does not parse is
         asked again, JUDGE_ATTEMPTS times in all, then scores 0. No range check. A non-finite score
@@ -410,7 +328,8 @@ class Judge:
         for _ in range(JUDGE_ATTEMPTS):
             if not todo:
                 break
-            texts = self.answer([images[i] for i in todo], [prompts[i] for i in todo])
+            texts = judge_answers(self.model, self.processor, self._inputs(
+                [images[i] for i in todo], [prompts[i] for i in todo], ""), self.ctx.judge_tokens)
             self.stats["attempts"] += len(todo)
             for i, t in zip(todo, texts):
                 scores[i] = judge_score(t)

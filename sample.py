@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from model import GPT, Sampling, generate, gpt_config, load_gpt
 from plumbing.files import check_writable, write_npz
-from plumbing.flags import (check_sample_memory, parse_sample_args, protocol_cfg, sample_autocast,
-                            sample_dtypes, sample_record)
+from plumbing.flags import check_sample_memory, parse_sample_args, protocol_cfg, sample_record
+from plumbing.precision import sample_autocast, sample_dtypes
 from plumbing.images import save_grid, to_uint8
 from plumbing.mnist import PatchVQ
 from plumbing.pretrain import mnist_models

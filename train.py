@@ -47,6 +47,7 @@ from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, dd
 from plumbing.flags import check_files, check_run_memory, parse_train_args
 from plumbing.mnist import PatchVQ
 from plumbing.pretrain import use_pretrained
+from plumbing.precision import training_dtypes
 from plumbing.prompts import class_pool, load_prompts
 from plumbing.reward_models import reward_options
 from plumbing.standins import PaletteVQ
@@ -263,18 +264,6 @@ def build_models(args, device):
         text = TextEncoder.build(args.t5_path, policy.config.caption_dim, device, dtype, args.seed,
                                  pad=getattr(args, "caption_pad", "left"),
                                  clean=getattr(args, "clean_captions", False))
-    return policy, reference, vq, text
-
-
-def training_dtypes(args, device, policy, reference, vq, text):
-    """The models in the dtypes they train in (docs/performance.md, "Memory")."""
-    if args.pure_bf16:  # AR-GRPO's --force_model_bf16: no fp32 master weights; AdamW state follows
-        policy.to(torch.bfloat16)
-        reference.to(torch.bfloat16)
-        vq.to(torch.bfloat16)
-    if args.ref_dtype == "bf16" or args.ref_dtype == "auto" and device.type == "cuda" and args.bf16:
-        reference.to(torch.bfloat16)  # half the memory; its matmuls ran in bf16 under autocast
-    policy.grad_checkpoint = args.grad_checkpoint
     return policy, reference, vq, text
 
 

@@ -20,4 +20,6 @@ imports the reading-path files (model.py, train.py, ...); they import from here.
     standins.py       the offline stand-ins (tiny random models) of --preset tiny and the tests
     mnist.py          the mnist preset's world: real digits, patch tokenizer, reward nets, judge
     pretrain.py       pretraining that world once per machine, and its cache
+    judge.py          the Qwen judge's words (AR-GRPO's prompts, verbatim) and its answer parsing
+    precision.py      which dtype each phase runs in (a run's bf16, the paper presets' fp32)
 """

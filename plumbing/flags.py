@@ -563,22 +563,6 @@ def protocol_cfg(args, config):
         print(f"cfg scale {args.cfg_scale} (--protocol {args.protocol})")
 
 
-def sample_dtypes(args, model, vq, dev):
-    """(GPT, VQ) in the sampling precision: --precision, else bf16 on a GPU; fp16 casts the VQ too
-    (AR-GRPO's test.py loads its whole model in fp16)."""
-    precision = args.precision or ("bf16" if dev.type == "cuda" else "fp32")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return model.to(dtype), (vq.to(dtype) if precision == "fp16" else vq)
-
-
-def sample_autocast(args, dev):
-    """fp16 autocast over sampling and decoding with --precision fp16 on a GPU (test.py's)."""
-    import contextlib
-    if args.precision == "fp16" and dev.type == "cuda":
-        return torch.autocast("cuda", torch.float16)
-    return contextlib.nullcontext()
-
-
 def sample_record(args):
     """What a sample.py output records (the .npz's `meta`, GenEval's DIR/sampler.json): the
     checkpoint, the protocol and the sampler's settings."""

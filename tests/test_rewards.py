@@ -10,6 +10,7 @@ import plumbing.images as IM
 import rewards as R
 from conftest import assert_frozen, random_images
 from plumbing.reward_models import RewardWeightsMissing
+from plumbing.judge import judge_answers
 from rewards import OFFLINE_REWARDS, build_rewards
 from plumbing.standins import tiny_clip
 
@@ -379,7 +380,7 @@ def test_qwen_generate_mode_real_tiny_model_samples_by_its_generation_config():
 
     def answers(seed):
         torch.manual_seed(seed)   # train.py seeds the global RNG per step; the judge draws its seed from it
-        return judge.answer(images, PROMPTS[:2])
+        return judge_answers(model, judge.processor, judge._inputs(images, PROMPTS[:2], ""), 6)
     assert answers(0) == answers(1)              # the tiny model's generation_config: greedy
     model.generation_config.do_sample, model.generation_config.top_k = True, 0
     a = answers(0)

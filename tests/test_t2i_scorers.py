@@ -11,7 +11,6 @@ import torch.nn.functional as F
 import plumbing.reward_models as RM
 import plumbing.t2i_scorers as T2
 import plumbing.images as IM
-import rewards as R
 from conftest import assert_frozen, random_images
 from plumbing.reward_models import RewardWeightsMissing
 from rewards import build_rewards
