@@ -152,10 +152,11 @@ def grpo_loss(logp, logp_old, logp_ref, adv, obj, ent=None):
     grad: the entropy bonus's token entropies."""
     ratio = importance_ratio(logp, logp_old, obj.ratio_level)
     pg = clipped_surrogate(ratio, adv, obj.clip_eps, obj.clip_eps_high, obj.dual_clip, obj.delta)
-    kl = kl_estimate(logp, logp_ref, obj.kl, obj.kl_clamp, obj.kl_cap) if obj.beta != 0 \
-        else torch.zeros_like(pg)
-    # kl_in="reward": the KL left the reward (kl_penalized_rewards); here it is only measured
-    loss = (pg + obj.beta * kl).mean() if obj.kl_in == "loss" else pg.mean()
+    # measured in every mode; in the loss only with beta != 0 (0 x an infinite k3 would be NaN)
+    # and kl_in="loss" (with "reward" it left the reward: kl_penalized_rewards)
+    kl = kl_estimate(logp if obj.beta else logp.detach(), logp_ref, obj.kl, obj.kl_clamp,
+                     obj.kl_cap)
+    loss = (pg + obj.beta * kl).mean() if obj.kl_in == "loss" and obj.beta else pg.mean()
     if obj.entropy_coef:
         loss = loss - obj.entropy_coef * ent.mean()
     return loss, pg, kl, ratio

@@ -140,6 +140,19 @@ def test_aggregation_and_full_loss():
     assert loss2.item() == pytest.approx(-0.5 + 0.1 * (math.exp(0.3) - 1.3), rel=1e-5)
 
 
+def test_beta_0_measures_the_kl_but_keeps_it_out_of_the_loss():
+    # the beta-0 runs report how far they drift (metrics.jsonl "kl"); the loss and its gradient
+    # are the policy gradient's alone, even where k3 overflows (0 x inf would be NaN)
+    logp = torch.randn(2, 4, requires_grad=True)
+    adv = torch.tensor([2.0, -1.0])
+    for ref, want in [(logp.detach() + 0.3, math.exp(0.3) - 1.3), (logp.detach() + 200, math.inf)]:
+        loss, pg, kl, _ = grpo_loss(logp, logp.detach(), ref, adv, Objective(beta=0.0, kl_clamp=0))
+        assert kl.mean().item() == pytest.approx(want, rel=1e-5) and not kl.requires_grad
+        assert torch.equal(loss, pg.mean())
+        g, = torch.autograd.grad(loss, logp)
+        assert torch.isfinite(g).all()
+
+
 def test_entropy():
     lp = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25] * 4]).log()        # contains -inf
     assert torch.allclose(entropy(lp), torch.tensor([math.log(2), math.log(4)]))
