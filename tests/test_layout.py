@@ -74,3 +74,21 @@ def test_no_function_outgrows_a_screen():
                 if n > 60 and (f, node.name) not in FLAG_TABLES:
                     long.append(f"{f}:{node.name} ({n} lines)")
     assert not long, long
+
+
+def test_the_docs_name_code_that_exists():
+    """A `file.py:name` in README.md or docs/ (our files; upstream ones are cited by line number)
+    names a function, class or top-level value that is there: a rename updates the docs."""
+    import glob
+    import re
+    stale = []
+    for doc in ["README.md"] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        for path, name in re.findall(r"`((?:[\w/]+/)?\w+\.py):([A-Za-z_][\w.]*)`", text):
+            if not os.path.exists(os.path.join(ROOT, path)):
+                continue   # an upstream file (AR-GRPO's, LlamaGen's)
+            last = name.split(".")[-1]
+            if not re.search(rf"^\s*(def|class)\s+{last}\b|^\s*{last}\s*[:=]", "\n".join(lines(path)),
+                             re.M):
+                stale.append(f"{os.path.basename(doc)}: {path}:{name}")
+    assert not stale, stale
