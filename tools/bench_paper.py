@@ -60,6 +60,8 @@ from vq import VQ_PRESETS, VQModel  # noqa: E402
 PAPER_GPT = {"paper-c2i-b256": "GPT-B", "paper-c2i-b384": "GPT-B", "paper-c2i-l384": "GPT-L",
              "paper-c2i-xl384": "GPT-XL", "paper-t2i-xl": "GPT-XL"}
 
+REAL_VQ = "VQ-16"   # LlamaGen's tokenizer for every paper preset: 16 px per token, 16384 codes
+
 # google/flan-t5-xl's config.json (T5 v1.1 XL): the encoder is what LlamaGen's T2I reads
 FLAN_T5_XL = dict(vocab_size=32128, d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32,
                   feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
@@ -98,8 +100,10 @@ def gpt_for(preset, task, size):
     VQ-tiny (16 tokens)."""
     if size == "tiny":
         return gpt_config("GPT-tiny", model_type=task)
-    side = train.PRESETS[preset]["image_size"] // 16
-    return gpt_config(PAPER_GPT[preset], model_type=task, vocab_size=16384, block_size=side ** 2)
+    vq = VQ_PRESETS[REAL_VQ]
+    side = train.PRESETS[preset]["image_size"] // vq.downsample
+    return gpt_config(PAPER_GPT[preset], model_type=task, vocab_size=vq.codebook_size,
+                      block_size=side ** 2)
 
 
 def real_t5():
@@ -156,7 +160,8 @@ def real_size_loaders():
             _, stand_in = tiny_qwen(ctx.seed, texts)          # its tokenizer only
             with seeded(ctx.seed), torch.device(ctx.device):  # built in place: 3.75B on the GPU
                 model = real_qwen()
-            processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**QWEN_PIXELS),
+            pixels = Qwen2VLImageProcessor(**QWEN_PIXELS)
+            processor = Qwen2_5_VLProcessor(image_processor=pixels,
                                             tokenizer=stand_in.tokenizer,
                                             video_processor=Qwen2VLVideoProcessor())
             ids = {t: stand_in.tokenizer.convert_tokens_to_ids(t) for t in
@@ -253,7 +258,7 @@ class TimedVQ:
 def paper_args(a, out):
     """train.py's flags for the preset (its parser, its checks) with the variant's overrides; the
     weights are built here, so no checkpoint paths."""
-    argv = ["--preset", a.preset, "--out", out, "--device", a.device,
+    argv = ["--preset", a.preset, "--task", train.PRESETS[a.preset]["task"], "--out", out, "--device", a.device,
             "--judge-mode", a.judge_mode, "--micro-batch", str(a.micro_batch),
             "--compile" if a.compile else "--no-compile"]
     args = train.get_args(argv)
@@ -270,7 +275,7 @@ def build_run(a, phases):
     with torch.device(dev):            # built in place (GPT-XL: 3 GB fp32, twice)
         policy = GPT(config)
         torch.manual_seed(args.seed + 1)
-        vq = VQModel(VQ_PRESETS["VQ-tiny" if a.size == "tiny" else "VQ-16"]).eval()
+        vq = VQModel(VQ_PRESETS["VQ-tiny" if a.size == "tiny" else REAL_VQ]).eval()
     reference = copy.deepcopy(policy)     # a frozen copy of the initial weights, as train.py
     policy.eval()
     reference.eval().requires_grad_(False)
@@ -428,8 +433,11 @@ def parse_args(argv=None):
             p.error(f"{flag} must be >= 1, got {v}")
     if a.cpu_threads < 0:
         p.error(f"--cpu-threads must be >= 0, got {a.cpu_threads}")
-    if a.micro_batch < 0:
-        p.error(f"--micro-batch must be >= 0, got {a.micro_batch}")
+    preset = train.PRESETS[a.preset]
+    batch = preset["prompts_per_rank"] * preset["group_size"]
+    if not 0 <= a.micro_batch <= batch:
+        p.error(f"--micro-batch must be in [0, {batch}] ({a.preset}: {batch} images per rank), "
+                f"got {a.micro_batch}")
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {a.device}: no CUDA GPU on this machine")
     if a.size == "real" and not a.device.startswith("cuda") and not a.force:
