@@ -9,7 +9,7 @@ import torch
 
 import train
 from model import GPT
-from tools import bench_paper as bp
+from tools import bench, bench_paper as bp
 
 FAST = ["--size", "tiny", "--steps", "1", "--judge-tokens", "4", "--cpu-threads", "1",
         "--device", "cpu"]
@@ -35,7 +35,7 @@ def check_report(r, B, first_phase):
 
 def test_tiny_c2i_step_reports_every_phase_and_reward(tmp_path, capsys):
     out = tmp_path / "c2i.json"
-    bp.main([*FAST, "--json", str(out)])
+    bench.main(["--step", "--paper-size", *FAST, "--json", str(out)])   # bench.py hands it over
     printed = capsys.readouterr().out
     assert printed.startswith("paper-c2i-xl384 at tiny size on CPU, 1 threads: 8 images of 16 tokens")
     assert "of the step; judge prompt tokens" in printed and "400 steps x" in printed
@@ -101,8 +101,16 @@ def test_real_size_is_refused_on_a_cpu_and_bad_flags_are_one_line(capsys):
         assert message in capsys.readouterr().err + str(e.value.code)
 
 
-def count(model):
-    return sum(p.numel() for p in model.parameters())
+def test_weight_budget_counts_the_paper_dtypes():
+    """paper-c2i-xl384: fp32 policy, gradient, 2 AdamW moments and reference (5 x 4 bytes x 775M);
+    paper-t2i-xl: all bf16 (--pure-bf16), and the T5 encoder; the judge bf16 in both."""
+    c2i, t2i = bp.weight_budget("paper-c2i-xl384"), bp.weight_budget("paper-t2i-xl")
+    gpt = c2i["policy weights"][0]
+    assert c2i["AdamW moments (2)"] == (2 * gpt, pytest.approx(8 * gpt / 2 ** 30))
+    assert c2i["reference"][1] == pytest.approx(4 * gpt / 2 ** 30)
+    assert t2i["policy weights"][1] == pytest.approx(2 * t2i["policy weights"][0] / 2 ** 30)
+    assert "FLAN-T5-XL encoder" in t2i and "FLAN-T5-XL encoder" not in c2i
+    assert c2i["Qwen2.5-VL-3B"][1] == pytest.approx(2 * 3.7546e9 / 2 ** 30, rel=1e-3)
 
 
 def test_real_builds_have_the_published_sizes():
@@ -111,13 +119,13 @@ def test_real_builds_have_the_published_sizes():
     Swin calls .item() while building) on timm's ViT-B/8 of 86.6M."""
     built = {}
     with torch.device("meta"):
-        built["GPT-XL (c2i)"] = count(GPT(bp.gpt_for("paper-c2i-xl384", "c2i", "real")))
+        built["GPT-XL (c2i)"] = bp.count(GPT(bp.gpt_for("paper-c2i-xl384", "c2i", "real")))
         for name, build in bp.real_reward_models().items():
             if not name.startswith("MANIQA"):
-                built[name] = count(build())
+                built[name] = bp.count(build())
     for name, n in bp.PUBLISHED_PARAMS.items():
         assert n == pytest.approx(built[name], rel=0.01), name
     assert bp.gpt_for("paper-c2i-xl384", "c2i", "real").block_size == 576     # 384 px / 16, squared
     assert bp.gpt_for("paper-t2i-xl", "t2i", "real").block_size == 256
     maniqa = bp.real_maniqa()
-    assert count(maniqa.vit) == pytest.approx(86.6e6, rel=0.01)
+    assert bp.count(maniqa.vit) == pytest.approx(86.6e6, rel=0.01)

@@ -49,7 +49,7 @@ from plumbing.files import check_writable, write_json  # noqa: E402
 from plumbing.precision import training_dtypes  # noqa: E402
 from plumbing.prompts import class_prompts  # noqa: E402
 from plumbing.reward_models import (CLIP_ARCH, MANIQA_ARCH, frozen, maniqa_net,  # noqa: E402
-                                    open_clip_model, reward_options)
+                                    open_clip_model, reward_options, weights_dtype)
 from plumbing.standins import TINY_PROMPTS, seeded, tiny_qwen, tiny_t5  # noqa: E402
 from plumbing.stops import run_cli  # noqa: E402
 from text import TextEncoder  # noqa: E402
@@ -134,6 +134,29 @@ def real_reward_models():
             "FLAN-T5-XL encoder": real_t5}
 
 
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def weight_budget(preset):
+    """What the preset's models hold at real size on a GPU before any activation, in the paper's
+    dtypes (train.py's rules: fp32 policy, gradient, AdamW moments and reference, or all bf16 with
+    --pure-bf16; T5 bf16; CLIP, HPS, MANIQA fp32; the judge bf16), counted on the meta device
+    (MANIQA on the CPU: pyiqa's Swin calls .item() while building). -> {row: (params, GB)}."""
+    p = train.PRESETS[preset]
+    w = 2 if p["pure_bf16"] else 4                     # bytes per policy / reference / VQ value
+    with torch.device("meta"):
+        gpt = count(GPT(gpt_for(preset, p["task"], "real")))
+        vq = count(VQModel(VQ_PRESETS[REAL_VQ]))
+        nets = {k: count(b()) for k, b in real_reward_models().items()
+                if not k.startswith("MANIQA") and (p["task"] == "t2i" or not k.startswith("FLAN"))}
+    nets["MANIQA (ViT-B/8)"] = count(real_maniqa())
+    rows = {"policy weights": (gpt, w), "policy gradient": (gpt, w),
+            "AdamW moments (2)": (2 * gpt, w), "reference": (gpt, w), "VQ-16": (vq, w)}
+    rows.update({k: (n, 2 if k.startswith(("FLAN", "Qwen")) else 4) for k, n in nets.items()})
+    return {k: (n, n * b / 2 ** 30) for k, (n, b) in rows.items()}
+
+
 @contextlib.contextmanager
 def real_size_loaders():
     """rewards.py's model loaders swapped for builders of the real architectures with random
@@ -159,7 +182,7 @@ def real_size_loaders():
         if "qwen" not in ctx.cache:
             _, stand_in = tiny_qwen(ctx.seed, texts)          # its tokenizer only
             with seeded(ctx.seed), torch.device(ctx.device):  # built in place: 3.75B on the GPU
-                model = real_qwen()
+                model = real_qwen(dtype=weights_dtype(ctx, "qwen"))
             pixels = Qwen2VLImageProcessor(**QWEN_PIXELS)
             processor = Qwen2_5_VLProcessor(image_processor=pixels,
                                             tokenizer=stand_in.tokenizer,
@@ -417,6 +440,9 @@ def parser():
                    help="images per judge call (1: the paper's code, one image at a time)")
     p.add_argument("--micro-batch", type=int, default=0,
                    help="sequences per forward in the log-prob passes and the update (0: all)")
+    p.add_argument("--weights", action="store_true",
+                   help="only print what the preset's models hold at real size (params, GB in "
+                        "the paper's dtypes; counted on the meta device, no memory used)")
     p.add_argument("--cpu-threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default; 1 on a busy machine)")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
@@ -451,6 +477,13 @@ def main(argv=None):
     a = parse_args(argv)
     if a.cpu_threads:
         torch.set_num_threads(a.cpu_threads)
+    if a.weights:
+        budget = weight_budget(a.preset)
+        print(f"{a.preset}: weights and optimizer state at real size, the paper's dtypes")
+        for k, (n, gb) in budget.items():
+            print(f"  {k:24s} {n / 1e6:9.1f} M {gb:7.2f} GB")
+        print(f"  {'total':24s} {'':11s} {sum(gb for _, gb in budget.values()):7.2f} GB")
+        return budget
     phases = Phases(torch.device(a.device))
     run = build_run(a, phases)   # train.py's flag checks (e.g. --micro-batch too large) ran here
     saved = rewards.JUDGE_ATTEMPTS, rewards.JUDGE_BATCH
