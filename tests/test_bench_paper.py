@@ -129,3 +129,25 @@ def test_real_builds_have_the_published_sizes():
     assert bp.gpt_for("paper-t2i-xl", "t2i", "real").block_size == 256
     maniqa = bp.real_maniqa()
     assert bp.count(maniqa.vit) == pytest.approx(86.6e6, rel=0.01)
+
+
+def test_gpu_script_records_the_device_and_each_variant(tmp_path):
+    """tools/gpu_paper_step.sh on a machine without a GPU: the device lines and both weight tables
+    in device.txt, the variant's one-line refusal and exit status in log.txt; an unknown variant
+    stops it."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OUT": str(tmp_path), "VARIANTS": "c2i", "PYTHON": sys.executable,
+           "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    subprocess.run(["bash", os.path.join(root, "tools", "gpu_paper_step.sh")], env=env, check=True,
+                   capture_output=True, text=True)
+    device = (tmp_path / "device.txt").read_text()
+    assert "NO GPU" in device and device.count("weights and optimizer state at real size") == 2
+    log = (tmp_path / "log.txt").read_text()
+    assert "=== c2i: --preset paper-c2i-xl384" in log and "needs a CUDA GPU" in log
+    assert "exit 2 (c2i)" in log
+    r = subprocess.run(["bash", os.path.join(root, "tools", "gpu_paper_step.sh")],
+                       env={**env, "VARIANTS": "nope"}, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown variant nope" in r.stdout

@@ -167,7 +167,7 @@ def real_size_loaders():
 
     def clip(ctx, kind):
         if kind not in ctx.cache:
-            with seeded(ctx.seed):
+            with seeded(ctx.seed), torch.device(ctx.device):   # initialised in place
                 model = open_clip_model(CLIP_ARCH[kind])
             size = model.visual.image_size
             size = size[0] if isinstance(size, (tuple, list)) else size
@@ -175,7 +175,7 @@ def real_size_loaders():
         return ctx.cache[kind]
 
     def maniqa(ctx):
-        with seeded(ctx.seed):
+        with seeded(ctx.seed), torch.device(ctx.device):
             return frozen(real_maniqa(), ctx, "maniqa")
 
     def qwen(ctx, texts):
