@@ -311,6 +311,7 @@ def build_run(a, phases):
         text = TextEncoder(model.to(dev, dtype), tok, pad=args.caption_pad,
                            clean=args.clean_captions)
     policy, reference, vq, text = training_dtypes(args, dev, policy, reference, vq, text)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32     # as train.setup: off in the presets
     bf16 = dev.type == "cuda" and args.bf16
     amp = torch.autocast("cuda", torch.bfloat16) if bf16 else contextlib.nullcontext()
     rollout_amp = (torch.autocast(dev.type, torch.bfloat16) if a.rollout_dtype == "bf16"
