@@ -9,10 +9,11 @@ MANIQA on timm's ViT-B/8 (pyiqa's modules, plumbing/reward_models.py) and the Qw
 logprobs_before_update, score, update) on a Run assembled here, so what is timed is what trains;
 inside `score` the VQ decode and each reward are timed apart. Per phase: seconds (after
 torch.cuda.synchronize) and peak memory (CUDA: max_memory_allocated since the phase began; CPU: the
-process's resident set at its end and its high-water mark so far).
+process's resident set at the phase's end; the run's high-water mark once, peak_rss_gb).
 
---size real needs a GPU (~35 GB for paper-c2i-xl384) and refuses a CPU unless --force; --size tiny
-runs the same code with every model scaled down (the stand-ins of plumbing/standins.py, GPT-tiny,
+--size real needs a GPU (paper-c2i-xl384: 26 GiB of weights and optimizer state, counted by
+--weights, plus activations) and refuses a CPU unless --force; --size tiny runs the same code with
+every model scaled down (the stand-ins of plumbing/standins.py, GPT-tiny,
 VQ-tiny), in seconds on a CPU (the tests). Random weights change two things, both reported: the
 judge never writes a parseable answer, so it always generates --judge-tokens tokens (the paper's
 cap, the worst case) and --judge-attempts is 1 by default (the paper's 3 retries would all run); the
@@ -468,8 +469,8 @@ def parse_args(argv=None):
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {a.device}: no CUDA GPU on this machine")
     if a.size == "real" and not a.device.startswith("cuda") and not a.force:
-        p.error("--size real builds GPT-XL, ViT-H-14, Qwen2.5-VL-3B ... (~35 GB) and runs them at "
-                "full size: it needs a CUDA GPU; use --size tiny on a CPU, or --force")
+        p.error("--size real builds GPT-XL, ViT-H-14, Qwen2.5-VL-3B ... at full size (see --weights) "
+                "and runs them: it needs a CUDA GPU; use --size tiny on a CPU, or --force")
     check_writable(a.json, "--json", suffixes=[".json"])
     return a
 
