@@ -11,6 +11,9 @@ of --repeat: our `generate` eager, `generate(..., compile=True)` (its compilatio
 timed separately, as "warm-up"), and LlamaGen's generate() loop re-created on the same weights
 (`llamagen_style`; a real LlamaGen checkout with --official DIR).
 
+Paper-size step (--step --paper-size): tools/bench_paper.py, which reads every other flag (a paper
+preset's step at its real architectures, random weights, phase by phase; --size tiny on a CPU).
+
 GRPO step (--step). One training step of train.py at GPT-B scale with random weights (8 images of
 one class, --policy cfg, random VQ-16, the weight-free `color` reward), run as a subprocess; each
 phase beside its floor on this machine: the measured matmul time of the same FLOPs (rollout: the
@@ -36,6 +39,7 @@ generate-mode failure fraction and non-finite count, and both means.
 
     python tools/bench.py                   # GPT-B, random weights, fp32, 4 and 16 images, CFG 2.0
     python tools/bench.py --step            # one GRPO step at GPT-B scale, phases vs floors
+    python tools/bench.py --step --paper-size --size tiny   # a paper preset's step: bench_paper.py
     python tools/bench.py --model GPT-L --images 8 --device cuda --dtype bf16
     python tools/bench.py --official ~/LlamaGen  # also the official generate() (a checkout)
     python tools/bench.py --rewards         # images/s of each reward, tiny models, batch 8, 256 px
@@ -507,6 +511,9 @@ def parser():
                       help="the judge's fast vs generate modes: Spearman rank correlation")
     mode.add_argument("--precision", action="store_true",
                       help="fp32 vs bf16 autocast rollouts: token and log-prob differences")
+    p.add_argument("--paper-size", action="store_true",
+                   help="--step: a paper preset's step at real size, phase by phase "
+                        "(tools/bench_paper.py; see its --help for the flags that follow)")
     p.add_argument("--steps", type=int, default=2,
                    help="--step: train.py steps to run; the last is reported")
     p.add_argument("--step-flags", default="",
@@ -595,6 +602,10 @@ def check_bench_memory(args, sizes, dev):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--paper-size" in argv:   # its own flags: --preset, --size, the variants
+        from tools import bench_paper
+        return bench_paper.main([a for a in argv if a not in ("--step", "--paper-size")])
     args, sizes, names = parse_args(argv)
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
