@@ -120,25 +120,30 @@ def report(args, names):
 
 
 def plot(table, path):
-    """Held-out accuracy against the Frechet distance: up is better digits, left is closer to
-    real ones; the error bars are the spread over the seeds."""
+    """Held-out accuracy against the Frechet distance and the diversity: up is better digits, left
+    is closer to real ones, right is more varied; the error bars are the spread over the seeds.
+    A collapsed variant (held-out accuracy under 50 %) is named in the title, not drawn: it would
+    squeeze the others into a corner."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(12, 5))
-    for name, row in table.items():
-        if not row:
-            continue
+    fig, ax = plt.subplots(1, 2, figsize=(13, 6))
+    rows = {n: r for n, r in table.items() if r}
+    collapsed = [n for n, r in rows.items() if r["judge_accuracy"][0] < 50]
+    for i, (name, row) in enumerate(n_r for n_r in rows.items() if n_r[0] not in collapsed):
         for a, xk in zip(ax, ["judge_fd", "diversity"]):
             (x, xs), (y, ys) = row[xk], row["judge_accuracy"]
-            a.errorbar(x, y, xerr=xs, yerr=ys, fmt="s" if name == "base" else "o", capsize=3)
-            a.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            a.errorbar(x, y, xerr=xs, yerr=ys, fmt="s" if name == "base" else "o", capsize=3,
+                       color=plt.cm.tab20(i % 20), label=name if xk == "judge_fd" else None)
     ax[0].set_xlabel("Frechet distance to real digits (judge features; lower is closer)")
-    ax[1].set_xlabel("within-class diversity (pixels, 1 - cos)")
+    ax[1].set_xlabel("within-class diversity (pixels, 1 - cos; higher is more varied)")
     for a in ax:
         a.set_ylabel("held-out judge accuracy (%)")
         a.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=4, fontsize=8, frameon=False)
+    if collapsed:
+        fig.suptitle("collapsed, not drawn: " + ", ".join(collapsed), fontsize=9)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.97))
     fig.savefig(path, dpi=110)
 
 
