@@ -25,7 +25,6 @@ checks and the run directory's bookkeeping live in plumbing/ (flags.py, rundir.p
   python train.py --task t2i --dry-run                     # what a preset means: every flag as JSON
 """
 import argparse
-import copy
 import hashlib
 import json
 import math
@@ -41,7 +40,7 @@ from tqdm import tqdm
 from grpo import (Objective, diagnostics, group_advantages, grpo_loss, kl_penalized_rewards,
                   policy_logprobs)
 from model import GPT, Sampling, generate, gpt_config, load_gpt
-from plumbing import rundir
+from plumbing import lora, rundir
 from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, ddp,
                                   setup_distributed, sync)
 from plumbing.flags import check_files, check_run_memory, parse_train_args
@@ -227,8 +226,9 @@ def setup(args, argv):
               ckpt_path=os.path.join(args.out, "ckpt.pt"),
               metrics_path=os.path.join(args.out, "metrics.jsonl"))
     check_run_memory(policy, args, G, run.micro, device)  # a refusal, not an out-of-memory kill
-    params = sum(p.numel() for p in policy.parameters()) / 1e6
-    log(f"policy {params:.2f}M params | {world} rank(s) x {P} prompts x {G} samples = "
+    params, trained = (sum(p.numel() for p in policy.parameters() if p.requires_grad >= t) / 1e6
+                       for t in (False, True))
+    log(f"policy {params:.2f}M params ({trained:.3g}M trained) | {world} rank(s) x {P} prompts x {G} samples = "
         f"{world * run.B} images/step | {len(pool)} prompts | policy log-probs: {args.policy}")
     if ck is not None:  # read by prepare_run: weights, optimizer, step and RNG states
         rundir.restore(run, ck)
@@ -247,7 +247,7 @@ def build_models(args, device):
         side = args.image_size // vq_cfg.downsample
         policy = GPT(gpt_config(args.gpt_model, model_type=args.task,
                                 vocab_size=vq_cfg.codebook_size, block_size=side ** 2)).to(device)
-    reference = copy.deepcopy(policy)
+    reference = lora.reference_for(policy, args)  # a copy; --lora-rank: the policy, adapters off
     policy.eval()  # eval: no dropout, deterministic log-probs
     reference.eval().requires_grad_(False)
     if args.vq_ckpt:  # patches: the mnist preset's k-means codebook (plumbing/mnist.py)

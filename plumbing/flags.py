@@ -13,6 +13,7 @@ import torch
 
 from plumbing.files import read_json
 from plumbing.formats import run_args
+from plumbing.lora import TARGETS as LORA_TARGETS
 from plumbing.reward_models import WEIGHT_ARGS
 from plumbing.weights import BadCheckpoint, MissingCheckpoint
 
@@ -311,6 +312,16 @@ def train_parser(presets, description, rewards_default):
     a("--ref-dtype", choices=["auto", "bf16", "fp32"], default="auto",
       help="reference model weights; auto = bf16 on GPU with --bf16 (the matmuls run in bf16 "
            "under autocast anyway), else fp32")
+    a("--lora-rank", type=int, default=0,
+      help="train low-rank adapters of this rank on --lora-targets, the base frozen (0 = off: "
+           "every weight trains); the reference is the base with the adapters off, no second copy "
+           "(--ref-dtype then has no effect); ckpt.pt holds the adapters: tools/lora.py merge "
+           "exports a plain GPT (docs/memory.md)")
+    a("--lora-alpha", type=float, default=0,
+      help="LoRA's alpha: the update is (alpha / rank) B A x; 0 = the rank (scale 1)")
+    a("--lora-targets", default=",".join(LORA_TARGETS),
+      help="comma-separated linears of every block that get adapters: wqkv, wo (attention), "
+           "w1, w2, w3 (SwiGLU FFN)")
     a("--old-logprobs", choices=["auto", "pass"], default="auto",
       help="pi_old: auto = the update forward's own log-probs with one update per rollout, the "
            "sampler's with --policy cfg, else a no-grad pass; pass = always a separate no-grad "
@@ -347,6 +358,10 @@ def check_train_args(p, args, check_rewards):
         error = f"--adam-betas must both be in [0, 1), got {args.adam_betas}"
     if error:
         p.error(error)
+    bad = set(t.strip() for t in args.lora_targets.split(",")) - set(LORA_TARGETS)
+    if bad or not args.lora_targets.strip():
+        p.error(f"--lora-targets: {', '.join(sorted(bad)) or 'none given'}: choose among "
+                f"{', '.join(LORA_TARGETS)}")
     P, G = args.prompts_per_rank, args.group_size
     if (P * G) % args.minibatches:
         p.error(f"--minibatches {args.minibatches} must divide --prompts-per-rank x --group-size = "
@@ -381,6 +396,8 @@ TRAIN_CHECKS = [
     ("--beta", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("--dual-clip", lambda v: 1 < v < math.inf, "a finite number > 1"),
     ("--delta", lambda v: 1 < v < math.inf, "a finite number > 1"),
+    ("--lora-rank", lambda v: 0 <= v <= 4096, "in [0, 4096] (0 = off)"),
+    ("--lora-alpha", lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 = the rank)"),
     ("--kl-clamp", lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 = no clamp)"),
     ("--kl-cap", lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 = no cap)"),
     ("--entropy-coef", lambda v: 0 <= v < math.inf, "a finite number >= 0"),

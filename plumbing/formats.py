@@ -45,6 +45,9 @@ def describe(raw):
     """What a loaded checkpoint file is, as a phrase for an error message."""
     if not isinstance(raw, dict):
         return f"a {type(raw).__name__}, not a dict of tensors"
+    if "lora" in raw and "step" in raw:
+        return (f"a LoRA run's checkpoint (adapters only, step {raw['step']}): export a plain GPT "
+                f"with `python tools/lora.py merge CKPT --out FILE` and pass FILE")
     if all(k in raw for k in ("model", "optimizer", "step", "args")):
         task = raw["args"].get("task", "?") if isinstance(raw["args"], dict) else "?"
         return f"a train.py checkpoint ({task} GPT, step {raw['step']})"

@@ -23,7 +23,7 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
-from plumbing import stops
+from plumbing import lora, stops
 from plumbing.files import (WriteFailed, check_writable, read_jsonl, remove_stale_tmp,
                             save_atomic, write_json)
 from plumbing.formats import check_run_checkpoint, load_checkpoint
@@ -197,7 +197,10 @@ def write_args(args):
 def restore(run, ck):
     """--resume: weights, optimizer, step and RNG states from the checkpoint prepare_run read."""
     args = run.args
-    run.policy.load_state_dict(ck["model"])
+    if "lora" in ck:
+        lora.load_adapter_state(run.policy, ck["model"], run.ckpt_path)
+    else:
+        run.policy.load_state_dict(ck["model"])
     run.opt.load_state_dict(ck["optimizer"])
     for group in run.opt.param_groups:  # the stored values unless this command line changed them
         group.update(lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
@@ -264,8 +267,11 @@ def save_samples(run, step, images, nrow):
 def model_state(model, image_size=None):
     """A GPT as we save it: the weights plus the config (and the pixel size, which the config
     cannot tell when the VQ is not 16 px per token), so model.load_gpt needs no flags."""
-    return {"model": model.state_dict(), "config": asdict(model.config),
-            **({"image_size": image_size} if image_size else {})}
+    size = {"image_size": image_size} if image_size else {}
+    if lora.adapters(model):  # a LoRA run: the adapters; the base is the run's --gpt-ckpt / seed
+        return {"model": lora.adapter_state(model), "config": asdict(model.config),
+                "lora": lora.settings(model), **size}
+    return {"model": model.state_dict(), "config": asdict(model.config), **size}
 
 
 def save_due(args, step):

@@ -67,6 +67,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from grpo import policy_logprobs  # noqa: E402  (the repository on the path first)
 from model import GPT, Sampling, generate, gpt_config  # noqa: E402
+from plumbing import lora  # noqa: E402
 from plumbing.files import (WriteFailed, atomic_write, check_readable,  # noqa: E402
                             check_writable, read_json, read_jsonl, read_npz, write_json)
 from plumbing.flags import (CPU_THREADS_CHECK, SAMPLER_CHECKS, SEED_CHECK,  # noqa: E402
@@ -244,7 +245,8 @@ def load_pair(args, device):
     """(base, tuned, vq, text encoder or None, the run's train args) from the tuned checkpoint,
     which must hold a GPT (one line naming what it holds otherwise)."""
     ck = load_checkpoint(args.tuned)
-    sd = state_dict_of(ck, args.tuned, "--tuned", "gpt")
+    adapted = isinstance(ck, dict) and ck.get("lora")  # a LoRA run: adapters, folded in below
+    sd = ck["model"] if adapted else state_dict_of(ck, args.tuned, "--tuned", "gpt")
     if isinstance(ck.get("args"), dict):
         targs = argparse.Namespace(**ck["args"])
     else:   # a bare GPT file: train.py's defaults for the task (its presets live there)
@@ -259,9 +261,15 @@ def load_pair(args, device):
     if missing:
         raise MissingCheckpoint(f"missing weights: {', '.join(missing)}; "
                                 f"pass the file(s) with the flag(s)")
+    targs.lora_rank = 0   # base and tuned both built plain (a LoRA run's base: its --gpt-ckpt)
     tuned, base, vq, text = build_models(targs, device)        # base: the run's initial weights
-    check_keys(tuned, sd, what=f"--tuned {args.tuned}")
-    tuned.load_state_dict(sd)
+    if adapted:           # the run's policy: its base, the saved adapters on it, merged
+        lora.add_adapters(tuned, adapted["rank"], adapted["alpha"], tuple(adapted["targets"]))
+        lora.load_adapter_state(tuned, sd, f"--tuned {args.tuned}")
+        lora.merge(tuned).eval()
+    else:
+        check_keys(tuned, sd, what=f"--tuned {args.tuned}")
+        tuned.load_state_dict(sd)
     return base, tuned, vq, text, targs
 
 
