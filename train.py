@@ -40,8 +40,8 @@ from tqdm import tqdm
 from grpo import (Objective, diagnostics, group_advantages, grpo_loss, kl_penalized_rewards,
                   policy_logprobs)
 from model import GPT, Sampling, generate, gpt_config, load_gpt
-from plumbing import lora, rundir
-from plumbing.distributed import (all_gather, all_gather_objects, all_reduce, ddp,
+from plumbing import lora, rundir, sharding
+from plumbing.distributed import (all_gather, all_gather_objects, all_reduce,
                                   setup_distributed, sync)
 from plumbing.flags import check_files, check_run_memory, parse_train_args
 from plumbing.mnist import PatchVQ
@@ -213,13 +213,14 @@ def setup(args, argv):
     policy, reference, vq, text = training_dtypes(args, device, *build_models(args, device))
     if args.task == "c2i":  # a model with K classes draws ids from [0, K)
         pool = class_pool(pool, policy.config.num_classes, args.num_classes)
+    model = sharding.wrap(policy, args, world, device)  # DDP, FSDP2 (--fsdp: in place) or itself
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=tuple(args.adam_betas),
                             weight_decay=args.weight_decay)
     P, G = args.prompts_per_rank, args.group_size
     run = Run(args=args, rank=rank, world=world, device=device, log=log, amp=amp, scorer=scorer,
-              rollout_amp=amp if args.rollout_autocast else nullcontext(), policy=policy,
-              reference=reference, vq=vq, text=text, opt=opt, pool=pool,
-              model=ddp(policy, world, device),  # the reference stays outside
+              rollout_amp=sharding.Gathered(  # --fsdp: the policy gathered whole for the rollout
+                  policy, amp if args.rollout_autocast else nullcontext()),
+              policy=policy, reference=reference, vq=vq, text=text, opt=opt, pool=pool, model=model,
               sampling=Sampling.of(args), objective=Objective.of(args), P=P, G=G,
               N=policy.config.block_size,
               micro=args.micro_batch or P * G // args.minibatches, old_from=pi_old_source(args),
@@ -227,9 +228,10 @@ def setup(args, argv):
               metrics_path=os.path.join(args.out, "metrics.jsonl"))
     check_run_memory(policy, args, G, run.micro, device)  # a refusal, not an out-of-memory kill
     params, trained = (sum(p.numel() for p in policy.parameters() if p.requires_grad >= t) / 1e6
-                       for t in (False, True))
-    log(f"policy {params:.2f}M params ({trained:.3g}M trained) | {world} rank(s) x {P} prompts x {G} samples = "
-        f"{world * run.B} images/step | {len(pool)} prompts | policy log-probs: {args.policy}")
+                       for t in (0, 1))
+    log(f"policy {params:.2f}M params ({trained:.3g}M trained) | {world} rank(s) x {P} prompts x "
+        f"{G} samples = {world * run.B} images/step | {len(pool)} prompts | policy log-probs: "
+        f"{args.policy}")
     if ck is not None:  # read by prepare_run: weights, optimizer, step and RNG states
         rundir.restore(run, ck)
     rundir.start_logs(run)
@@ -484,11 +486,12 @@ def save_checkpoint(run, step):
     the step, every rank's RNG states and the flags. Non-finite weights are never saved."""
     cuda_rng = torch.cuda.get_rng_state() if run.device.type == "cuda" else None
     rngs = all_gather_objects({"cpu": torch.get_rng_state(), "cuda": cuda_rng}, run.world)
-    bad = [n for n, p in run.policy.named_parameters() if not torch.isfinite(p).all()]
+    bad = sharding.nonfinite(run.policy)
     stop_if_nonfinite({f"weight {bad[0]}": float("nan")} if bad else {}, step, run.saved)
+    model, optimizer = sharding.full_state(run.policy, run.opt)  # every rank: FSDP gathers here
     if run.master:
-        rundir.write_checkpoint(run, {**rundir.model_state(run.policy, run.args.image_size),
-                                      "optimizer": run.opt.state_dict(), "step": step + 1,
+        rundir.write_checkpoint(run, {**rundir.model_state(run.policy, run.args.image_size, model),
+                                      "optimizer": optimizer, "step": step + 1,
                                       "rng": rngs, "args": vars(run.args)}, step)
     run.saved = step + 1
 

@@ -312,6 +312,10 @@ def train_parser(presets, description, rewards_default):
     a("--ref-dtype", choices=["auto", "bf16", "fp32"], default="auto",
       help="reference model weights; auto = bf16 on GPU with --bf16 (the matmuls run in bf16 "
            "under autocast anyway), else fp32")
+    a("--fsdp", action="store_true",
+      help="shard the policy's weights, gradient and AdamW state over the ranks with torch's FSDP2 "
+           "(fully_shard per block; the reference stays a full copy); same checkpoints, same "
+           "torchrun commands (docs/memory.md)")
     a("--lora-rank", type=int, default=0,
       help="train low-rank adapters of this rank on --lora-targets, the base frozen (0 = off: "
            "every weight trains); the reference is the base with the adapters off, no second copy "
@@ -358,6 +362,9 @@ def check_train_args(p, args, check_rewards):
         error = f"--adam-betas must both be in [0, 1), got {args.adam_betas}"
     if error:
         p.error(error)
+    if args.fsdp and (args.lora_rank or args.compile):
+        p.error(f"--fsdp with {'--lora-rank' if args.lora_rank else '--compile'} is not supported "
+                f"yet: drop one of them")
     bad = set(t.strip() for t in args.lora_targets.split(",")) - set(LORA_TARGETS)
     if bad or not args.lora_targets.strip():
         p.error(f"--lora-targets: {', '.join(sorted(bad)) or 'none given'}: choose among "

@@ -23,7 +23,7 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
-from plumbing import lora, stops
+from plumbing import lora, sharding, stops
 from plumbing.files import (WriteFailed, check_writable, read_jsonl, remove_stale_tmp,
                             save_atomic, write_json)
 from plumbing.formats import check_run_checkpoint, load_checkpoint
@@ -199,9 +199,12 @@ def restore(run, ck):
     args = run.args
     if "lora" in ck:
         lora.load_adapter_state(run.policy, ck["model"], run.ckpt_path)
+    elif sharding.sharded(run.policy):  # --fsdp: the full state dicts split over the ranks
+        sharding.load_state(run.policy, run.opt, ck["model"], ck["optimizer"])
     else:
         run.policy.load_state_dict(ck["model"])
-    run.opt.load_state_dict(ck["optimizer"])
+    if not sharding.sharded(run.policy):
+        run.opt.load_state_dict(ck["optimizer"])
     for group in run.opt.param_groups:  # the stored values unless this command line changed them
         group.update(lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)
     run.start = run.saved = ck["step"]
@@ -264,14 +267,14 @@ def save_samples(run, step, images, nrow):
         run.writer.add_image("samples", grid, step, dataformats="HWC")
 
 
-def model_state(model, image_size=None):
+def model_state(model, image_size=None, sd=None):
     """A GPT as we save it: the weights plus the config (and the pixel size, which the config
     cannot tell when the VQ is not 16 px per token), so model.load_gpt needs no flags."""
     size = {"image_size": image_size} if image_size else {}
     if lora.adapters(model):  # a LoRA run: the adapters; the base is the run's --gpt-ckpt / seed
         return {"model": lora.adapter_state(model), "config": asdict(model.config),
                 "lora": lora.settings(model), **size}
-    return {"model": model.state_dict(), "config": asdict(model.config), **size}
+    return {"model": model.state_dict() if sd is None else sd, "config": asdict(model.config), **size}
 
 
 def save_due(args, step):
