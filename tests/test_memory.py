@@ -28,6 +28,10 @@ def test_the_parts_are_the_parameter_counts_times_their_bytes():
     lo = memory.estimate("GPT-B", "c2i", 256, lora_rank=16)
     assert lo["gradient + AdamW"] == 12 * adapters and lo["reference"] == 0
     assert lo["policy weights"] == 4 * n
+    sh = memory.estimate("GPT-B", "c2i", 256, fsdp=8)           # the policy's states split 8 ways
+    assert sh["policy weights"] == 4 * n // 8 and sh["gradient + AdamW"] == 12 * n // 8
+    act = "activations (max of rollout, update)"
+    assert sh[act] >= full[act] and sh["reference"] == full["reference"]
 
 
 def test_each_flag_moves_its_part_the_right_way():

@@ -5,14 +5,16 @@ ViT-H-14, MANIQA, the Qwen2.5-VL-3B judge: tools/bench_paper.py's real architect
 activations use the estimate train.py refuses runs with (plumbing/flags.py: forward_bytes,
 kv_cache_bytes). Per rank (DDP replicates everything on each GPU):
 
-  policy weights            P x 4 bytes (2 with --pure-bf16)
-  gradient + AdamW moments  3 x trained x 4 (2 with --pure-bf16): trained = P, or the adapters (LoRA)
+  policy weights            P x 4 bytes (2 with --pure-bf16); / N with --fsdp on N GPUs
+  gradient + AdamW moments  3 x trained x 4 (2 with --pure-bf16), / N with --fsdp: trained = P, or
+                            the adapters (LoRA)
   reference                 P x 2 (--ref-dtype bf16) or 4 (fp32); 0 with LoRA (the base, adapters off)
   VQ-16, text encoder       fp32 VQ; FLAN-T5-XL's encoder in bf16 (t2i)
   reward models             bf16 (--reward-dtype auto), or the paper's dtypes (paper: CLIP, HPS and
                             MANIQA fp32, the judge bf16)
   + the larger of the rollout (KV caches of G x 2 rows, fp32) and the update's activations (a
-    micro-batch; --grad-checkpoint keeps one layer's full activations and each layer's input).
+    micro-batch; --grad-checkpoint keeps one layer's full activations and each layer's input;
+    --fsdp adds the policy gathered whole in bf16 to the rollout, and two blocks to the update).
 
   python tools/memory.py                                   # the table: models x flags x GPUs
   python tools/memory.py one --model GPT-XL --image-size 384 --lora-rank 16   # by part
@@ -41,7 +43,9 @@ MODELS = [("GPT-B", "c2i", 256), ("GPT-L", "c2i", 384), ("GPT-XL", "c2i", 384),
 # flag sets a user chooses between, cheapest last; every one on the paper's batch per rank
 FLAG_SETS = {"full": {}, "--grad-checkpoint": {"grad_checkpoint": True},
              "--lora-rank 16": {"lora_rank": 16},
-             "--lora-rank 16 --grad-checkpoint": {"lora_rank": 16, "grad_checkpoint": True}}
+             "--lora-rank 16 --grad-checkpoint": {"lora_rank": 16, "grad_checkpoint": True},
+             "--fsdp, 8 GPUs": {"fsdp": 8},
+             "--fsdp, 8 GPUs, --grad-checkpoint": {"fsdp": 8, "grad_checkpoint": True}}
 
 
 def count(model):
@@ -60,8 +64,10 @@ def reward_params():
 
 def estimate(model="GPT-XL", task="c2i", image_size=384, images=8, micro=8, policy="cond",
              cfg=True, lora_rank=0, grad_checkpoint=False, pure_bf16=False, ref_dtype="bf16",
-             reward_dtype="auto", rewards=None):
-    """Bytes per rank by part: {part: bytes}. `rewards`: {name: params} (reward_params())."""
+             reward_dtype="auto", rewards=None, fsdp=0):
+    """Bytes per rank by part: {part: bytes}. `rewards`: {name: params} (reward_params()).
+    fsdp=N: the policy's weights, gradient and moments split N ways; the whole policy gathered in
+    bf16 for the rollout (plumbing/sharding.py: Gathered), one block at a time in the update."""
     c = gpt_config(model, model_type=task, block_size=(image_size // 16) ** 2)
     with torch.device("meta"):
         gpt = GPT(c)
@@ -69,7 +75,8 @@ def estimate(model="GPT-XL", task="c2i", image_size=384, images=8, micro=8, poli
         trained = count(lora.add_adapters(gpt, lora_rank, lora_rank)) - total if lora_rank else total
         vq = count(VQModel(VQ_PRESETS["VQ-16"]))
     w = 2 if pure_bf16 else 4
-    parts = {"policy weights": total * w, "gradient + AdamW": 3 * trained * w,
+    n = fsdp or 1
+    parts = {"policy weights": total * w // n, "gradient + AdamW": 3 * trained * w // n,
              "reference": 0 if lora_rank else total * (2 if ref_dtype == "bf16" else 4),
              "VQ-16": vq * 4}
     for name, n in (rewards or {}).items():
@@ -85,6 +92,9 @@ def estimate(model="GPT-XL", task="c2i", image_size=384, images=8, micro=8, poli
     else:
         update = forward_bytes(c, rows, True)
     rollout = kv_cache_bytes(c, images * (1 + cfg)) + 32 * images * (1 + cfg) * c.vocab_size
+    if fsdp:
+        rollout += total * 2                          # gathered whole (bf16) while it samples
+        update += 2 * total * 2 // c.n_layer          # a block gathered (and the next prefetched)
     parts["activations (max of rollout, update)"] = max(rollout, update)
     return parts
 
@@ -134,6 +144,8 @@ def measure(out="/tmp/memory_measure"):
     base = peak_rss([])
     rows = []
     for name, flags in FLAG_SETS.items():
+        if "fsdp" in flags:   # needs torchrun and one GPU per rank to mean anything
+            continue
         extra = [f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in flags.items()]
         extra = " ".join(extra).split()
         peak = peak_rss(["train.py", *MEASURE_FLAGS, "--out", out, "--overwrite", *extra])
@@ -153,6 +165,7 @@ def main(argv=None):
     one.add_argument("--micro-batch", type=int, default=0, help="0 = all the images")
     one.add_argument("--policy", default="cond", choices=["cond", "cfg"])
     one.add_argument("--lora-rank", type=int, default=0)
+    one.add_argument("--fsdp", type=int, default=0, help="shard over this many GPUs (0 = DDP)")
     one.add_argument("--grad-checkpoint", action="store_true")
     one.add_argument("--pure-bf16", action="store_true")
     one.add_argument("--ref-dtype", default="bf16", choices=["bf16", "fp32"])
@@ -161,11 +174,11 @@ def main(argv=None):
     sub.add_parser("measure", help="peak RSS of small real runs on this CPU")
     a = p.parse_args(argv)
     if a.cmd == "one":
-        if a.images < 1 or a.micro_batch < 0 or a.lora_rank < 0:
-            p.error("--images >= 1, --micro-batch >= 0 and --lora-rank >= 0")
+        if a.images < 1 or a.micro_batch < 0 or a.lora_rank < 0 or a.fsdp < 0:
+            p.error("--images >= 1, --micro-batch >= 0, --lora-rank >= 0 and --fsdp >= 0")
         parts = estimate(a.model, a.task, a.image_size, a.images, a.micro_batch or a.images,
                          a.policy, True, a.lora_rank, a.grad_checkpoint, a.pure_bf16, a.ref_dtype,
-                         a.reward_dtype, reward_params())
+                         a.reward_dtype, reward_params(), a.fsdp)
         for k, v in parts.items():
             print(f"{k:40s} {v / GB:8.2f} GB")
         print(f"{'total per rank':40s} {sum(parts.values()) / GB:8.2f} GB")
