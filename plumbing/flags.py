@@ -362,6 +362,9 @@ def check_train_args(p, args, check_rewards):
         error = f"--adam-betas must both be in [0, 1), got {args.adam_betas}"
     if error:
         p.error(error)
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", 1)) < 2:
+        p.error("--fsdp shards the policy over the ranks of a torchrun launch: run it with "
+                "`torchrun --nproc_per_node N train.py ...` (N >= 2), or drop --fsdp")
     if args.fsdp and (args.lora_rank or args.compile):
         p.error(f"--fsdp with {'--lora-rank' if args.lora_rank else '--compile'} is not supported "
                 f"yet: drop one of them")

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from model import GPT, GPTConfig, load_gpt  # noqa: E402  (the repository on the path first)
 from plumbing import lora  # noqa: E402
-from plumbing.files import save_atomic  # noqa: E402
+from plumbing.files import WriteFailed, save_atomic  # noqa: E402
 from plumbing.formats import load_checkpoint  # noqa: E402
 from plumbing.rundir import model_state  # noqa: E402
 from plumbing.weights import BadCheckpoint  # noqa: E402
@@ -77,7 +77,10 @@ def main(argv=None):
     if not os.access(out_dir, os.W_OK):
         raise SystemExit(f"error: cannot write into {out_dir}")
     model, ck, run = merged(args.ckpt)
-    save_atomic(model_state(model, run.image_size), args.out)
+    try:
+        save_atomic(model_state(model, run.image_size), args.out)
+    except WriteFailed as e:
+        raise SystemExit(f"error: {e}") from None
     n = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"wrote {args.out}: {n:.2f}M params, {lora.describe(ck['lora'])}, step {ck['step']}")
 

@@ -158,7 +158,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd")
     one = sub.add_parser("one", help="one configuration, part by part")
-    one.add_argument("--model", default="GPT-XL", choices=[m for m, _, _ in MODELS])
+    one.add_argument("--model", default="GPT-XL", choices=sorted({m for m, _, _ in MODELS}))
     one.add_argument("--task", default="c2i", choices=["c2i", "t2i"])
     one.add_argument("--image-size", type=int, default=384, choices=[256, 384, 512])
     one.add_argument("--images", type=int, default=8, help="images per rank per step (P x G)")
