@@ -12,6 +12,8 @@ imports the reading-path files (model.py, train.py, ...); they import from here.
                       metrics, checkpoints, what a stopped run says
     stops.py          non-finite stops; run_cli, every command's one-line exit (errors, Ctrl-C)
     distributed.py    the process group and the collectives of the bookkeeping
+    sharding.py       DDP or FSDP2 (--fsdp): wrapping, the rollout's gather, full checkpoints
+    lora.py           LoRA adapters (--lora-rank): the reference as the base with adapters off
     files.py          atomic writes of every output, stale temporary files, writable outputs,
                       readers with one-line errors (torn .jsonl lines dropped)
     captions.py       DeepFloyd-IF's caption cleaning
