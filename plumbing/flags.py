@@ -13,7 +13,7 @@ import torch
 
 from plumbing.files import read_json
 from plumbing.formats import run_args
-from plumbing.lora import TARGETS as LORA_TARGETS
+from plumbing.lora import TARGETS as LORA_TARGETS, parse_targets
 from plumbing.reward_models import WEIGHT_ARGS
 from plumbing.weights import BadCheckpoint, MissingCheckpoint
 
@@ -368,7 +368,7 @@ def check_train_args(p, args, check_rewards):
     if args.fsdp and (args.lora_rank or args.compile):
         p.error(f"--fsdp with {'--lora-rank' if args.lora_rank else '--compile'} is not supported "
                 f"yet: drop one of them")
-    bad = set(t.strip() for t in args.lora_targets.split(",")) - set(LORA_TARGETS)
+    bad = set(parse_targets(args.lora_targets)) - set(LORA_TARGETS)
     if bad or not args.lora_targets.strip():
         p.error(f"--lora-targets: {', '.join(sorted(bad)) or 'none given'}: choose among "
                 f"{', '.join(LORA_TARGETS)}")

@@ -58,6 +58,11 @@ def add_adapters(model, rank, alpha, targets=TARGETS):
     return model
 
 
+def parse_targets(text):
+    """--lora-targets "wqkv, wo" -> ("wqkv", "wo")."""
+    return tuple(t.strip() for t in text.split(","))
+
+
 def adapters(model):
     return [m for m in model.modules() if isinstance(m, LoRALinear)]
 
@@ -88,7 +93,8 @@ class Reference(nn.Module):
         with adapters_off(self.policy):
             return self.policy(*args, **kwargs)
 
-    def __getattr__(self, name):  # what policy_logprobs / cfg_logits may read off the model
+    def __getattr__(self, name):  # what policy_logprobs / cfg_logits read off the model (config,
+        # null_cond): only forward() runs with the adapters off
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -111,6 +117,14 @@ def load_adapter_state(model, sd, what="checkpoint"):
     model.load_state_dict(sd, strict=False)
 
 
+def fold(model, settings, sd, what="checkpoint"):
+    """A LoRA checkpoint's policy as a plain GPT: its adapters (`settings`: the checkpoint's
+    `lora` entry; `sd`: its `model`) put on `model`, the run's base, then merged in, in place."""
+    add_adapters(model, settings["rank"], settings["alpha"], tuple(settings["targets"]))
+    load_adapter_state(model, sd, what)
+    return merge(model).eval()
+
+
 def merge(model):
     """Fold every adapter into its weight and drop it: a plain GPT (LlamaGen's names), in place."""
     with torch.no_grad():
@@ -126,8 +140,8 @@ def reference_for(policy, args):
     policy itself with its adapters off (the adapters are added to the policy here)."""
     if not getattr(args, "lora_rank", 0):  # runs saved before LoRA have no such flag
         return copy.deepcopy(policy)
-    targets = tuple(t.strip() for t in args.lora_targets.split(","))
-    add_adapters(policy, args.lora_rank, args.lora_alpha or args.lora_rank, targets)
+    add_adapters(policy, args.lora_rank, args.lora_alpha or args.lora_rank,
+                 parse_targets(args.lora_targets))
     return Reference(policy)
 
 

@@ -197,13 +197,13 @@ def write_args(args):
 def restore(run, ck):
     """--resume: weights, optimizer, step and RNG states from the checkpoint prepare_run read."""
     args = run.args
-    if "lora" in ck:
-        lora.load_adapter_state(run.policy, ck["model"], run.ckpt_path)
-    elif sharding.sharded(run.policy):  # --fsdp: the full state dicts split over the ranks
+    if sharding.sharded(run.policy):  # --fsdp: the full state dicts split over the ranks
         sharding.load_state(run.policy, run.opt, ck["model"], ck["optimizer"])
     else:
-        run.policy.load_state_dict(ck["model"])
-    if not sharding.sharded(run.policy):
+        if "lora" in ck:  # the adapters only (the base was rebuilt from the run's flags)
+            lora.load_adapter_state(run.policy, ck["model"], run.ckpt_path)
+        else:
+            run.policy.load_state_dict(ck["model"])
         run.opt.load_state_dict(ck["optimizer"])
     for group in run.opt.param_groups:  # the stored values unless this command line changed them
         group.update(lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay)

@@ -264,9 +264,7 @@ def load_pair(args, device):
     targs.lora_rank = 0   # base and tuned both built plain (a LoRA run's base: its --gpt-ckpt)
     tuned, base, vq, text = build_models(targs, device)        # base: the run's initial weights
     if adapted:           # the run's policy: its base, the saved adapters on it, merged
-        lora.add_adapters(tuned, adapted["rank"], adapted["alpha"], tuple(adapted["targets"]))
-        lora.load_adapter_state(tuned, sd, f"--tuned {args.tuned}")
-        lora.merge(tuned).eval()
+        lora.fold(tuned, adapted, sd, f"--tuned {args.tuned}")
     else:
         check_keys(tuned, sd, what=f"--tuned {args.tuned}")
         tuned.load_state_dict(sd)

@@ -51,10 +51,7 @@ def merged(path):
     model = base_of(ck, args)
     if args.pure_bf16:  # the run trained in bf16: its adapters are bf16 too
         model.to(torch.bfloat16)
-    s = ck["lora"]
-    lora.add_adapters(model, s["rank"], s["alpha"], tuple(s["targets"]))
-    lora.load_adapter_state(model, ck["model"], path)
-    return lora.merge(model).eval(), ck, args
+    return lora.fold(model, ck["lora"], ck["model"], path), ck, args
 
 
 def main(argv=None):

@@ -40,7 +40,8 @@ GPUS = (24, 40, 80, 141)
 # LlamaGen's released GPTs at their released resolution (C2I), and the T2I XL
 MODELS = [("GPT-B", "c2i", 256), ("GPT-L", "c2i", 384), ("GPT-XL", "c2i", 384),
           ("GPT-XXL", "c2i", 384), ("GPT-3B", "c2i", 384), ("GPT-XL", "t2i", 256)]
-# flag sets a user chooses between, cheapest last; every one on the paper's batch per rank
+# flag sets a user chooses between, by their train.py flags (the FSDP sets named for the table),
+# with estimate()'s keywords; every one on the paper's batch per rank
 FLAG_SETS = {"full": {}, "--grad-checkpoint": {"grad_checkpoint": True},
              "--lora-rank 16": {"lora_rank": 16},
              "--lora-rank 16 --grad-checkpoint": {"lora_rank": 16, "grad_checkpoint": True},
@@ -146,8 +147,7 @@ def measure(out="/tmp/memory_measure"):
     for name, flags in FLAG_SETS.items():
         if "fsdp" in flags:   # needs torchrun and one GPU per rank to mean anything
             continue
-        extra = [f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in flags.items()]
-        extra = " ".join(extra).split()
+        extra = [] if name == "full" else name.split()   # the set's name is its flags
         peak = peak_rss(["train.py", *MEASURE_FLAGS, "--out", out, "--overwrite", *extra])
         est = sum(estimate("GPT-B", "c2i", 256, 8, 8, ref_dtype="fp32", **flags).values())
         rows.append((name, (peak - base) / GB, est / GB))
